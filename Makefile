@@ -1,0 +1,27 @@
+# The two commands a new user needs:  make train  |  make test
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.rlframe-installed
+# Overrides for `make train`, e.g.  make train ARGS="trainer.max_steps=5 run.output_dir=/tmp/r"
+ARGS   ?=
+# Test tiers: `make test` runs everything; `make test-fast` only the tier without Ray.
+PYTEST ?= $(BIN)/python -m pytest
+
+.PHONY: install train sft test test-fast clean
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints-cpu.txt launch/install.sh
+	bash launch/install.sh $(VENV)
+	touch $(STAMP)
+
+train: install
+	$(BIN)/rlframe train $(ARGS)
+
+test: install
+	$(PYTEST) tests -q $(ARGS)
+
+test-fast: install
+	$(PYTEST) tests -q -m "not integration" $(ARGS)
+
+clean:
+	rm -rf outputs .cache .pytest_cache

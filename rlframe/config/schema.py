@@ -1,0 +1,182 @@
+"""Dataclass schemas of the whole configuration.
+
+Hydra composes `conf/` on top of `RLConfig` (registered as `rlframe_base`), so a wrong
+type or an unknown key fails at composition time, naming the key.  `validate()` then
+checks values (allowed choices, ranges, cross-field rules) before any actor starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+@dataclass
+class RunConfig:
+    name: str = "rlframe"
+    # Where the run writes; null = outputs/<name>-<timestamp>
+    output_dir: Optional[str] = None
+    seed: int = 0
+    # Where caches live (tokenizer/model built from config, torch extensions); null = .cache
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    # A Hugging Face model folder; null = build a tiny model from `arch` (random weights)
+    path: Optional[str] = None
+    # Start from this checkpoint instead (e.g. an SFT output); overrides `path`
+    init_from: Optional[str] = None
+    arch: str = "qwen2"
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    num_kv_heads: int = 2
+    intermediate_size: int = 512
+    max_position_embeddings: int = 1024
+    tie_word_embeddings: bool = True
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    task: str = "preference_synthetic"
+    num_train: int = 4000
+    num_eval: int = 256
+    num_history: int = 5
+    seed: int = 1234
+
+
+@dataclass
+class VLLMConfig:
+    gpu_memory_utilization: float = 0.5
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = True
+    # GiB of KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)
+    cpu_kv_cache_gb: int = 1
+    max_model_len: int = 1024
+    # sleep/wake the engine around training when colocated on a GPU
+    enable_sleep_mode: bool = False
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "vllm"
+    num_workers: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int = 256
+    num_cpus_per_worker: float = 1.0
+    num_gpus_per_worker: float = 0.0
+    # threads for torch inside each worker (0 = leave the default)
+    torch_threads: int = 1
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+
+
+@dataclass
+class RewardFnConfig:
+    name: str = "format"
+    weight: float = 1.0
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RewardConfig:
+    num_workers: int = 1
+    num_cpus_per_worker: float = 1.0
+    num_gpus_per_worker: float = 0.0
+    fns: List[RewardFnConfig] = field(default_factory=list)
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "grpo"
+    group_size: int = 8
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    kl_coef: float = 0.04
+    kl_estimator: str = "k3"
+    # "token_mean": average over all valid tokens of the micro-batch
+    loss_agg: str = "token_mean"
+    adv_eps: float = 1e-4
+    # optimizer updates per rollout batch (1 = on-policy, old log-probs = current)
+    updates_per_batch: int = 1
+
+
+@dataclass
+class LearnerConfig:
+    world_size: int = 2
+    zero_stage: int = 2
+    offload: bool = False
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    micro_batch_size: int = 16
+    # "auto" = nccl when GPUs are used, gloo otherwise
+    dist_backend: str = "auto"
+    num_cpus_per_worker: float = 1.0
+    num_gpus_per_worker: float = 0.0
+    torch_threads: int = 1
+
+
+@dataclass
+class ClusterConfig:
+    # null: start a local Ray; "auto": join the cluster this machine belongs to; or ray://host:port
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    # PACK keeps roles close, SPREAD distributes them across nodes
+    placement_strategy: str = "PACK"
+    # Ray's temp dir (null = <cache_dir>/ray)
+    temp_dir: Optional[str] = None
+    # Ray's own processes are quiet unless this is true
+    log_to_driver: bool = False
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 200
+    batch_size: int = 16
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    # cosine decay to this fraction of lr
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    # stages to run, in order, by `rlframe train`
+    stages: List[str] = field(default_factory=lambda: ["sft", "grpo"])
+    max_steps: int = 40
+    prompts_per_step: int = 16
+    lr_schedule: str = "constant"
+    eval_every: int = 0
+    save_every: int = 0
+    progress: bool = True
+    loggers: List[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    sft: SFTConfig = field(default_factory=SFTConfig)
+
+
+@dataclass
+class WeightSyncConfig:
+    bucket_mb: float = 16.0
+    # verify every sync with a checksum of the received tensors
+    checksum: bool = True
+    # compare the generator's log-probs on a probe sequence with the learner's every N syncs (0 = never)
+    probe_every: int = 0
+    probe_tolerance: float = 1e-3
+
+
+@dataclass
+class RLConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)

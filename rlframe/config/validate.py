@@ -1,0 +1,112 @@
+"""Value checks that types alone cannot express; run before Ray starts."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rlframe.config.schema import RLConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with every offending key named in the message."""
+
+
+def _choice(errors: list[str], key: str, value: Any, allowed: Iterable[Any]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        errors.append(f"{key}={value!r}: expected one of {', '.join(map(repr, allowed))}")
+
+
+def _at_least(errors: list[str], key: str, value: float, low: float) -> None:
+    if value < low:
+        errors.append(f"{key}={value!r}: must be >= {low}")
+
+
+def _in_range(errors: list[str], key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        errors.append(f"{key}={value!r}: must be in [{low}, {high}]")
+
+
+def validate(cfg: RLConfig) -> RLConfig:
+    """Raise ConfigError listing every invalid value; return cfg unchanged otherwise."""
+    from rlframe.learner.advantages import ADVANTAGE_ESTIMATORS
+    from rlframe.learner.losses import KL_ESTIMATORS, LOSS_AGGREGATIONS
+    from rlframe.reward.registry import REWARD_FNS
+    from rlframe.tasks.registry import TASKS
+
+    e: list[str] = []
+    m, r, a, lr, t = cfg.model, cfg.rollout, cfg.algorithm, cfg.learner, cfg.trainer
+
+    _choice(e, "model.arch", m.arch, ["qwen2"])
+    _choice(e, "model.dtype", m.dtype, ["float32", "bfloat16", "float16"])
+    if m.path is None and m.init_from is None:
+        for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
+            _at_least(e, f"model.{key}", getattr(m, key), 1)
+        if m.num_heads >= 1 and m.hidden_size % m.num_heads:
+            e.append(f"model.hidden_size={m.hidden_size}: must be divisible by model.num_heads={m.num_heads}")
+        elif m.num_heads >= 1 and m.num_kv_heads >= 1 and m.num_heads % m.num_kv_heads:
+            e.append(f"model.num_heads={m.num_heads}: must be divisible by model.num_kv_heads={m.num_kv_heads}")
+        elif r.backend == "vllm" and r.num_gpus_per_worker == 0 and m.num_heads >= 1 \
+                and m.hidden_size // m.num_heads != 64:
+            e.append(f"model.hidden_size/model.num_heads={m.hidden_size // m.num_heads}: vLLM on CPU "
+                     "needs head_dim 64 (e.g. hidden_size=128 num_heads=2), or use rollout.backend=hf")
+
+    _choice(e, "data.task", cfg.data.task, sorted(TASKS))
+    _at_least(e, "data.num_train", cfg.data.num_train, 1)
+    _in_range(e, "data.num_history", cfg.data.num_history, 1, 5)
+
+    _choice(e, "rollout.backend", r.backend, ["vllm", "hf"])
+    _at_least(e, "rollout.num_workers", r.num_workers, 1)
+    _at_least(e, "rollout.temperature", r.temperature, 0.0)
+    _in_range(e, "rollout.top_p", r.top_p, 0.0, 1.0)
+    _at_least(e, "rollout.max_new_tokens", r.max_new_tokens, 1)
+    _at_least(e, "rollout.num_cpus_per_worker", r.num_cpus_per_worker, 0.0)
+    _at_least(e, "rollout.num_gpus_per_worker", r.num_gpus_per_worker, 0.0)
+    _in_range(e, "rollout.vllm.gpu_memory_utilization", r.vllm.gpu_memory_utilization, 0.01, 1.0)
+    _at_least(e, "rollout.vllm.tensor_parallel_size", r.vllm.tensor_parallel_size, 1)
+
+    _at_least(e, "reward.num_workers", cfg.reward.num_workers, 1)
+    if not cfg.reward.fns and "grpo" in t.stages:
+        e.append("reward.fns: empty; the grpo stage needs at least one reward function")
+    for i, fn in enumerate(cfg.reward.fns):
+        _choice(e, f"reward.fns[{i}].name", fn.name, sorted(REWARD_FNS))
+
+    _choice(e, "algorithm.name", a.name, sorted(ADVANTAGE_ESTIMATORS))
+    _at_least(e, "algorithm.group_size", a.group_size, 2)
+    _at_least(e, "algorithm.eps_low", a.eps_low, 0.0)
+    _at_least(e, "algorithm.eps_high", a.eps_high, 0.0)
+    _at_least(e, "algorithm.kl_coef", a.kl_coef, 0.0)
+    _choice(e, "algorithm.kl_estimator", a.kl_estimator, sorted(KL_ESTIMATORS))
+    _choice(e, "algorithm.loss_agg", a.loss_agg, sorted(LOSS_AGGREGATIONS))
+    _at_least(e, "algorithm.updates_per_batch", a.updates_per_batch, 1)
+
+    _at_least(e, "learner.world_size", lr.world_size, 1)
+    _choice(e, "learner.zero_stage", lr.zero_stage, [1, 2, 3])
+    _choice(e, "learner.dist_backend", lr.dist_backend, ["auto", "gloo", "nccl"])
+    _at_least(e, "learner.lr", lr.lr, 0.0)
+    _at_least(e, "learner.micro_batch_size", lr.micro_batch_size, 1)
+
+    _choice(e, "cluster.placement_strategy", cfg.cluster.placement_strategy,
+            ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
+
+    for i, stage in enumerate(t.stages):
+        _choice(e, f"trainer.stages[{i}]", stage, ["sft", "grpo"])
+    for i, name in enumerate(t.loggers):
+        _choice(e, f"trainer.loggers[{i}]", name, ["jsonl", "tensorboard", "wandb"])
+    _at_least(e, "trainer.max_steps", t.max_steps, 0)
+    _at_least(e, "trainer.prompts_per_step", t.prompts_per_step, 1)
+    _choice(e, "trainer.lr_schedule", t.lr_schedule, ["constant", "cosine"])
+    if (t.prompts_per_step * a.group_size) % lr.world_size:
+        e.append(f"trainer.prompts_per_step*algorithm.group_size={t.prompts_per_step * a.group_size}: "
+                 f"must be a multiple of learner.world_size={lr.world_size} (ranks step in lockstep)")
+    _at_least(e, "trainer.sft.steps", t.sft.steps, 0)
+    _at_least(e, "trainer.sft.batch_size", t.sft.batch_size, 1)
+    if t.sft.batch_size % lr.world_size and "sft" in t.stages:
+        e.append(f"trainer.sft.batch_size={t.sft.batch_size}: must be a multiple of "
+                 f"learner.world_size={lr.world_size}")
+
+    _at_least(e, "weight_sync.bucket_mb", cfg.weight_sync.bucket_mb, 0.001)
+    _at_least(e, "weight_sync.probe_every", cfg.weight_sync.probe_every, 0)
+
+    if e:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(e))
+    return cfg

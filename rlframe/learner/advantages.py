@@ -1,0 +1,41 @@
+"""Group-relative advantage estimators (pure; rewards are already gathered globally)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Estimator = Callable[[torch.Tensor, int, float], torch.Tensor]
+
+
+def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    if rewards.ndim != 1 or rewards.numel() % group_size:
+        raise ValueError(f"expected a flat reward vector with a multiple of group_size={group_size} "
+                         f"entries, got shape {tuple(rewards.shape)}")
+    return rewards.float().view(-1, group_size)
+
+
+def grpo(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """(r - mean_group) / (std_group + eps); samples of one prompt are contiguous."""
+    g = _groups(rewards, group_size)
+    return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + eps)).view(-1)
+
+
+def dr_grpo(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """Dr.GRPO: mean-centred only; std normalisation biases toward easy/hard groups."""
+    g = _groups(rewards, group_size)
+    return (g - g.mean(1, keepdim=True)).view(-1)
+
+
+def rloo(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """Leave-one-out baseline: r_i - mean_{j != i} r_j."""
+    g = _groups(rewards, group_size)
+    others = (g.sum(1, keepdim=True) - g) / (group_size - 1)
+    return (g - others).view(-1)
+
+
+ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {"grpo": grpo, "dr_grpo": dr_grpo, "rloo": rloo}
+
+
+def compute_advantages(name: str, rewards: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
+    return ADVANTAGE_ESTIMATORS[name](rewards, group_size, eps)

@@ -1,0 +1,247 @@
+"""The policy learner actor: one rank of a DeepSpeed ZeRO data-parallel group.
+
+Thin by design: the losses live in losses.py, batching in data/batching.py, bucketing in
+weight_sync.py. Every rank receives the same number of equally sized micro-batches, so the
+collectives of ZeRO-3 (parameter gathers in forward) stay in lockstep.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import ray
+import torch
+
+from rlframe.config.schema import AlgorithmConfig, LearnerConfig
+from rlframe.learner.losses import policy_loss, sft_loss, token_logprobs
+from rlframe.learner.weight_sync import Digest, plan_buckets, tensor_bytes
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def deepspeed_config(cfg: LearnerConfig, dtype: str, micro_batch: int, grad_accum: int, world: int,
+                     train: bool = True) -> dict[str, Any]:
+    zero: dict[str, Any] = {"stage": cfg.zero_stage}
+    if cfg.zero_stage == 3:
+        zero.update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=5e7)
+    if cfg.offload and train:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        if cfg.zero_stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": micro_batch * grad_accum * world,
+        "zero_optimization": zero,
+        "gradient_clipping": cfg.grad_clip,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "fp16": {"enabled": dtype == "float16"},
+    }
+    if train:
+        # torch_adam: DeepSpeed's fused CPU Adam would be compiled just in time
+        ds["optimizer"] = {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay,
+                                                        "torch_adam": True, "betas": [0.9, 0.999]}}
+    return ds
+
+
+class LearnerWorker:
+    def __init__(self, rank: int, world_size: int, cfg: LearnerConfig, cache_dir: str) -> None:
+        self.rank, self.world = rank, world_size
+        self.cfg = cfg
+        self.cache_dir = cache_dir
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        self.engine = None
+        self.ref = None
+
+    def master_address(self) -> tuple[str, int]:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def setup(self, master_addr: str, master_port: int, model_path: str, dtype: str, grad_accum: int,
+              ref_path: str | None = None, gradient_checkpointing: bool = False) -> dict:
+        """Join the process group, load the policy (and the frozen reference), wrap with DeepSpeed."""
+        t0 = time.perf_counter()
+        gpu = torch.cuda.is_available() and bool(ray.get_gpu_ids())
+        backend = self.cfg.dist_backend if self.cfg.dist_backend != "auto" else ("nccl" if gpu else "gloo")
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world), LOCAL_RANK="0")
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(self.cache_dir) / "torch_extensions"))
+        if gpu:
+            torch.cuda.set_device(0)  # Ray sets CUDA_VISIBLE_DEVICES per actor
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        self.device = torch.device("cuda", 0) if gpu else torch.device("cpu")
+        self.dtype = dtype
+        mbs = self.cfg.micro_batch_size
+        ds_cfg = deepspeed_config(self.cfg, dtype, mbs, grad_accum, self.world)
+        hf_ds = None
+        if self.cfg.zero_stage == 3:
+            # load straight into partitions (zero.Init) instead of a full copy per rank
+            from transformers.integrations import HfDeepSpeedConfig
+
+            hf_ds = HfDeepSpeedConfig(ds_cfg)  # noqa: F841 (must stay alive during from_pretrained)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[dtype])
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_cfg)
+        if ref_path is not None:
+            ref_cfg = deepspeed_config(self.cfg, dtype, mbs, grad_accum, self.world, train=False)
+            # frozen: sharded under ZeRO-3, a plain replica otherwise (ZeRO-1/2 shard optimizer state only)
+            ref_cfg["zero_optimization"] = {"stage": 3 if self.cfg.zero_stage == 3 else 0}
+            ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=DTYPES[dtype])
+            ref.requires_grad_(False)
+            self.ref, *_ = deepspeed.initialize(model=ref, config=ref_cfg)
+            self.ref.eval()
+        del hf_ds
+        return {"rank": self.rank, "backend": backend, "seconds": time.perf_counter() - t0,
+                "params": sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters())}
+
+    # ---------------------------------------------------------------- helpers
+    def _micro_batches(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Equal-count micro-batches, each trimmed to its own longest sequence.
+
+        [B, L] tensors are inputs, [B, L-1] tensors are per-target-position, [B] per sequence.
+        """
+        full = batch["input_ids"].shape[1]
+        mbs = self.cfg.micro_batch_size
+        out = []
+        for s in range(0, batch["input_ids"].shape[0], mbs):
+            width = int(batch["attention_mask"][s: s + mbs].sum(1).max())
+            mb = {}
+            for k, v in batch.items():
+                v = v[s: s + mbs]
+                if v.ndim == 2:
+                    v = v[:, :width] if v.shape[1] == full else v[:, : width - 1]
+                mb[k] = v.to(self.device)
+            out.append(mb)
+        return out
+
+    def _logprobs(self, module: Any, mb: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+        logits = module(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).logits[:, :-1]
+        return token_logprobs(logits, mb["input_ids"][:, 1:], temperature)
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    # ---------------------------------------------------------------- SFT
+    def sft_step(self, batch: dict[str, torch.Tensor], lr: float) -> dict[str, float]:
+        self.engine.train()
+        self._set_lr(lr)
+        losses, tokens = [], 0.0
+        for mb in self._micro_batches(batch):
+            logits = self.engine(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).logits[:, :-1]
+            loss = sft_loss(logits, mb["input_ids"][:, 1:], mb["loss_mask"])
+            self.engine.backward(loss)
+            self.engine.step()
+            losses.append(loss.item())
+            tokens += float(mb["loss_mask"].sum())
+        return {"loss": sum(losses) / len(losses), "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+                "tokens": tokens, "lr": lr}
+
+    # ---------------------------------------------------------------- GRPO
+    @torch.no_grad()
+    def ref_logprobs(self, batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor | None:
+        if self.ref is None:
+            return None
+        width = batch["input_ids"].shape[1] - 1
+        parts = []
+        for mb in self._micro_batches(batch):
+            lp = self._logprobs(self.ref, mb, temperature).cpu()
+            parts.append(torch.nn.functional.pad(lp, (0, width - lp.shape[1])))
+        return torch.cat(parts)
+
+    def grpo_step(self, batch: dict[str, torch.Tensor], lr: float, algo: AlgorithmConfig,
+                  temperature: float) -> dict[str, float]:
+        """One optimizer update over the rank's share of the rollout batch (micro-batched)."""
+        self.engine.train()
+        self._set_lr(lr)
+        sums: dict[str, float] = {}
+        mbs = self._micro_batches(batch)
+        for mb in mbs:
+            logp = self._logprobs(self.engine, mb, temperature)
+            old = mb["old_logp"] if "old_logp" in mb else logp.detach()
+            loss, m = policy_loss(logp, old, mb["advantages"], mb["loss_mask"], algo.eps_low, algo.eps_high,
+                                  ref_logp=mb.get("ref_logp"), kl_coef=algo.kl_coef,
+                                  kl_estimator=algo.kl_estimator, agg=algo.loss_agg)
+            self.engine.backward(loss)
+            self.engine.step()
+            mask = mb["loss_mask"]
+            # how far the sampler's log-probs are from the learner's (weight sync / numerics health)
+            m["logprob_abs_diff"] = float(((logp.detach() - mb["sample_logp"]).abs() * mask).sum()
+                                          / mask.sum().clamp(min=1))
+            m["entropy_proxy"] = float(-(logp.detach() * mask).sum() / mask.sum().clamp(min=1))
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v / len(mbs)
+        sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
+        sums["lr"] = lr
+        return sums
+
+    # ---------------------------------------------------------------- weights
+    def _named_params(self) -> list[tuple[str, torch.nn.Parameter]]:
+        # tied aliases too (lm_head.weight): vLLM-CPU keeps its own repacked copy of each name
+        return list(self.engine.module.named_parameters(remove_duplicate=False))
+
+    def gather_weights(self, bucket_mb: float, checksum: bool) -> dict | None:
+        """Full weights in buckets in Ray's object store (rank 0 returns the refs; all ranks must call)."""
+        import deepspeed
+
+        t0 = time.perf_counter()
+        params = dict(self._named_params())
+        zero3 = self.cfg.zero_stage == 3
+        sizes = [(n, getattr(p, "ds_numel", p.numel()) * p.element_size()) for n, p in params.items()]
+        digest = Digest() if checksum and self.rank == 0 else None
+        refs, nbytes = [], 0
+        for names in plan_buckets(sizes, int(bucket_mb * 2**20)):
+            group = [params[n] for n in names]
+            unique = list({id(p): p for p in group}.values())
+            with deepspeed.zero.GatheredParameters(unique, modifier_rank=None, enabled=zero3):
+                if self.rank == 0:
+                    bucket = [(n, p.detach().to("cpu", copy=True)) for n, p in zip(names, group)]
+                    if digest is not None:
+                        digest.update(bucket)
+                    nbytes += sum(tensor_bytes(t) for _, t in bucket)
+                    refs.append(ray.put(bucket))
+        if self.rank != 0:
+            return None
+        return {"refs": refs, "digest": digest.hexdigest() if digest else None, "bytes": nbytes,
+                "gather_seconds": time.perf_counter() - t0}
+
+    @torch.no_grad()
+    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+        """Log-probs of a fixed sequence at temperature 1 (all ranks must call under ZeRO-3)."""
+        self.engine.eval()
+        ids = torch.tensor([list(token_ids)], device=self.device)
+        mb = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        return self._logprobs(self.engine, mb, 1.0).squeeze(0).cpu().tolist()
+
+    def save_hf(self, path: str) -> str | None:
+        """Save the full policy in Hugging Face format (gathered under ZeRO-3; all ranks must call)."""
+        import deepspeed
+
+        module = self.engine.module
+        params = self._named_params()
+        with deepspeed.zero.GatheredParameters(list({id(p): p for _, p in params}.values()), modifier_rank=None,
+                                               enabled=self.cfg.zero_stage == 3):
+            if self.rank == 0:
+                state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+                module.save_pretrained(path, state_dict=state, safe_serialization=True)
+        torch.distributed.barrier()
+        return path if self.rank == 0 else None
+
+
+def grad_accum_steps(local_batch: int, micro_batch: int) -> int:
+    return max(1, math.ceil(local_batch / micro_batch))

@@ -1,0 +1,40 @@
+"""What every rollout backend provides, and the sample it returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol, Sequence
+
+import torch
+
+
+@dataclass
+class SamplingSettings:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    prompt_index: int
+    token_ids: list[int]
+    # log-prob of each sampled token under the sampling distribution (after temperature)
+    logprobs: list[float]
+    text: str = ""
+    finish_reason: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> list[Completion]:
+        """n completions per prompt, grouped: all samples of prompt 0 first, then prompt 1, ..."""
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Replace the weights in place (full, unsharded tensors, HF names)."""
+
+    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+        """log p(token_t | tokens_<t) for t >= 1 at temperature 1 (for the weight-sync check)."""

@@ -1,0 +1,90 @@
+"""The rollout generator actor: one engine (vLLM or transformers) per actor."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from typing import Any, Sequence
+
+import ray
+import torch
+
+from rlframe.config.schema import RolloutConfig
+from rlframe.learner.weight_sync import Digest, iter_verified, tensor_bytes
+from rlframe.rollout.engine import Completion, Engine, SamplingSettings
+
+
+def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_id: int, pad_id: int) -> Engine:
+    on_gpu = cfg.num_gpus_per_worker > 0 and torch.cuda.is_available()
+    if cfg.backend == "vllm":
+        from rlframe.rollout.vllm_engine import VLLMEngine
+
+        v = cfg.vllm
+        return VLLMEngine(model_path, dtype=dtype, max_model_len=v.max_model_len, seed=seed, on_gpu=on_gpu,
+                          gpu_memory_utilization=v.gpu_memory_utilization,
+                          tensor_parallel_size=v.tensor_parallel_size, enforce_eager=v.enforce_eager,
+                          cpu_kv_cache_gb=v.cpu_kv_cache_gb, enable_sleep_mode=v.enable_sleep_mode)
+    from rlframe.rollout.hf_engine import HFEngine
+
+    return HFEngine(model_path, dtype=dtype, device="cuda" if on_gpu else "cpu", eos_token_id=eos_id,
+                    pad_token_id=pad_id)
+
+
+class RolloutWorker:
+    def __init__(self, model_path: str, tokenizer_path: str, cfg: RolloutConfig, dtype: str, seed: int,
+                 eos_id: int, pad_id: int) -> None:
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        self.engine = make_engine(model_path, cfg, dtype, seed, eos_id, pad_id)
+        self.version = 0
+        self.pid = os.getpid()
+
+    def ready(self) -> int:
+        return self.pid
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings,
+                 first_index: int = 0) -> list[dict[str, Any]]:
+        """Completions for a slice of the step's prompts; indices are global (first_index + i)."""
+        t0 = time.perf_counter()
+        outs: list[Completion] = self.engine.generate(prompts, params)
+        texts = self.tokenizer.batch_decode([c.token_ids for c in outs], skip_special_tokens=True)
+        result = []
+        for c, text in zip(outs, texts):
+            c.text = text
+            c.prompt_index += first_index
+            d = asdict(c)
+            d["weight_version"] = self.version
+            result.append(d)
+        if result:
+            result[0]["extra"]["generate_seconds"] = time.perf_counter() - t0
+        return result
+
+    def update_weights(self, version: int, bucket_refs: list[ray.ObjectRef], expected_digest: str | None) -> dict:
+        """Pull the buckets from the object store, stream them into the engine, verify."""
+        t0 = time.perf_counter()
+        digest = Digest() if expected_digest is not None else None
+        nbytes = 0
+
+        def buckets():
+            nonlocal nbytes
+            for ref in bucket_refs:
+                bucket = ray.get(ref)
+                nbytes += sum(tensor_bytes(t) for _, t in bucket)
+                yield bucket
+
+        self.engine.load_weights(iter_verified(buckets(), digest))
+        got = digest.hexdigest() if digest is not None else None
+        if expected_digest is not None and got != expected_digest:
+            raise RuntimeError(f"weight sync v{version}: checksum mismatch on generator pid {self.pid}: "
+                               f"received {got}, learner sent {expected_digest}")
+        self.version = version
+        return {"version": version, "bytes": nbytes, "seconds": time.perf_counter() - t0, "digest": got}
+
+    def weight_version(self) -> int:
+        return self.version
+
+    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+        return self.engine.probe_logprobs(token_ids)

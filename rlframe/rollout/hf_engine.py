@@ -1,0 +1,73 @@
+"""transformers `generate` backend, for models or machines vLLM cannot serve."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+from rlframe.learner.losses import token_logprobs
+from rlframe.rollout.engine import Completion, SamplingSettings
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFEngine:
+    def __init__(self, model_path: str, *, dtype: str = "float32", device: str = "cpu",
+                 eos_token_id: int | None = None, pad_token_id: int = 0, batch_size: int = 64) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.device = torch.device(device)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[dtype]).to(self.device).eval()
+        self.eos = eos_token_id if eos_token_id is not None else self.model.config.eos_token_id
+        self.pad = pad_token_id
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> list[Completion]:
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        flat = [(i, list(p)) for i, p in enumerate(prompts) for _ in range(params.n)]
+        result: list[Completion] = []
+        for start in range(0, len(flat), self.batch_size):
+            chunk = flat[start: start + self.batch_size]
+            width = max(len(p) for _, p in chunk)
+            ids = torch.full((len(chunk), width), self.pad, dtype=torch.long)
+            att = torch.zeros_like(ids)
+            for row, (_, p) in enumerate(chunk):  # left padding for decoder-only generation
+                ids[row, width - len(p):] = torch.tensor(p)
+                att[row, width - len(p):] = 1
+            greedy = params.temperature == 0
+            out = self.model.generate(
+                input_ids=ids.to(self.device), attention_mask=att.to(self.device),
+                do_sample=not greedy, temperature=None if greedy else params.temperature,
+                top_p=None if greedy else params.top_p,
+                top_k=params.top_k if (params.top_k > 0 and not greedy) else None,
+                max_new_tokens=params.max_new_tokens, repetition_penalty=params.repetition_penalty,
+                eos_token_id=self.eos, pad_token_id=self.pad,
+                return_dict_in_generate=True, output_logits=True)
+            new = out.sequences[:, width:].cpu()
+            logits = torch.stack(out.logits, dim=1).cpu()  # [B, steps, V]
+            lps = token_logprobs(logits, new, temperature=1.0 if greedy else params.temperature)
+            for row, (pi, _) in enumerate(chunk):
+                toks = new[row].tolist()
+                n = len(toks)
+                finish = "length"
+                if self.eos in toks:
+                    n = toks.index(self.eos) + 1
+                    finish = "stop"
+                result.append(Completion(pi, toks[:n], lps[row, :n].tolist(), finish_reason=finish))
+        return result
+
+    @torch.no_grad()
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        params = self.model.state_dict(keep_vars=True)  # includes tied names such as lm_head.weight
+        for name, tensor in weights:
+            if name not in params:
+                raise KeyError(f"weight sync: the generator's model has no parameter {name!r}")
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+
+    @torch.no_grad()
+    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+        ids = torch.tensor([list(token_ids)], device=self.device)
+        logits = self.model(input_ids=ids).logits[:, :-1]
+        return token_logprobs(logits, ids[:, 1:]).squeeze(0).tolist()

