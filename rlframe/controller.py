@@ -83,6 +83,7 @@ class Controller:
         self.tracker: Tracker | None = None
         self.version = 0
         self.syncs = 0
+        self.owns_ray = False
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
@@ -118,7 +119,7 @@ class Controller:
         if "grpo" in cfg.trainer.stages:
             need += cfg.rollout.num_workers * cfg.rollout.num_cpus_per_worker
             need += cfg.reward.num_workers * cfg.reward.num_cpus_per_worker
-        init_ray(cfg.cluster, self.cache_dir, required_cpus=need)
+        self.owns_ray = init_ray(cfg.cluster, self.cache_dir, required_cpus=need)
         self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, OmegaConf.to_container(OmegaConf.structured(cfg)))
 
     def start_rollout_and_reward(self, model_path: str) -> None:
@@ -330,7 +331,11 @@ class Controller:
         finally:
             if self.tracker is not None:
                 self.tracker.close()
-            shutdown_ray()
+            for group in (self.learners, self.generators, self.rewarders):
+                if group is not None:
+                    group.kill()
+            if self.owns_ray:
+                shutdown_ray()
         log.info("done in %.0f s: %s", time.perf_counter() - t0, self.run_dir)
         return self.run_dir
 

@@ -29,24 +29,27 @@ WORKER_ENV = {
 }
 
 
-def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> None:
-    """Start a private local Ray (temp dir under the cache), or join `cfg.address`."""
+def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> bool:
+    """Start a private local Ray (temp dir under the cache), or join `cfg.address`.
+
+    Returns True when this call connected (so the caller owns the shutdown)."""
     for key, value in WORKER_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir / "torch_extensions"))
     if ray.is_initialized():
-        return
+        return False
     kwargs: dict[str, Any] = {"log_to_driver": cfg.log_to_driver, "include_dashboard": False,
                               "logging_level": logging.WARNING}
     if cfg.address:
         ray.init(address=cfg.address, **kwargs)
-        return
+        return True
     temp_dir = Path(cfg.temp_dir) if cfg.temp_dir else cache_dir / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
     # Ray's CPUs are logical: the roles take turns (generate, score, train), so a small
     # machine may host more requested CPUs than it has cores.
     num_cpus = cfg.num_cpus or max(os.cpu_count() or 1, int(required_cpus + 0.999))
     ray.init(num_cpus=num_cpus, _temp_dir=str(temp_dir.resolve()), **kwargs)
+    return True
 
 
 def shutdown_ray() -> None:

@@ -228,6 +228,19 @@ class LearnerWorker:
         mb = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         return self._logprobs(self.engine, mb, 1.0).squeeze(0).cpu().tolist()
 
+    @torch.no_grad()
+    def greedy_generate(self, token_ids: Sequence[int], max_new_tokens: int, eos_id: int | None = None) -> list[int]:
+        """Greedy continuation with the learner's own weights (all ranks must call under ZeRO-3)."""
+        self.engine.eval()
+        ids = list(token_ids)
+        for _ in range(max_new_tokens):
+            x = torch.tensor([ids], device=self.device)
+            nxt = int(self.engine(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, -1].argmax())
+            ids.append(nxt)
+            if nxt == eos_id:
+                break
+        return ids[len(token_ids):]
+
     def save_hf(self, path: str) -> str | None:
         """Save the full policy in Hugging Face format (gathered under ZeRO-3; all ranks must call)."""
         import deepspeed

