@@ -219,8 +219,8 @@ class Controller:
                         sh["ref_logp"] = ref
             lr = lr_at(step - 1, t.max_steps, cfg.learner.lr, cfg.learner.warmup_steps, t.lr_schedule)
             with timer("train"):
-                m = _avg_dicts(ray.get(self.learners.call_each("grpo_step", [(sh, lr, a, params.temperature)
-                                                                             for sh in shards])))
+                m = _avg_dicts(ray.get(self.learners.call_each("grpo_step", [(sh, lr, a, params.temperature,
+                                                                              params.max_new_tokens) for sh in shards])))
             self.version += 1
             with timer("weight_sync"):
                 sync = self.sync_weights()

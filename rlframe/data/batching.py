@@ -22,6 +22,8 @@ def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("collate: every prompt needs at least one token (the first target is scored from it)")
     comps = [truncate_after_eos(c, eos_id) for c in completions]
     seqs = [list(p) + c for p, c in zip(prompts, comps)]
     length = max(len(s) for s in seqs)

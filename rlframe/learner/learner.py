@@ -165,7 +165,7 @@ class LearnerWorker:
         return torch.cat(parts)
 
     def grpo_step(self, batch: dict[str, torch.Tensor], lr: float, algo: AlgorithmConfig,
-                  temperature: float) -> dict[str, float]:
+                  temperature: float, max_new_tokens: int | None = None) -> dict[str, float]:
         """One optimizer update over the rank's share of the rollout batch (micro-batched)."""
         self.engine.train()
         self._set_lr(lr)
@@ -176,7 +176,7 @@ class LearnerWorker:
             old = mb["old_logp"] if "old_logp" in mb else logp.detach()
             loss, m = policy_loss(logp, old, mb["advantages"], mb["loss_mask"], algo.eps_low, algo.eps_high,
                                   ref_logp=mb.get("ref_logp"), kl_coef=algo.kl_coef,
-                                  kl_estimator=algo.kl_estimator, agg=algo.loss_agg)
+                                  kl_estimator=algo.kl_estimator, agg=algo.loss_agg, norm_len=max_new_tokens)
             self.engine.backward(loss)
             self.engine.step()
             mask = mb["loss_mask"]

@@ -36,20 +36,21 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def _token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _token_mean(x: torch.Tensor, mask: torch.Tensor, norm_len: int | None = None) -> torch.Tensor:
     return masked_mean(x, mask)
 
 
-def _seq_mean_token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _seq_mean_token_mean(x: torch.Tensor, mask: torch.Tensor, norm_len: int | None = None) -> torch.Tensor:
     return ((x * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
 
 
-def _seq_mean_token_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # Dr.GRPO: a constant normaliser (the padded length) instead of each sequence's length
-    return (x * mask).sum() / (mask.shape[0] * mask.shape[-1])
+def _seq_mean_token_sum(x: torch.Tensor, mask: torch.Tensor, norm_len: int | None = None) -> torch.Tensor:
+    # Dr.GRPO: a constant normaliser (the generation budget) instead of each sequence's length;
+    # norm_len must not depend on the micro-batch (pass rollout.max_new_tokens)
+    return (x * mask).sum() / (mask.shape[0] * (norm_len or mask.shape[-1]))
 
 
-LOSS_AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+LOSS_AGGREGATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "token_mean": _token_mean,
     "seq_mean_token_mean": _seq_mean_token_mean,
     "seq_mean_token_sum": _seq_mean_token_sum,
@@ -67,6 +68,7 @@ def policy_loss(
     kl_coef: float = 0.0,
     kl_estimator: str = "k3",
     agg: str = "token_mean",
+    norm_len: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO-clip surrogate with asymmetric clip (clip-higher) plus a KL-to-reference term.
 
@@ -89,9 +91,9 @@ def policy_loss(
         kl_value = masked_mean(kl, mask).item()
         if kl_coef:
             per_token = per_token + kl_coef * kl
-    loss = LOSS_AGGREGATIONS[agg](per_token, mask)
+    loss = LOSS_AGGREGATIONS[agg](per_token, mask, norm_len)
     metrics["kl"] = kl_value
-    metrics["pg_loss"] = loss.item()
+    metrics["loss"] = loss.item()
     return loss, metrics
 
 

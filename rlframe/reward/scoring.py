@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence
 
 from rlframe.config.schema import RewardFnConfig
@@ -23,7 +24,7 @@ def run_reward_fns(fns: Sequence[tuple[RewardFnConfig, BatchFn]], samples: list[
             if len(values) != n:
                 raise ValueError(f"reward {spec.name!r} returned {len(values)} values for {key!r}, expected {n}")
             for i, v in enumerate(values):
-                if not isinstance(v, (int, float)) or not math.isfinite(v):
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
                     raise ValueError(f"reward {spec.name!r} returned {v!r} for {key!r} on sample "
                                      f"{samples[i].get('id', i)!r}: expected a finite number")
             out[key] = [float(v) for v in values]

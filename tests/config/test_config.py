@@ -1,0 +1,128 @@
+"""Fast tests of rlframe/config (Hydra composition + validation) and the CLI, in-process (nothing starts)."""
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import yaml
+
+from rlframe.cli import main
+from rlframe.config import ConfigError, RLConfig, compose, config_groups, load_config
+
+GROUPS = ["model", "data", "rollout", "reward", "algorithm", "learner", "cluster", "trainer", "experiment"]
+
+
+def test_default_config_loads_and_validates():
+    cfg = load_config()
+    assert isinstance(cfg, RLConfig)
+    # values from conf/config.yaml and the default group options
+    assert cfg.run.name == "preferthinker_tiny"
+    assert cfg.learner.zero_stage == 2
+    assert cfg.rollout.backend == "vllm"
+    assert cfg.algorithm.name == "grpo"
+    assert [(f.name, f.weight) for f in cfg.reward.fns] == [("format", 0.3), ("accuracy", 1.0),
+                                                           ("profile_similarity", 0.7)]
+
+
+def test_learner_zero3_group():
+    cfg = load_config(["learner=zero3", "trainer.max_steps=7"])
+    assert cfg.learner.zero_stage == 3
+    assert cfg.trainer.max_steps == 7
+    assert compose(["learner=zero1"]).learner.zero_stage == 1     # raw DictConfig, group picked
+
+
+@pytest.mark.parametrize("override,key,allowed", [
+    ("learner.zero_stage=4", "learner.zero_stage", "expected one of 1, 2, 3"),
+    ("rollout.backend=foo", "rollout.backend", "expected one of 'vllm', 'hf'"),
+    ("algorithm.group_size=1", "algorithm.group_size", "must be >= 2"),
+])
+def test_invalid_values_name_key_and_allowed_values(override, key, allowed):
+    with pytest.raises(ConfigError) as info:
+        load_config([override])
+    msg = str(info.value)
+    assert key in msg
+    assert allowed in msg
+
+
+def test_unknown_key_names_key():
+    with pytest.raises(ConfigError) as info:
+        load_config(["learner.bogus=1"])
+    assert "learner.bogus" in str(info.value)
+
+
+def test_wrong_type_names_key():
+    with pytest.raises(ConfigError) as info:
+        load_config(["learner.zero_stage=abc"])
+    msg = str(info.value)
+    assert "learner.zero_stage" in msg
+    assert "abc" in msg
+
+
+def test_all_errors_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        load_config(["learner.zero_stage=4", "rollout.backend=foo", "algorithm.group_size=1"])
+    msg = str(info.value)
+    for key in ("learner.zero_stage=4", "rollout.backend='foo'", "algorithm.group_size=1"):
+        assert key in msg
+    assert msg.count("\n  - ") == 3
+
+
+def test_config_error_is_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_config_groups_lists_every_group_and_options():
+    groups = config_groups()
+    assert list(groups) == GROUPS
+    assert groups["learner"] == ["zero1", "zero2", "zero3"]
+    assert groups["rollout"] == ["hf", "vllm"]
+    assert groups["algorithm"] == ["dr_grpo", "grpo", "rloo"]
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_cli_cfg_job_prints_yaml_and_starts_nothing(capsys, monkeypatch):
+    # a stand-in controller module: `--cfg job` must return before it is ever imported/used
+    fake = types.ModuleType("rlframe.controller")
+
+    def boom(*a, **k):
+        raise AssertionError("Controller started")
+
+    fake.Controller = boom
+    monkeypatch.setitem(sys.modules, "rlframe.controller", fake)
+    rc = main(["train", "--cfg", "job", "learner=zero3"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "zero_stage" in out
+    parsed = yaml.safe_load(out)
+    assert parsed["learner"]["zero_stage"] == 3
+    assert parsed["trainer"]["stages"] == ["sft", "grpo"]
+
+
+def test_cli_sft_subcommand_restricts_stages(capsys):
+    assert main(["sft", "--cfg", "job"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["trainer"]["stages"] == ["sft"]
+
+
+def test_cli_invalid_override_returns_2_and_names_key(capsys):
+    rc = main(["train", "learner.zero_stage=4"])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert "learner.zero_stage" in captured.err
+    assert captured.out == ""
+
+
+def test_cli_help_lists_config_groups(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "config groups" in out
+    for group in GROUPS:
+        assert f"  {group} " in out
+    assert "zero1, zero2, zero3" in out
+
+
+def test_cli_without_command_returns_2(capsys):
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().out.lower()

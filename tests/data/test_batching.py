@@ -1,0 +1,123 @@
+"""Fast tests of rlframe/data/batching.py and rlframe/data/sampler.py (pure)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlframe.data.batching import collate, split_even, truncate_after_eos
+from rlframe.data.sampler import EpochSampler
+
+PAD, EOS = 0, 9
+
+
+# ------------------------------------------------------------------------------------ truncate_after_eos
+def test_truncate_after_eos():
+    assert truncate_after_eos([5, 6, 9, 7, 9, 8], 9) == [5, 6, 9]      # first EOS kept, rest dropped
+    assert truncate_after_eos([9, 1, 2], 9) == [9]
+    assert truncate_after_eos([5, 6, 7], 9) == [5, 6, 7]               # no EOS: unchanged
+    assert truncate_after_eos([5, 9, 7], None) == [5, 9, 7]            # no eos_id: unchanged
+    assert truncate_after_eos((), 9) == []
+    assert isinstance(truncate_after_eos((1, 2), 9), list)
+
+
+# ------------------------------------------------------------------------------------ collate
+def test_collate_shapes_padding_and_loss_mask():
+    prompts = [[1, 2, 3], [4, 5]]
+    completions = [[6, 9, 7, 7], [8, 8, 8]]   # row 0: EOS at index 1, then 2 tokens dropped
+    out = collate(prompts, completions, pad_id=PAD, eos_id=EOS)
+    # sequences: [1,2,3,6,9] (len 5) and [4,5,8,8,8] (len 5) -> L = 5, mask width L-1 = 4
+    assert out["input_ids"].tolist() == [[1, 2, 3, 6, 9], [4, 5, 8, 8, 8]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+    # position t scores token t+1: row 0 completion tokens sit at 3, 4 -> mask positions 2, 3
+    # row 1 completion tokens at 2, 3, 4 -> mask positions 1, 2, 3
+    assert out["loss_mask"].tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
+    assert out["input_ids"].dtype == torch.long
+    assert out["attention_mask"].dtype == torch.long
+    assert out["loss_mask"].dtype == torch.float32
+
+
+def test_collate_right_pads_with_pad_id():
+    prompts = [[1, 2], [3, 4, 5, 6]]
+    completions = [[7], [8, 9, 10]]          # EOS 9 in row 1 -> [8, 9]; 10 dropped
+    out = collate(prompts, completions, pad_id=-1, eos_id=EOS)
+    # seq 0 = [1,2,7] (3), seq 1 = [3,4,5,6,8,9] (6) -> L = 6
+    assert out["input_ids"].tolist() == [[1, 2, 7, -1, -1, -1], [3, 4, 5, 6, 8, 9]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]]
+    # row 0: token 7 at index 2 -> mask position 1; row 1: tokens at 4, 5 -> positions 3, 4
+    assert out["loss_mask"].tolist() == [[0, 1, 0, 0, 0], [0, 0, 0, 1, 1]]
+    assert out["loss_mask"].shape == (2, 5)
+    # every masked position t predicts a completion token: input_ids[:, 1:][mask] are exactly them
+    targets = out["input_ids"][:, 1:][out["loss_mask"].bool()]
+    assert targets.tolist() == [7, 8, 9]
+
+
+def test_collate_without_eos_id_keeps_everything_and_empty_completion():
+    out = collate([[1, 2], [3]], [[9, 5], []], pad_id=PAD)
+    # no eos_id: [1,2,9,5] (4) and [3] (1)
+    assert out["input_ids"].tolist() == [[1, 2, 9, 5], [3, 0, 0, 0]]
+    # L = 4 -> mask width 3; row 0 completion at 2, 3 -> positions 1, 2; empty completion -> nothing
+    assert out["loss_mask"].tolist() == [[0, 1, 1], [0, 0, 0]]
+
+
+def test_collate_length_mismatch_raises():
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        collate([[1], [2]], [[3]], pad_id=PAD)
+
+
+# ------------------------------------------------------------------------------------ split_even
+def test_split_even():
+    slices = split_even(10, 3)
+    assert [s.stop - s.start for s in slices] == [4, 3, 3]
+    assert [(s.start, s.stop) for s in slices] == [(0, 4), (4, 7), (7, 10)]   # contiguous, cover 0..10
+    assert [(s.start, s.stop) for s in split_even(8, 4)] == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert [(s.start, s.stop) for s in split_even(2, 3)] == [(0, 1), (1, 2), (2, 2)]
+    items = list(range(11))
+    assert sum((items[s] for s in split_even(11, 4)), []) == items
+
+
+# ------------------------------------------------------------------------------------ EpochSampler
+def test_epoch_sampler_permutations_reproducible_and_reshuffled():
+    s = EpochSampler(7, seed=3)
+    e0, e1, e2 = s.take(7), s.take(7), s.take(7)
+    for e in (e0, e1, e2):
+        assert sorted(e) == list(range(7))          # a permutation: no repeats within an epoch
+    assert len({tuple(e0), tuple(e1), tuple(e2)}) == 3   # reshuffled each epoch
+    assert s.state_dict() == {"epoch": 2, "pos": 7}
+    again = EpochSampler(7, seed=3)
+    assert again.take(21) == e0 + e1 + e2           # same seed -> same stream (take sizes do not matter)
+    other = EpochSampler(7, seed=4)
+    assert other.take(7) != e0
+
+
+def test_epoch_sampler_takes_across_epoch_boundary():
+    s = EpochSampler(5, seed=0)
+    first = s.take(3)
+    second = s.take(4)                              # 2 from epoch 0, 2 from epoch 1
+    ref = EpochSampler(5, seed=0).take(10)
+    assert first + second == ref[:7]
+    assert sorted(first + second[:2]) == list(range(5))
+    assert s.state_dict() == {"epoch": 1, "pos": 2}
+
+
+def test_epoch_sampler_state_dict_resumes_exactly():
+    s = EpochSampler(6, seed=11)
+    s.take(4)
+    s.take(5)                                       # epoch 1, pos 3
+    state = s.state_dict()
+    assert state == {"epoch": 1, "pos": 3}
+    expected = s.take(10)
+    resumed = EpochSampler(6, seed=11)
+    resumed.take(2)                                 # its own position is overwritten
+    resumed.load_state_dict(dict(state))
+    assert resumed.take(10) == expected
+    assert resumed.state_dict() == s.state_dict() == {"epoch": 3, "pos": 1}
+
+
+def test_epoch_sampler_rejects_empty():
+    with pytest.raises(ValueError):
+        EpochSampler(0, seed=0)
+
+
+def test_collate_rejects_an_empty_prompt():
+    with pytest.raises(ValueError, match="at least one token"):
+        collate([[]], [[5, 6, 7]], pad_id=0)
