@@ -132,7 +132,8 @@ class Controller:
             args=(model_path, str(self.tokenizer_dir), r, cfg.model.dtype, cfg.run.seed, self.eos_id, self.pad_id))
         w = cfg.reward
         self.rewarders = ActorGroup("reward", RewardWorker, w.num_workers, w.num_cpus_per_worker,
-                                    w.num_gpus_per_worker, cfg.cluster.placement_strategy, args=(list(w.fns),))
+                                    w.num_gpus_per_worker, cfg.cluster.placement_strategy,
+                                    args=(list(w.fns), w.torch_threads))
 
     def start_learners(self, model_path: str, ref_path: str | None, local_batch: int) -> None:
         cfg = self.cfg

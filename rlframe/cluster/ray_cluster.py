@@ -36,6 +36,10 @@ def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> b
     for key, value in WORKER_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir / "torch_extensions"))
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # say it, rather than let DeepSpeed warn
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"log_to_driver": cfg.log_to_driver, "include_dashboard": False,

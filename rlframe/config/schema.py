@@ -86,6 +86,8 @@ class RewardConfig:
     num_workers: int = 1
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0
+    # threads for torch (the embedding model) inside each worker
+    torch_threads: int = 1
     fns: List[RewardFnConfig] = field(default_factory=list)
 
 
