@@ -32,7 +32,9 @@ from rlframe.reward.worker import RewardWorker
 from rlframe.rollout.engine import SamplingSettings
 from rlframe.rollout.generator import RolloutWorker
 from rlframe.tasks.registry import TASKS
-from rlframe.tracking import Tracker
+import json
+
+from rlframe.tracking import Tracker, format_summary, read_metrics, summarize
 
 log = logging.getLogger("rlframe")
 
@@ -337,7 +339,12 @@ class Controller:
                     group.kill()
             if self.owns_ray:
                 shutdown_ray()
-        log.info("done in %.0f s: %s", time.perf_counter() - t0, self.run_dir)
+        summary = summarize(read_metrics(self.run_dir / "metrics.jsonl"))
+        summary["seconds"] = round(time.perf_counter() - t0, 1)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if "margin" in summary:
+            log.info("%s", format_summary(summary))
+        log.info("done in %.0f s: %s", summary["seconds"], self.run_dir)
         return self.run_dir
 
 
