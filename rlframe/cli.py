@@ -73,7 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     from rlframe.controller import Controller
 
-    run_dir = Controller(cfg).run()
+    try:
+        run_dir = Controller(cfg).run()
+    except ConfigError as err:
+        print(f"rlframe {args.command}: {err}", file=sys.stderr)
+        return 2
     print(f"run folder: {run_dir}")
     return 0
 

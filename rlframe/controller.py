@@ -21,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rlframe.cluster.ray_cluster import ActorGroup, init_ray, shutdown_ray
+from rlframe.config import ConfigError
 from rlframe.config.schema import RLConfig
 from rlframe.data.batching import collate, split_even
 from rlframe.data.sampler import EpochSampler
@@ -91,17 +92,24 @@ class Controller:
     def prepare(self) -> None:
         """Everything before Ray: run folder, resolved config, data, tokenizer, initial model."""
         cfg = self.cfg
+        src = model_source(cfg.model)
+        if src is not None and not (Path(src) / "config.json").exists():
+            key = "model.init_from" if cfg.model.init_from else "model.path"
+            raise ConfigError(f"{key}={src!r}: not a Hugging Face model folder (no config.json there)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         random.seed(cfg.run.seed)
         torch.manual_seed(cfg.run.seed)
         t0 = time.perf_counter()
         self.task = TASKS[cfg.data.task](cfg.data, self.cache_dir)
+        if src is not None and (Path(src) / "tokenizer_config.json").exists():
+            from transformers import AutoTokenizer
+
+            self.task.tokenizer = AutoTokenizer.from_pretrained(src)  # a checkpoint keeps its own tokenizer
         tok = self.tokenizer = self.task.tokenizer
         self.tokenizer_dir = self.run_dir / "tokenizer"
         tok.save_pretrained(self.tokenizer_dir)
         self.eos_id, self.pad_id = tok.eos_token_id, tok.pad_token_id
-        src = model_source(cfg.model)
         if src is None:
             src = str(build_tiny_model(cfg.model, len(tok), tok.bos_token_id, self.eos_id, self.pad_id,
                                        self.run_dir / "init_model", seed=cfg.run.seed))
