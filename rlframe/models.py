@@ -17,7 +17,7 @@ def build_tiny_model(cfg: ModelConfig, vocab_size: int, bos_id: int | None, eos_
     qcfg = Qwen2Config(
         vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.hidden_size // cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim or cfg.hidden_size // cfg.num_heads,
         max_position_embeddings=cfg.max_position_embeddings, tie_word_embeddings=cfg.tie_word_embeddings,
         bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, dtype=cfg.dtype,
         use_sliding_window=False,

@@ -31,6 +31,8 @@ class ModelConfig:
     num_layers: int = 2
     num_heads: int = 2
     num_kv_heads: int = 2
+    # null = hidden_size / num_heads; Qwen2 allows num_heads * head_dim != hidden_size
+    head_dim: Optional[int] = None
     intermediate_size: int = 512
     max_position_embeddings: int = 1024
     tie_word_embeddings: bool = True

@@ -41,14 +41,18 @@ def validate(cfg: RLConfig) -> RLConfig:
     if m.path is None and m.init_from is None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
             _at_least(e, f"model.{key}", getattr(m, key), 1)
-        if m.num_heads >= 1 and m.hidden_size % m.num_heads:
-            e.append(f"model.hidden_size={m.hidden_size}: must be divisible by model.num_heads={m.num_heads}")
-        elif m.num_heads >= 1 and m.num_kv_heads >= 1 and m.num_heads % m.num_kv_heads:
+        if m.head_dim is None and m.num_heads >= 1 and m.hidden_size % m.num_heads:
+            e.append(f"model.hidden_size={m.hidden_size}: must be divisible by model.num_heads={m.num_heads} "
+                     "(or set model.head_dim)")
+        if m.num_heads >= 1 and m.num_kv_heads >= 1 and m.num_heads % m.num_kv_heads:
             e.append(f"model.num_heads={m.num_heads}: must be divisible by model.num_kv_heads={m.num_kv_heads}")
-        elif r.backend == "vllm" and r.num_gpus_per_worker == 0 and m.num_heads >= 1 \
-                and m.hidden_size // m.num_heads != 64:
-            e.append(f"model.hidden_size/model.num_heads={m.hidden_size // m.num_heads}: vLLM on CPU "
-                     "needs head_dim 64 (e.g. hidden_size=128 num_heads=2), or use rollout.backend=hf")
+        if m.head_dim is not None and (m.head_dim < 8 or m.head_dim % 8):
+            e.append(f"model.head_dim={m.head_dim}: must be a positive multiple of 8")
+        elif m.head_dim is not None and r.backend == "vllm" and m.head_dim * m.num_heads != m.hidden_size:
+            # measured: vLLM's Qwen2 derives head_dim from hidden_size / num_heads and then
+            # disagrees with transformers (the weight-sync probe catches it; better to stop here)
+            e.append(f"model.head_dim={m.head_dim}: vLLM's Qwen2 needs head_dim * num_heads == hidden_size "
+                     f"({m.num_heads} * {m.head_dim} != {m.hidden_size}); leave head_dim null or use rollout=hf")
 
     _choice(e, "data.task", cfg.data.task, sorted(TASKS))
     _at_least(e, "data.num_train", cfg.data.num_train, 1)

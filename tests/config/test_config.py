@@ -126,3 +126,11 @@ def test_cli_help_lists_config_groups(capsys):
 def test_cli_without_command_returns_2(capsys):
     assert main([]) == 2
     assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_explicit_head_dim_is_refused_for_vllm_but_allowed_for_hf():
+    # measured: vLLM's Qwen2 ignores config.head_dim and then disagrees with transformers
+    with pytest.raises(ConfigError, match=r"model.head_dim=64: vLLM's Qwen2 needs head_dim \* num_heads"):
+        load_config(["model.head_dim=64", "model.num_heads=4", "model.num_kv_heads=4"])
+    cfg = load_config(["model.head_dim=64", "model.num_heads=4", "model.num_kv_heads=4", "rollout=hf"])
+    assert cfg.model.head_dim == 64
