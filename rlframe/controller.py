@@ -209,7 +209,7 @@ class Controller:
                                   top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens)
         bar = _progress(t.max_steps, "grpo", t.progress)
         for step in range(1, t.max_steps + 1):
-            timer = Timer()
+            timer, t_step = Timer(), time.perf_counter()
             idx = sampler.take(t.prompts_per_step)
             with timer("generate"):
                 comps = self.generate([self.train_prompts[i] for i in idx], params)
@@ -246,7 +246,7 @@ class Controller:
                 with timer("save"):
                     self.save_policy(str(self.run_dir / f"checkpoint-{step}"))
             metrics.update(timer.metrics())
-            metrics["timing/step"] = sum(timer.seconds.values())
+            metrics["timing/step"] = round(time.perf_counter() - t_step, 4)
             self.tracker.log(metrics)
             bar.set_postfix(reward=f"{metrics['reward/total']:.3f}",
                             acc=f"{metrics.get('reward/accuracy', float('nan')):.2f}")
@@ -256,7 +256,8 @@ class Controller:
     def generate(self, prompts: list[list[int]], params: SamplingSettings) -> list[dict[str, Any]]:
         """Split the prompts across the generators; samples come back grouped by prompt."""
         slices = split_even(len(prompts), len(self.generators))
-        refs = self.generators.call_each("generate", [(prompts[sl], params, sl.start) for sl in slices])
+        refs = [actor.generate.remote(prompts[sl], params, sl.start)
+                for actor, sl in zip(self.generators.actors, slices) if sl.stop > sl.start]
         return [c for part in ray.get(refs) for c in part]
 
     def score(self, samples: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -284,16 +285,16 @@ class Controller:
         versions = ray.get(self.generators.call("weight_version"))
         if any(v != self.version for v in versions):
             raise WeightSyncError(f"weight sync: generators report versions {versions}, learner is at {self.version}")
-        probe_diff = float("nan")
+        probe = {}
         if self.syncs == 0 or (ws.probe_every and self.syncs % ws.probe_every == 0):
-            probe_diff = self.probe()
+            probe["weight_sync/probe_max_abs_diff"] = self.probe()
         self.syncs += 1
         seconds = time.perf_counter() - t0
         return {"weight_sync/seconds": round(seconds, 4), "weight_sync/bytes": gathered["bytes"],
                 "weight_sync/gather_seconds": round(gathered["gather_seconds"], 4),
                 "weight_sync/load_seconds": round(max(r["seconds"] for r in results), 4),
                 "weight_sync/gbps": gathered["bytes"] / seconds / 1e9, "weight_sync/version": self.version,
-                "weight_sync/probe_max_abs_diff": probe_diff}
+                **probe}
 
     def probe(self) -> float:
         """Log-probs of a fixed eval sequence, learner vs every generator; a mismatch stops the run."""
@@ -312,7 +313,8 @@ class Controller:
     def log_sync(self, sync: dict[str, float], step: int) -> None:
         self.tracker.log({"step": step, "stage": "weight_sync", **sync})
         log.info("weight sync v%d: %.2f MB in %.3f s, probe max |dlogp| %.2e", self.version,
-                 sync["weight_sync/bytes"] / 1e6, sync["weight_sync/seconds"], sync["weight_sync/probe_max_abs_diff"])
+                 sync["weight_sync/bytes"] / 1e6, sync["weight_sync/seconds"],
+                 sync.get("weight_sync/probe_max_abs_diff", float("nan")))
 
     def save_policy(self, path: str) -> None:
         self.learners.run("save_hf", path)
