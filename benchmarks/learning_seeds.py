@@ -4,7 +4,7 @@ Runs `rlframe train` (the embedded default plus any overrides) once per seed, on
 collects each run's summary.json, prints one JSON line with the per-seed figures, appends it to
 benchmarks/results/learning_seeds.jsonl, and plots the GRPO reward curves to learning_seeds.png.
 
-    .venv/bin/python benchmarks/learning_seeds.py --seeds 0 1 2 [override ...]
+    .venv/bin/python benchmarks/learning_seeds.py --seeds 0,1,2 [override ...]
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0, 1, 2],
+                    help="comma-separated, e.g. 0,1,2")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "learning_seeds"), help="folder for the runs")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run")
     args = ap.parse_args()

@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _setup_logging(args.verbose)
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # say it, rather than let DeepSpeed warn
     from rlframe.controller import Controller
 
     try:

@@ -39,7 +39,7 @@ def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> b
     import torch
 
     if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # say it, rather than let DeepSpeed warn
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # inherited by the learner actors
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"log_to_driver": cfg.log_to_driver, "include_dashboard": False,
