@@ -189,10 +189,33 @@ class Controller:
             self.tracker.log(metrics)
             bar.set_postfix(loss=f"{m['loss']:.3f}")
             bar.update()
+            if s.eval_every and step + 1 >= s.min_steps and (step + 1) % s.eval_every == 0 \
+                    and self.sft_should_stop(step + 1):
+                break
         bar.close()
         out = str(self.run_dir / "sft")
         self.save_policy(out)
         return out
+
+    def sft_should_stop(self, step: int) -> bool:
+        """Evaluate the SFT policy through the generators; True once the stop metric is reached.
+
+        Stopping as soon as a skill appears keeps SFT short and leaves the rest to RL.
+        """
+        s = self.cfg.trainer.sft
+        ray.get(self.generators.call("ready") + self.rewarders.call("ready"))
+        self.version += 1
+        self.sync_weights()
+        ev = self.evaluate()
+        self.tracker.log({"step": step, "stage": "sft_eval", **ev})
+        value = ev.get(s.stop_metric)
+        if value is None:
+            raise ConfigError(f"trainer.sft.stop_metric={s.stop_metric!r}: not among {sorted(ev)}")
+        log.info("SFT step %d: %s = %.3f", step, s.stop_metric, value)
+        if s.stop_threshold is not None and value >= s.stop_threshold:
+            log.info("SFT stops at step %d (%s >= %.3f)", step, s.stop_metric, s.stop_threshold)
+            return True
+        return False
 
     # ------------------------------------------------------------------ GRPO
     def run_grpo(self, policy_path: str) -> None:
@@ -329,7 +352,7 @@ class Controller:
         try:
             self.start_cluster()
             policy = self.model_path
-            if "grpo" in cfg.trainer.stages:
+            if "grpo" in cfg.trainer.stages or ("sft" in cfg.trainer.stages and cfg.trainer.sft.eval_every):
                 self.start_rollout_and_reward(policy)
             for stage in cfg.trainer.stages:
                 if stage == "sft":

@@ -146,6 +146,12 @@ class SFTConfig:
     warmup_steps: int = 20
     # cosine decay to this fraction of lr
     min_lr_ratio: float = 0.1
+    # evaluate (greedy, held-out) every N steps after min_steps, through the generators (0 = never)
+    eval_every: int = 0
+    min_steps: int = 0
+    # stop SFT early once this eval metric reaches the threshold (null = run all `steps`)
+    stop_metric: str = "eval/accuracy"
+    stop_threshold: Optional[float] = None
 
 
 @dataclass

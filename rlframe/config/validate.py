@@ -108,6 +108,9 @@ def validate(cfg: RLConfig) -> RLConfig:
         e.append(f"trainer.sft.batch_size={t.sft.batch_size}: must be a multiple of "
                  f"learner.world_size={lr.world_size}")
 
+    _at_least(e, "trainer.sft.eval_every", t.sft.eval_every, 0)
+    if t.sft.stop_threshold is not None and not t.sft.eval_every:
+        e.append("trainer.sft.stop_threshold is set but trainer.sft.eval_every=0: the SFT stage never evaluates")
     _at_least(e, "weight_sync.bucket_mb", cfg.weight_sync.bucket_mb, 0.001)
     _at_least(e, "weight_sync.probe_every", cfg.weight_sync.probe_every, 0)
 

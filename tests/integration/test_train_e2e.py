@@ -12,6 +12,7 @@ from rlframe.tracking import read_metrics
 pytestmark = pytest.mark.integration
 
 SMALL = ["data.num_train=64", "data.num_eval=8", "trainer.sft.steps=4", "trainer.sft.batch_size=8",
+         "trainer.sft.min_steps=0", "trainer.sft.eval_every=2", "trainer.sft.stop_threshold=2.0",
          "trainer.max_steps=2", "trainer.prompts_per_step=4", "algorithm.group_size=4",
          "rollout.max_new_tokens=48", "trainer.eval_every=2", "trainer.progress=false"]
 GRPO_KEYS = {"step", "stage", "reward/total", "reward/format", "reward/accuracy", "reward/profile_similarity",
@@ -31,6 +32,8 @@ def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_pat
     grpo = [r for r in rows if r["stage"] == "grpo"]
     assert [r["step"] for r in sft] == [1, 2, 3, 4] and [r["step"] for r in grpo] == [1, 2]
     assert sft[-1]["loss"] < sft[0]["loss"]
+    # SFT evaluated through the generators every 2 steps; accuracy <= 1 never reaches 2.0
+    assert [r["step"] for r in rows if r["stage"] == "sft_eval"] == [2, 4]
     for r in grpo:
         assert GRPO_KEYS <= r.keys(), GRPO_KEYS - r.keys()
         assert r["weight_sync/bytes"] > 2_000_000 and r["weight_sync/version"] == r["step"]
@@ -63,8 +66,10 @@ def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_pat
 
 def test_hf_zero3_without_reference_probes_every_sync(ray_session, tmp_path):
     run_dir, rows = run(tmp_path, "rollout=hf", "learner=zero3", "algorithm.kl_coef=0",
-                        "weight_sync.probe_every=1", "trainer.stages=[grpo]", "trainer.eval_every=0")
-    assert not [r for r in rows if r["stage"] == "sft"]
+                        "weight_sync.probe_every=1", "trainer.eval_every=0", "trainer.sft.stop_threshold=-1")
+    # any accuracy reaches -1: SFT stops at its first evaluation
+    assert [r["step"] for r in rows if r["stage"] == "sft"] == [1, 2]
+    assert [r["step"] for r in rows if r["stage"] == "sft_eval"] == [2]
     grpo = [r for r in rows if r["stage"] == "grpo"]
     assert len(grpo) == 2
     for r in grpo:

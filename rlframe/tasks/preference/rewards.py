@@ -127,8 +127,10 @@ def profile_similarity(completions: list[str], prefer_gt: list[dict], non_prefer
         for pred, gt in ((pp, gp), (pn, gn)):
             if pred is None:
                 continue
-            wanted.add(flatten_profile(pred))
-            wanted.add(flatten_profile(gt))
+            fp, fg = flatten_profile(pred), flatten_profile(gt)
+            if fp != fg:  # an exact match scores 1 without embedding anything
+                wanted.add(fp)
+                wanted.add(fg)
             if shape == "per_dimension":
                 for d in DIMENSIONS:
                     if d in pred and _norm_term(pred[d]) != _norm_term(gt.get(d, "")):
