@@ -86,6 +86,7 @@ class Controller:
         self.tracker: Tracker | None = None
         self.version = 0
         self.syncs = 0
+        self.probe_next_sync = True
         self.owns_ray = False
 
     # ------------------------------------------------------------------ set-up
@@ -152,6 +153,7 @@ class Controller:
             "learner", LearnerWorker, lc.world_size, lc.num_cpus_per_worker, lc.num_gpus_per_worker,
             cfg.cluster.placement_strategy, per_rank_args=True,
             args=[(rank, lc.world_size, lc, str(self.cache_dir)) for rank in range(lc.world_size)])
+        self.probe_next_sync = True  # a new weight source: verify its first sync
         addr, port = ray.get(self.learners.actors[0].master_address.remote())
         infos = self.learners.run("setup", addr, port, model_path, cfg.model.dtype,
                                   grad_accum_steps(local_batch, lc.micro_batch_size), ref_path,
@@ -309,8 +311,9 @@ class Controller:
         if any(v != self.version for v in versions):
             raise WeightSyncError(f"weight sync: generators report versions {versions}, learner is at {self.version}")
         probe = {}
-        if self.syncs == 0 or (ws.probe_every and self.syncs % ws.probe_every == 0):
+        if self.probe_next_sync or (ws.probe_every and self.syncs % ws.probe_every == 0):
             probe["weight_sync/probe_max_abs_diff"] = self.probe()
+            self.probe_next_sync = False
         self.syncs += 1
         seconds = time.perf_counter() - t0
         return {"weight_sync/seconds": round(seconds, 4), "weight_sync/bytes": gathered["bytes"],
