@@ -36,9 +36,11 @@ def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_pat
     assert [r["step"] for r in rows if r["stage"] == "sft_eval"] == [2, 4]
     for r in grpo:
         assert GRPO_KEYS <= r.keys(), GRPO_KEYS - r.keys()
-        assert r["weight_sync/bytes"] > 2_000_000 and r["weight_sync/version"] == r["step"]
+        assert r["weight_sync/bytes"] > 2_000_000
         assert 0 < r["response_length"] <= 48
         assert r["kl"] >= 0
+    # one version per sync: SFT evaluations at steps 2 and 4 (v1, v2), then one per GRPO update
+    assert [r["weight_sync/version"] for r in grpo] == [3, 4]
     syncs = [r for r in rows if r["stage"] == "weight_sync"]
     assert syncs and syncs[0]["weight_sync/probe_max_abs_diff"] < 1e-3
     evals = [r for r in rows if r["stage"] == "eval"]
