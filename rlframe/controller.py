@@ -12,7 +12,6 @@ import shutil
 import statistics
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
