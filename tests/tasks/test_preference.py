@@ -122,8 +122,13 @@ def test_tokenizer_round_trip(samples, tmp_path):
     odd = "ümlaut ✓ <answer>Imag B</answer>\t\n"
     assert tok.decode(tok(odd).input_ids) == odd
     tok.save_pretrained(tmp_path)
-    from transformers import AutoTokenizer
-    tok2 = AutoTokenizer.from_pretrained(tmp_path)
+    # (AutoTokenizer resolves to this class through tokenizer_config.json; importing it costs ~6 s)
+    import json
+
+    from transformers import PreTrainedTokenizerFast
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert cfg["tokenizer_class"] in ("PreTrainedTokenizerFast", "TokenizersBackend")
+    tok2 = PreTrainedTokenizerFast.from_pretrained(tmp_path)
     s = samples[0]
     assert tok2(s["target"]).input_ids == tok(s["target"]).input_ids
     assert tok2.decode(tok2(s["target"]).input_ids) == s["target"]

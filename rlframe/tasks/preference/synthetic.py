@@ -10,9 +10,17 @@ Two candidates are drawn, one from each profile, each showing its source profile
 when its term is the liked one, 0 when it is the disliked one and 2 otherwise; its total is the sum (0-25)
 and the answer is the candidate with the higher total (ties are resampled).
 
-The target completion is the chain of thought in the SPEC.md output format. Each per-dimension judgement
-is written *locally*: the candidate's term stands right before its score (``Image A Cubism(5) - liked``),
-so that a small model decides each score from neighbouring tokens.
+Rendering (designed so that a tiny model learns the task quickly, see LEARNABILITY.md): the user turn has one
+line per dimension listing the term of every liked and disliked reference image and of both candidates
+(``Color: liked Teal liked Teal liked Pink ... disliked Crimson ...; Image A Teal; Image B Pink``). The target
+completion is the chain of thought in the SPEC.md output format; each think line restates the dimension's liked
+and disliked term, then writes each candidate's term right before its score::
+
+    1. Art Styles: likes Cubism, dislikes Baroque; Image A Cubism(5) - liked style; Image B Baroque(0) - disliked style.
+
+With the tokenizer's combined whole tokens (``" liked Cubism"``, ``"; Image A Cubism"``, ``" likes Cubism"``,
+``"(5) - liked style"``, ...) every step of that line is a lookup by token content instead of by position,
+prompts have a fixed length (82 tokens for ``num_history=5``) and targets too (98 tokens).
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ INSTRUCTION = "Which image does the user prefer?"
 
 # ----------------------------------------------------------------------------------------------- rendering
 def render_item(attrs: dict[str, str]) -> str:
-    """One image as text: its five attribute terms in dimension order, comma-separated."""
+    """One image as text (its five attribute terms in dimension order, comma-separated), e.g. for
+    ``reference_prompt_list``."""
     return ", ".join(attrs[d] for d in DIMENSIONS)
 
 
@@ -199,6 +208,7 @@ def generate_samples(num_samples: int, seed: int, num_history: int = 5, num_user
             "imageB_attributes": image_b,
             "prefered_references": liked,
             "non_prefered_references": disliked,
+            "reference_prompt_list": [render_item(r) for r in liked + disliked],
             "question": question,
             "conversations": [{"from": "human", "value": question},
                               {"from": "gpt", "value": f"<answer>{answer}</answer>"}],
