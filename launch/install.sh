@@ -23,7 +23,7 @@ else
   $PIP install -q -c constraints-cpu.txt "torch==2.13.0"
   # deepspeed's setup.py imports torch: no build isolation, no compiled ops
   DS_BUILD_OPS=0 $PIP install -q --no-build-isolation -c constraints-cpu.txt deepspeed
-  $PIP install -q -c constraints-cpu.txt -e ".[cpu,test]"
+  $PIP install -q -c constraints-cpu.txt -e ".[cpu,test,bench]"
   # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm`
   # and transformers' Qwen2 imports on CPU.
   $PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
