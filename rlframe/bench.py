@@ -1,0 +1,133 @@
+"""`rlframe bench NAME [args...]`: run benchmarks/NAME.py; `rlframe bench table` regenerates the README table.
+
+Imports nothing heavy: this module is imported by `rlframe --help`.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+START, END = "<!-- performance:start -->", "<!-- performance:end -->"
+
+
+def benchmarks_dir() -> Path:
+    import rlframe
+
+    return Path(rlframe.__file__).resolve().parents[1] / "benchmarks"
+
+
+def available() -> dict[str, str]:
+    """Benchmark scripts (benchmarks/*.py, not _private ones) and the first line of their docstrings."""
+    out = {}
+    for path in sorted(benchmarks_dir().glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        try:
+            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        except SyntaxError:
+            doc = ""
+        out[path.stem] = doc.strip().splitlines()[0] if doc.strip() else ""
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("name", nargs="?", help="benchmark (benchmarks/NAME.py), or 'table' to regenerate "
+                                                "the README Performance table from benchmarks/results/")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark (NAME --help)")
+
+
+def run(args: argparse.Namespace) -> int:
+    known = available()
+    if args.list or not args.name:
+        for name, doc in known.items():
+            print(f"{name:<20} {doc}")
+        print(f"{'table':<20} regenerate the README 'Performance' table from benchmarks/results/*.jsonl")
+        return 0 if args.list else 2
+    if args.name == "table":
+        readme = benchmarks_dir().parent / "README.md"
+        rows = update_readme(readme, benchmarks_dir() / "results")
+        print(f"{readme}: Performance table with {rows} row(s)")
+        return 0
+    if args.name not in known:
+        print(f"rlframe bench: unknown benchmark {args.name!r}; known: {', '.join(known)} (and 'table')",
+              file=sys.stderr)
+        return 2
+    script = benchmarks_dir() / f"{args.name}.py"
+    return subprocess.run([sys.executable, str(script), *args.rest], cwd=benchmarks_dir().parent).returncode
+
+
+# ---------------------------------------------------------------------- README table
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)
+
+
+def table_row(rec: dict) -> list[str]:
+    """benchmark | headline | ratio vs peer | target met | command, from a record's "headline" block.
+
+    A record without one (an older or foreign benchmark) shows its top-level "*ratio*" keys instead.
+    """
+    h = rec.get("headline") or {}
+    figures = h.get("figures") or ""
+    ratios = h.get("ratios")
+    if ratios is None:
+        ratios = {k: v for k, v in rec.items() if "ratio" in k and isinstance(v, (int, float))}
+    ratio_text = "; ".join(f"{k} {_fmt(v)}" for k, v in ratios.items()) if isinstance(ratios, dict) else _fmt(ratios)
+    target = h.get("target")
+    met = h.get("target_met")
+    met_text = "" if met is None else ("yes" if met else "no")
+    if target:
+        met_text = f"{met_text} ({target})" if met_text else str(target)
+    when = (rec.get("time") or "")[:10]
+    return [f"{rec.get('benchmark', '?')} ({when})", str(figures), ratio_text, met_text,
+            f"`{rec.get('command', '')}`"]
+
+
+def render_table(results_dir: Path) -> tuple[str, int]:
+    """Markdown table from the last line of every results/*.jsonl (the latest run of each benchmark)."""
+    rows = []
+    for path in sorted(Path(results_dir).glob("*.jsonl")):
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        if not lines:
+            continue
+        try:
+            rec = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            continue
+        rec.setdefault("benchmark", path.stem)
+        rows.append(table_row(rec))
+    head = ["benchmark (date)", "headline (median of repeats)", "ratio vs peer", "target met?", "command"]
+    out = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    out += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
+    return "\n".join(out), len(rows)
+
+
+def replace_block(text: str, block: str) -> str:
+    """Replace what lies between the performance markers; everything else is left byte for byte."""
+    i, j = text.find(START), text.find(END)
+    if i < 0 or j < i:
+        raise ValueError(f"README has no {START} ... {END} block")
+    return text[: i + len(START)] + "\n" + block + "\n" + text[j:]
+
+
+def update_readme(readme: Path, results_dir: Path) -> int:
+    table, n = render_table(results_dir)
+    readme.write_text(replace_block(readme.read_text(), table))
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rlframe.bench NAME ...`: the same as `rlframe bench NAME ...`."""
+    parser = argparse.ArgumentParser(prog="rlframe bench")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
