@@ -14,8 +14,10 @@ judgement is ``[N.] <Dimension>: [free text]Image A[ free text](s) - reason; Ima
 with a score s in 0-5 (the free text lets the profile terms be restated and the candidate's term stand right
 before its score; free text has no newline, tags or parentheses), then both totals
 ``Image A: total_score=a1+a2+a3+a4+a5=T`` (optionally after ``Totals:``), then optional free text.
-``parse_completion`` is tolerant (whitespace, single or missing quotes, ``ArtisticMedium`` for
-``Artistic Medium``, missing sections) and records what it could not find in ``errors``.
+``parse_completion`` is tolerant (whitespace, typographic, single or missing quotes, tag case and spacing,
+``ArtisticMedium`` / ``artistic medium`` for ``Artistic Medium``, missing or unclosed sections): it lists the
+sections it found in ``found`` and what was missing or malformed in ``errors``. The answer is read with the
+SPEC normalisation only (strip, trailing period, case), as the accuracy reward demands.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def is_well_formed(text: str) -> bool:
 # ------------------------------------------------------------------------------------------ tolerant parse
 @dataclass
 class ParsedCompletion:
+    """What a tolerant parse found (``found``: section names) and what was malformed (``errors``)."""
     prefer: dict | None = None
     non_prefer: dict | None = None
     scores: dict = field(default_factory=lambda: {k: [None] * len(DIMENSIONS) for k in IMAGES})
@@ -78,6 +81,8 @@ class ParsedCompletion:
     errors: list = field(default_factory=list)
     #: the addends written in ``total_score=a1+...+a5=T`` (None when absent)
     total_terms: dict = field(default_factory=lambda: {k: None for k in IMAGES})
+    #: sections present, in SPEC order: "preference profile", "non-preference profile", "think", "answer"
+    found: list = field(default_factory=list)
 
 
 def _norm_key(k: str) -> str:
@@ -85,13 +90,15 @@ def _norm_key(k: str) -> str:
 
 
 _KEYS = {_norm_key(d): d for d in DIMENSIONS}
-_KEYS["colour"] = "Color"
-_KEYS["artstyle"] = "Art Styles"
-_KEYS["medium"] = "Artistic Medium"
+_KEYS.update({"colour": "Color", "colors": "Color", "artstyle": "Art Styles", "style": "Art Styles",
+              "styles": "Art Styles", "medium": "Artistic Medium", "details": "Detail"})
 
 _PAIR_RE = re.compile(
     r"""["']?\s*([A-Za-z][A-Za-z _\-]*?)\s*["']?\s*:\s*(?:"([^"<>]*)"|'([^'<>]*)'|([^,"'<>\n]*))"""
 )
+# typographic quotes and odd spaces that models (and people) write for ASCII ones
+_CLEAN = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
+                        "\u2018": "'", "\u2019": "'", "`": "'", "\u00a0": " ", "\u2009": " ", "\u3000": " "})
 
 
 def normalize_answer(s: str | None) -> str:
@@ -104,91 +111,125 @@ def normalize_answer(s: str | None) -> str:
     return s.strip().lower()
 
 
-def _section(text: str, open_tag: str, close_tag: str) -> str | None:
-    i = text.find(open_tag)
-    if i < 0:
+def _tag_re(words: str, close: bool) -> re.Pattern:
+    """A tag with any case and any whitespace, ``_`` or ``-`` between its words: ``< Visual_Preference Profile>``."""
+    body = r"[\s_\-]*".join(words.split())
+    return re.compile(rf"<\s*{'/' if close else ''}\s*{body}\s*>", re.IGNORECASE)
+
+
+_SECTIONS = {name: (_tag_re(name, False), _tag_re(name, True))
+             for name in ("visual preference profile", "visual non preference profile", "think", "answer")}
+_ANY_TAG = re.compile(r"<\s*/?\s*(?:visual|think|answer)", re.IGNORECASE)
+
+
+def _section(text: str, name: str, errors: list[str], last: bool = False) -> str | None:
+    """The body of a section (the first one, or the ``last``); an unclosed one runs to the next tag."""
+    opener, closer = _SECTIONS[name]
+    opens = list(opener.finditer(text))
+    if not opens:
         return None
-    j = text.find(close_tag, i + len(open_tag))
-    if j < 0:
-        # unclosed: up to the next tag
-        k = text.find("<", i + len(open_tag))
-        return text[i + len(open_tag): k if k >= 0 else len(text)]
-    return text[i + len(open_tag): j]
+    start = (opens[-1] if last else opens[0]).end()
+    close = closer.search(text, start)
+    if close is None:
+        errors.append(f"unclosed <{name}>")
+        k = _ANY_TAG.search(text, start)
+        return text[start: k.start() if k else len(text)]
+    return text[start: close.start()]
+
+
+def parse_profile(body: str) -> tuple[dict[str, str], list[str]]:
+    """Tolerant read of a profile (output format or ``Art Styles: X, Color: Y``): the dimensions found and
+    a list of problems (unknown keys, repeated keys, empty values)."""
+    out: dict[str, str] = {}
+    problems: list[str] = []
+    for m in _PAIR_RE.finditer(body.translate(_CLEAN)):
+        raw_key = m.group(1).strip()
+        key = _KEYS.get(_norm_key(raw_key))
+        val = next((g for g in m.group(2, 3, 4) if g is not None), "").strip()
+        if key is None:
+            problems.append(f"unknown key {raw_key!r}")
+        elif key in out:
+            problems.append(f"repeated key {raw_key!r}")
+        elif not val:
+            problems.append(f"empty value for {key!r}")
+        else:
+            out[key] = val
+    return out, problems
 
 
 def _parse_profile(body: str) -> dict:
-    out: dict[str, str] = {}
-    for m in _PAIR_RE.finditer(body):
-        key = _KEYS.get(_norm_key(m.group(1)))
-        if key is None or key in out:
-            continue
-        val = next((g for g in m.group(2, 3, 4) if g is not None), "").strip()
-        if val:
-            out[key] = val
-    return out
+    return parse_profile(body)[0]
 
 
 _DIM_HEAD = re.compile(r"(Art\s*Styles?|Colou?r|Artistic\s*Medium|Saturation|Detail)\s*:", re.IGNORECASE)
-_IMG_SCORE = {k: re.compile(rf"{k}[^()<>;]*?\(\s*(\d+)\s*\)", re.IGNORECASE) for k in IMAGES}
-_TOTAL = {k: re.compile(rf"{k}\s*:\s*total_score\s*=\s*([\d\s+]*?)\s*=\s*(\d+)", re.IGNORECASE) for k in IMAGES}
+_IMG_SCORE = {k: re.compile(rf"{k.replace(' ', r'[ _]*')}[^()<>;]*?\(\s*(\d+)\s*\)", re.IGNORECASE) for k in IMAGES}
+_TOTAL = {k: re.compile(rf"{k.replace(' ', r'[ _]*')}\s*:\s*total_score\s*=\s*([\d\s+]*?)\s*=\s*(\d+)",
+                        re.IGNORECASE) for k in IMAGES}
+
+
+def _parse_think(think: str, p: ParsedCompletion) -> None:
+    heads = [(m.start(), m.end(), _KEYS.get(_norm_key(m.group(1)))) for m in _DIM_HEAD.finditer(think)]
+    tot = re.search(r"Totals\s*:|total_score", think, re.IGNORECASE)
+    end_all = tot.start() if tot else len(think)
+    seen = set()
+    for idx, (s, e, dim) in enumerate(heads):
+        if dim is None or dim in seen or s >= end_all:
+            continue
+        seen.add(dim)
+        nxt = heads[idx + 1][0] if idx + 1 < len(heads) else len(think)
+        seg = think[e:min(nxt, end_all)]
+        di = DIMENSIONS.index(dim)
+        for img in IMAGES:
+            m = _IMG_SCORE[img].search(seg)
+            if not m:
+                continue
+            v = int(m.group(1))
+            if 0 <= v <= 5:
+                p.scores[img][di] = v
+            else:
+                p.errors.append(f"score {v} of {img} on {dim} is outside 0-5")
+    for img in IMAGES:
+        m = _TOTAL[img].search(think)
+        if m:
+            p.total_terms[img] = [int(x) for x in re.findall(r"\d+", m.group(1))] or None
+            p.totals[img] = int(m.group(2))
+        else:
+            p.errors.append(f"missing total of {img}")
+    missing = [f"{img} on {d}" for img in IMAGES for d, v in zip(DIMENSIONS, p.scores[img]) if v is None]
+    if missing:
+        p.errors.append("missing per-dimension scores: " + ", ".join(missing))
 
 
 def parse_completion(text: str) -> ParsedCompletion:
+    """Tolerant parse: reads whatever it can, never raises; ``errors`` says what was missing or malformed."""
     p = ParsedCompletion()
-    body = _section(text, PREF_OPEN, PREF_CLOSE)
-    if body is None:
-        p.errors.append("missing preference profile")
-    else:
-        p.prefer = _parse_profile(body)
-    body = _section(text, NONPREF_OPEN, NONPREF_CLOSE)
-    if body is None:
-        p.errors.append("missing non-preference profile")
-    else:
-        p.non_prefer = _parse_profile(body)
-    for name, prof in (("preference", p.prefer), ("non-preference", p.non_prefer)):
-        if prof is not None and len(prof) < len(DIMENSIONS):
-            missing = [d for d in DIMENSIONS if d not in prof]
-            p.errors.append(f"{name} profile lacks {', '.join(missing)}")
+    text = (text or "").translate(_CLEAN)
+    for attr, name, label in (("prefer", "visual preference profile", "preference"),
+                              ("non_prefer", "visual non preference profile", "non-preference")):
+        body = _section(text, name, p.errors)
+        if body is None:
+            p.errors.append(f"missing {label} profile")
+            continue
+        p.found.append(f"{label} profile")
+        prof, problems = parse_profile(body)
+        setattr(p, attr, prof)
+        p.errors += [f"{label} profile: {x}" for x in problems]
+        if len(prof) < len(DIMENSIONS):
+            p.errors.append(f"{label} profile lacks {', '.join(d for d in DIMENSIONS if d not in prof)}")
 
-    think = _section(text, "<think>", "</think>")
+    think = _section(text, "think", p.errors)
     if think is None:
         p.errors.append("missing think")
     else:
-        heads = [(m.start(), m.end(), _KEYS.get(_norm_key(m.group(1)))) for m in _DIM_HEAD.finditer(think)]
-        tot = re.search(r"Totals\s*:|total_score", think, re.IGNORECASE)
-        end_all = tot.start() if tot else len(think)
-        seen = set()
-        for idx, (s, e, dim) in enumerate(heads):
-            if dim is None or dim in seen or s >= end_all:
-                continue
-            seen.add(dim)
-            nxt = heads[idx + 1][0] if idx + 1 < len(heads) else len(think)
-            seg = think[e:min(nxt, end_all)]
-            di = DIMENSIONS.index(dim)
-            for img in IMAGES:
-                m = _IMG_SCORE[img].search(seg)
-                if m:
-                    v = int(m.group(1))
-                    p.scores[img][di] = v if 0 <= v <= 5 else None
-        for img in IMAGES:
-            m = _TOTAL[img].search(think)
-            if m:
-                p.total_terms[img] = [int(x) for x in re.findall(r"\d+", m.group(1))] or None
-                p.totals[img] = int(m.group(2))
-            else:
-                p.errors.append(f"missing total of {img}")
-        if any(v is None for img in IMAGES for v in p.scores[img]):
-            p.errors.append("missing per-dimension scores")
+        p.found.append("think")
+        _parse_think(think, p)
 
-    i = text.rfind("<answer>")
-    if i < 0:
+    raw = _section(text, "answer", p.errors, last=True)
+    if raw is None:
         p.errors.append("missing answer")
     else:
-        raw = text[i + len("<answer>"):]
-        j = raw.find("</answer>")
-        raw = raw[:j] if j >= 0 else raw
-        n = normalize_answer(raw)
-        canon = {"image a": "Image A", "image b": "Image B"}.get(n)
+        p.found.append("answer")
+        canon = {"image a": "Image A", "image b": "Image B"}.get(normalize_answer(raw))  # SPEC normalisation only
         if canon is None:
             p.errors.append(f"unrecognised answer {raw.strip()!r}")
             p.answer = raw.strip()
