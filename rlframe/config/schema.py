@@ -47,6 +47,16 @@ class DataConfig:
     num_eval: int = 256
     num_history: int = 5
     seed: int = 1234
+    # PreferImg / PreferThinker records (JSON or JSONL); null = the task generates its data
+    path: Optional[str] = None
+    # held-out records in the same format (e.g. SP_ID.jsonl); null = none
+    eval_path: Optional[str] = None
+    # image paths in the records are relative to this folder; null = the data file's folder
+    image_root: Optional[str] = None
+    # a bad record: error (stop, naming file, line, field) or skip (drop it, count and report it)
+    on_invalid: str = "error"
+    # decode every image once at load time (PIL verify); false = check that the files exist only
+    verify_images: bool = True
 
 
 @dataclass

@@ -57,6 +57,7 @@ def validate(cfg: RLConfig) -> RLConfig:
     _choice(e, "data.task", cfg.data.task, sorted(TASKS))
     _at_least(e, "data.num_train", cfg.data.num_train, 1)
     _in_range(e, "data.num_history", cfg.data.num_history, 1, 5)
+    _choice(e, "data.on_invalid", cfg.data.on_invalid, ["error", "skip"])
 
     _choice(e, "rollout.backend", r.backend, ["vllm", "hf"])
     _at_least(e, "rollout.num_workers", r.num_workers, 1)
