@@ -71,6 +71,8 @@ def _version(module: str) -> str | None:
 
 
 def _git_sha() -> str | None:
+    if os.environ.get("RLFRAME_GIT_SHA"):  # a run from an exported snapshot of the tree
+        return os.environ["RLFRAME_GIT_SHA"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, timeout=10).stdout.strip() or None

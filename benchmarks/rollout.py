@@ -1,0 +1,151 @@
+"""Rollout throughput: rlframe's Ray generator actors against the same vLLM engine in-process and HF generate.
+
+The default run's policy, prompts and sampling settings (G samples per prompt, temperature, top-p,
+max_new_tokens) are sent (a) through rlframe's rollout layer (Controller.generate -> RolloutWorker actors
+-> vLLM), with 1 and 2 workers, (b) to the same vLLM engine class built in this process, and (c) to
+transformers `generate` in this process, interleaved per repeat at several batch sizes. Target: the
+rollout layer keeps >= 95% of in-process vLLM's tokens/s with one worker.
+
+    rlframe bench rollout [--repeats 3] [--batch-sizes 8,32,64] [--quick] [--device cuda]
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import base_parser, emit, interleave, new_figure, ratio, save_plot, summarize  # noqa: E402
+
+
+def parse(argv: list[str] | None = None):
+    p = base_parser(__doc__)
+    p.add_argument("--batch-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[8, 32, 64],
+                   help="prompts per request (the default run sends trainer.prompts_per_step=32)")
+    p.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+                   help="rollout.num_workers settings to compare")
+    p.add_argument("--no-hf", action="store_true", help="skip transformers generate (slow on big batches)")
+    p.add_argument("overrides", nargs="*", help="config overrides for the workload (e.g. rollout.max_new_tokens=64)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch_sizes, args.workers = [4], [1]
+        args.overrides = ["rollout.max_new_tokens=32", *args.overrides]
+    return args
+
+
+def main() -> int:
+    args = parse()
+    import torch
+    from _workload import RoleMemory, prepare, start_ray, stop_ray
+
+    from rlframe.cluster.ray_cluster import ActorGroup
+    from rlframe.controller import Controller
+    from rlframe.rollout.engine import SamplingSettings
+    from rlframe.rollout.generator import RolloutWorker, make_engine
+    from rlframe.rollout.hf_engine import HFEngine
+
+    gpu = args.device == "cuda"
+    ov = ["trainer.stages=[grpo]", f"data.num_train={max(args.batch_sizes)}", *args.overrides]
+    if gpu:
+        ov += ["rollout.num_gpus_per_worker=0.2", "rollout.vllm.gpu_memory_utilization=0.15"]
+    ctl = prepare("rollout/prep", ov)
+    cfg, r = ctl.cfg, ctl.cfg.rollout
+    params = SamplingSettings(n=cfg.algorithm.group_size, temperature=r.temperature, top_p=r.top_p,
+                              top_k=r.top_k, max_new_tokens=r.max_new_tokens)
+    if r.torch_threads:
+        torch.set_num_threads(r.torch_threads)  # the in-process engines get what one actor gets
+    results: dict[str, dict] = {}
+    with RoleMemory() as mem:
+        start_ray(ctl, cpus=max(args.workers) * r.num_cpus_per_worker)
+        try:
+            groups = {w: ActorGroup("rollout", RolloutWorker, w, r.num_cpus_per_worker, r.num_gpus_per_worker,
+                                    cfg.cluster.placement_strategy,
+                                    args=(ctl.model_path, str(ctl.tokenizer_dir), r, cfg.model.dtype,
+                                          cfg.run.seed, ctl.eos_id, ctl.pad_id)) for w in args.workers}
+            import ray
+
+            ray.get([a.ready.remote() for g in groups.values() for a in g.actors])
+            inproc = make_engine(ctl.model_path, r, cfg.model.dtype, cfg.run.seed, ctl.eos_id, ctl.pad_id)
+            hf = None if args.no_hf else HFEngine(ctl.model_path, dtype=cfg.model.dtype,
+                                                   device="cuda" if gpu else "cpu", eos_token_id=ctl.eos_id,
+                                                   pad_token_id=ctl.pad_id)
+
+            def through_ray(workers: int, prompts):
+                ctl.generators = groups[workers]
+                return Controller.generate(ctl, prompts, params)
+
+            for bs in args.batch_sizes:
+                prompts = ctl.train_prompts[:bs]
+                configs = {f"rlframe_ray_w{w}": (lambda p=prompts, w=w: through_ray(w, p)) for w in args.workers}
+                configs["vllm_inprocess"] = lambda p=prompts: [c.__dict__ for c in inproc.generate(p, params)]
+                if hf is not None:
+                    configs["hf_generate"] = lambda p=prompts: [c.__dict__ for c in hf.generate(p, params)]
+                for fn in configs.values():  # warm-up: first calls pay allocations and kernel selection
+                    fn()
+                runs = interleave({k: (lambda f=f: _measure(f)) for k, f in configs.items()}, args.repeats)
+                results[str(bs)] = {k: {"tokens_per_s": summarize([x[0] for x in v]),
+                                        "samples_per_s": summarize([x[1] for x in v]),
+                                        "mean_tokens": v[0][2]} for k, v in runs.items()}
+                print(f"[rollout] batch {bs}: " + ", ".join(f"{k} {v['tokens_per_s']['median']:.0f} tok/s"
+                                                            for k, v in results[str(bs)].items()),
+                      file=sys.stderr, flush=True)
+            threads = torch.get_num_threads()
+        finally:
+            ctl.generators = None
+            for g in groups.values():
+                g.kill()
+            stop_ray(ctl)
+    default_bs = str(cfg.trainer.prompts_per_step if str(cfg.trainer.prompts_per_step) in results
+                     else args.batch_sizes[-1])
+    at = results[default_bs]
+    keep = ratio(at["rlframe_ray_w1"]["tokens_per_s"], at["vllm_inprocess"]["tokens_per_s"]) \
+        if "rlframe_ray_w1" in at else None
+    vs_hf = ratio(at.get("rlframe_ray_w1", {}).get("tokens_per_s"), at.get("hf_generate", {}).get("tokens_per_s"))
+    scaling = {f"w{w}_over_w1": ratio(at[f"rlframe_ray_w{w}"]["tokens_per_s"], at["rlframe_ray_w1"]["tokens_per_s"])
+               for w in args.workers if w != 1 and "rlframe_ray_w1" in at}
+    met = keep is not None and keep >= 0.95
+    record = {
+        "config": {"group_size": params.n, "temperature": params.temperature, "top_p": params.top_p,
+                   "max_new_tokens": params.max_new_tokens, "batch_sizes": args.batch_sizes, "workers": args.workers,
+                   "model": cfg.model.hidden_size, "default_batch": int(default_bs), "driver_threads": threads,
+                   "device": args.device, "repeats": args.repeats, "quick": args.quick, "overrides": args.overrides},
+        "by_batch_size": results, "ray_w1_over_inprocess": keep, "ray_w1_over_hf": vs_hf, "worker_scaling": scaling,
+        "tokens_per_s": at.get("rlframe_ray_w1", {}).get("tokens_per_s", {}).get("median"),
+        "peak_rss_mb": mem.report(), "target": ">= 0.95", "target_met": met,
+        "headline": {"figures": f"rlframe (1 worker) {at['rlframe_ray_w1']['tokens_per_s']['median']:.0f} tok/s, "
+                               f"in-process vLLM {at['vllm_inprocess']['tokens_per_s']['median']:.0f} tok/s "
+                               f"({default_bs} prompts x G={params.n})",
+                     "ratios": {"vs in-process vLLM": keep, "vs HF generate": vs_hf, **scaling},
+                     "target": ">= 95% of in-process vLLM", "target_met": met},
+    }
+    plot(results, args)
+    emit("rollout", record, args)
+    return 0
+
+
+def _measure(fn) -> tuple[float, float, float]:
+    t0 = time.perf_counter()
+    comps = fn()
+    dt = time.perf_counter() - t0
+    tokens = sum(len(c["token_ids"]) for c in comps)
+    return tokens / dt, len(comps) / dt, tokens / max(1, len(comps))
+
+
+def plot(results: dict, args) -> None:
+    fig, ax = new_figure(1, 6.5, 4)
+    sizes = [int(b) for b in results]
+    for k in next(iter(results.values())):
+        med = [results[str(b)][k]["tokens_per_s"]["median"] for b in sizes]
+        lo = [m - results[str(b)][k]["tokens_per_s"]["min"] for m, b in zip(med, sizes)]
+        hi = [results[str(b)][k]["tokens_per_s"]["max"] - m for m, b in zip(med, sizes)]
+        ax.errorbar(sizes, med, yerr=[lo, hi], marker="o", capsize=3, label=k)
+    ax.set_xlabel("prompts per request (G samples each)")
+    ax.set_ylabel("generated tokens / s (median, min-max)")
+    ax.set_xscale("log", base=2)
+    ax.set_title(f"rollout throughput ({args.device})")
+    ax.legend(fontsize=8)
+    save_plot(fig, "rollout", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
