@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -26,10 +26,15 @@ class Completion:
     logprobs: list[float]
     text: str = ""
     finish_reason: str = ""
+    # which of the prompt's n samples (streams may return groups out of order)
+    sample_index: int = 0
     extra: dict = field(default_factory=dict)
 
 
 class Engine(Protocol):
+    def generate_stream(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
+        """n completions per prompt, yielded a few whole groups at a time as they finish (any order)."""
+
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> list[Completion]:
         """n completions per prompt, grouped: all samples of prompt 0 first, then prompt 1, ..."""
 
@@ -38,3 +43,8 @@ class Engine(Protocol):
 
     def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
         """log p(token_t | tokens_<t) for t >= 1 at temperature 1 (for the weight-sync check)."""
+
+
+def in_order(completions: Iterable[Completion]) -> list[Completion]:
+    """Grouped by prompt, samples in their index order (what `Engine.generate` returns)."""
+    return sorted(completions, key=lambda c: (c.prompt_index, c.sample_index))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import ray
 import torch
@@ -47,9 +47,21 @@ class RolloutWorker:
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings,
                  first_index: int = 0) -> list[dict[str, Any]]:
-        """Completions for a slice of the step's prompts; indices are global (first_index + i)."""
+        """Completions for a slice of the step's prompts, grouped; indices are global (first_index + i)."""
         t0 = time.perf_counter()
-        outs: list[Completion] = self.engine.generate(prompts, params)
+        result = self._as_dicts(self.engine.generate(prompts, params), first_index)
+        if result:
+            result[0]["extra"]["generate_seconds"] = time.perf_counter() - t0
+        return result
+
+    def generate_stream(self, prompts: Sequence[Sequence[int]], params: SamplingSettings,
+                        first_index: int = 0) -> Iterator[list[dict[str, Any]]]:
+        """Like `generate`, but yields whole groups as they finish (a Ray streaming generator), so that
+        the controller can score them while the rest are still being sampled."""
+        for part in self.engine.generate_stream(prompts, params):
+            yield self._as_dicts(part, first_index)
+
+    def _as_dicts(self, outs: list[Completion], first_index: int) -> list[dict[str, Any]]:
         texts = self.tokenizer.batch_decode([c.token_ids for c in outs], skip_special_tokens=True)
         result = []
         for c, text in zip(outs, texts):
@@ -58,8 +70,6 @@ class RolloutWorker:
             d = asdict(c)
             d["weight_version"] = self.version
             result.append(d)
-        if result:
-            result[0]["extra"]["generate_seconds"] = time.perf_counter() - t0
         return result
 
     def update_weights(self, version: int, bucket_refs: list[ray.ObjectRef], expected_digest: str | None) -> dict:

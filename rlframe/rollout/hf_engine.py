@@ -1,7 +1,7 @@
 """transformers `generate` backend, for models or machines vLLM cannot serve."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
@@ -22,18 +22,23 @@ class HFEngine:
         self.pad = pad_token_id
         self.batch_size = batch_size
 
-    @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> list[Completion]:
+        return [c for part in self.generate_stream(prompts, params) for c in part]
+
+    @torch.no_grad()
+    def generate_stream(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
+        """One `generate` call per `batch_size` rows (whole groups), yielded as each ends."""
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        flat = [(i, list(p)) for i, p in enumerate(prompts) for _ in range(params.n)]
-        result: list[Completion] = []
-        for start in range(0, len(flat), self.batch_size):
-            chunk = flat[start: start + self.batch_size]
-            width = max(len(p) for _, p in chunk)
+        flat = [(i, k, list(p)) for i, p in enumerate(prompts) for k in range(params.n)]
+        rows = max(params.n, self.batch_size // params.n * params.n)
+        for start in range(0, len(flat), rows):
+            result: list[Completion] = []
+            chunk = flat[start: start + rows]
+            width = max(len(p) for _, _, p in chunk)
             ids = torch.full((len(chunk), width), self.pad, dtype=torch.long)
             att = torch.zeros_like(ids)
-            for row, (_, p) in enumerate(chunk):  # left padding for decoder-only generation
+            for row, (_, _, p) in enumerate(chunk):  # left padding for decoder-only generation
                 ids[row, width - len(p):] = torch.tensor(p)
                 att[row, width - len(p):] = 1
             greedy = params.temperature == 0
@@ -48,15 +53,15 @@ class HFEngine:
             new = out.sequences[:, width:].cpu()
             logits = torch.stack(out.logits, dim=1).cpu()  # [B, steps, V]
             lps = token_logprobs(logits, new, temperature=1.0 if greedy else params.temperature)
-            for row, (pi, _) in enumerate(chunk):
+            for row, (pi, k, _) in enumerate(chunk):
                 toks = new[row].tolist()
                 n = len(toks)
                 finish = "length"
                 if self.eos in toks:
                     n = toks.index(self.eos) + 1
                     finish = "stop"
-                result.append(Completion(pi, toks[:n], lps[row, :n].tolist(), finish_reason=finish))
-        return result
+                result.append(Completion(pi, toks[:n], lps[row, :n].tolist(), finish_reason=finish, sample_index=k))
+            yield result
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:

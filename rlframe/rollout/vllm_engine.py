@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from rlframe.rollout.engine import Completion, SamplingSettings
+from rlframe.rollout.engine import Completion, SamplingSettings, in_order
 
 
 def configure_vllm_env(on_gpu: bool, cpu_kv_cache_gb: int) -> None:
@@ -35,23 +35,40 @@ class VLLMEngine:
         if on_gpu:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=enable_sleep_mode)
         self.llm = LLM(**kwargs)
+        self._batches = 0
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> list[Completion]:
+    def generate_stream(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
+        """Drive vLLM's engine step by step and yield every prompt's group as soon as all its samples end
+        (what `LLM.generate` does internally, minus waiting for the slowest group)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         sp = SamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p,
                             top_k=params.top_k if params.top_k > 0 else -1,
                             max_tokens=params.max_new_tokens, logprobs=0, detokenize=False,
-                            repetition_penalty=params.repetition_penalty, seed=params.seed)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sp, use_tqdm=False)
-        result = []
-        for i, out in enumerate(outs):
-            for o in out.outputs:
-                ids = list(o.token_ids)
-                lps = [float(step[t].logprob) for step, t in zip(o.logprobs or [], ids)]
-                result.append(Completion(i, ids, lps, finish_reason=str(o.finish_reason)))
-        return result
+                            repetition_penalty=params.repetition_penalty, seed=params.seed,
+                            output_kind=RequestOutputKind.FINAL_ONLY)
+        engine = self.llm.llm_engine
+        self._batches += 1
+        for i, p in enumerate(prompts):
+            engine.add_request(f"b{self._batches}-{i}", TokensPrompt(prompt_token_ids=list(p)), sp)
+        while engine.has_unfinished_requests():
+            group = []
+            for out in engine.step():
+                if not out.finished:
+                    continue
+                i = int(out.request_id.rsplit("-", 1)[1])
+                for k, o in enumerate(out.outputs):
+                    ids = list(o.token_ids)
+                    lps = [float(step[t].logprob) for step, t in zip(o.logprobs or [], ids)]
+                    group.append(Completion(i, ids, lps, finish_reason=str(o.finish_reason),
+                                            sample_index=getattr(o, "index", k)))
+            if group:
+                yield group
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> list[Completion]:
+        return in_order(c for part in self.generate_stream(prompts, params) for c in part)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         # vLLM's in-place reload hook; on CPU `model.load_weights` alone is wrong because the
