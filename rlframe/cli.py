@@ -19,6 +19,14 @@ COMMANDS = {
     "sft": "supervised fine-tuning only (cross-entropy on assistant tokens); saves a Hugging Face checkpoint",
 }
 
+# Other subcommands live in their own modules, each with `add_arguments(parser)` and `run(args) -> int`
+# (imported only when that subcommand runs, so `rlframe --help` stays fast).
+TOOL_COMMANDS: dict[str, tuple[str, str]] = {
+    "serve-reward": ("rlframe.reward.server", "serve the configured reward functions over HTTP"),
+    "bench": ("rlframe.bench", "run a benchmark from benchmarks/ and append its JSON line to benchmarks/results/"),
+    "data": ("rlframe.data.synth_cli", "data tools: `rlframe data synth` writes a synthetic-user data set (images + JSONL)"),
+}
+
 
 def _groups_help() -> str:
     from rlframe.config import config_groups
@@ -41,7 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("overrides", nargs="*", help="Hydra overrides (key=value, group=option)")
         sp.add_argument("--cfg", choices=["job"], help="print the resolved configuration and exit")
         sp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    for name, (module, text) in TOOL_COMMANDS.items():
+        sp = sub.add_parser(name, help=text, description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.set_defaults(_module=module)
+        _tool_module(module).add_arguments(sp)
     return p
+
+
+def _tool_module(name: str):
+    import importlib
+
+    return importlib.import_module(name)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -56,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         build_parser().print_help()
         return 2
+    if args.command in TOOL_COMMANDS:
+        _setup_logging(getattr(args, "verbose", False))
+        return int(_tool_module(args._module).run(args) or 0)
     from rlframe.config import ConfigError, load_config, to_yaml
 
     overrides = list(args.overrides)
@@ -77,11 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # say it, rather than let DeepSpeed warn
     from rlframe.controller import Controller
 
+    from rlframe.reward.plugins import RewardError
+
     try:
         run_dir = Controller(cfg).run()
     except ConfigError as err:
         print(f"rlframe {args.command}: {err}", file=sys.stderr)
         return 2
+    except RewardError as err:
+        print(f"rlframe {args.command}: stopped by a reward failure: {err}\n"
+              f"(reward.on_error=fallback scores failing samples with reward.fallback_value instead)", file=sys.stderr)
+        return 1
     print(f"run folder: {run_dir}")
     return 0
 

@@ -28,7 +28,9 @@ from rlframe.learner.advantages import compute_advantages
 from rlframe.learner.learner import LearnerWorker, grad_accum_steps
 from rlframe.learner.weight_sync import WeightSyncError
 from rlframe.models import build_tiny_model, model_source
-from rlframe.reward.worker import RewardWorker
+from rlframe.reward.plugins import RewardError
+from rlframe.reward.pool import RewardPool
+from rlframe.reward.scoring import combine
 from rlframe.rollout.engine import SamplingSettings
 from rlframe.rollout.generator import RolloutWorker
 from rlframe.tasks.registry import TASKS
@@ -80,13 +82,14 @@ class Controller:
         self.run_dir = Path(cfg.run.output_dir or f"outputs/{cfg.run.name}-{stamp}").resolve()
         self.cache_dir = Path(cfg.run.cache_dir or ".cache").resolve()
         self.generators: ActorGroup | None = None
-        self.rewarders: ActorGroup | None = None
+        self.rewarders: RewardPool | None = None
         self.learners: ActorGroup | None = None
         self.tracker: Tracker | None = None
         self.version = 0
         self.syncs = 0
         self.probe_next_sync = True
         self.owns_ray = False
+        self.last_checkpoint: str | None = None
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
@@ -140,10 +143,7 @@ class Controller:
             "rollout", RolloutWorker, r.num_workers, r.num_cpus_per_worker, r.num_gpus_per_worker,
             cfg.cluster.placement_strategy,
             args=(model_path, str(self.tokenizer_dir), r, cfg.model.dtype, cfg.run.seed, self.eos_id, self.pad_id))
-        w = cfg.reward
-        self.rewarders = ActorGroup("reward", RewardWorker, w.num_workers, w.num_cpus_per_worker,
-                                    w.num_gpus_per_worker, cfg.cluster.placement_strategy,
-                                    args=(list(w.fns), w.torch_threads))
+        self.rewarders = RewardPool(cfg.reward, cfg.cluster.placement_strategy)
 
     def start_learners(self, model_path: str, ref_path: str | None, local_batch: int) -> None:
         cfg = self.cfg
@@ -204,7 +204,7 @@ class Controller:
         Stopping as soon as a skill appears keeps SFT short and leaves the rest to RL.
         """
         s = self.cfg.trainer.sft
-        ray.get(self.generators.call("ready") + self.rewarders.call("ready"))
+        self.wait_ready()
         self.version += 1
         self.sync_weights()
         ev = self.evaluate()
@@ -224,7 +224,7 @@ class Controller:
         a, t, world = cfg.algorithm, cfg.trainer, cfg.learner.world_size
         batch_size = t.prompts_per_step * a.group_size
         self.start_learners(policy_path, policy_path if a.kl_coef > 0 else None, batch_size // world)
-        ray.get(self.generators.call("ready") + self.rewarders.call("ready"))
+        self.wait_ready()
         self.log_sync(self.sync_weights(), step=0)
         if t.eval_every:
             self.tracker.log({"step": 0, "stage": "eval", **self.evaluate()})
@@ -235,11 +235,12 @@ class Controller:
         for step in range(1, t.max_steps + 1):
             timer, t_step = Timer(), time.perf_counter()
             idx = sampler.take(t.prompts_per_step)
-            with timer("generate"):
-                comps = self.generate([self.train_prompts[i] for i in idx], params)
-            with timer("reward"):
-                samples = [{**self.task.train[idx[c["prompt_index"]]], "completion": c["text"]} for c in comps]
-                scores = self.score(samples)
+            try:
+                comps, scores = self.rollout_and_score([self.train_prompts[i] for i in idx], idx, params, timer)
+            except RewardError:
+                if step > 1:
+                    self.save_policy(str(self.run_dir / f"checkpoint-{step - 1}"))
+                raise
             rewards = torch.tensor(scores["total"])
             advantages = compute_advantages(a.name, rewards, a.group_size, a.adv_eps)
             batch = collate([self.train_prompts[idx[c["prompt_index"]]] for c in comps],
@@ -277,6 +278,10 @@ class Controller:
             bar.update()
         bar.close()
 
+    def wait_ready(self) -> None:
+        ray.get(self.generators.call("ready"))
+        self.rewarders.wait_ready()
+
     def generate(self, prompts: list[list[int]], params: SamplingSettings) -> list[dict[str, Any]]:
         """Split the prompts across the generators; samples come back grouped by prompt."""
         slices = split_even(len(prompts), len(self.generators))
@@ -284,19 +289,69 @@ class Controller:
                 for actor, sl in zip(self.generators.actors, slices) if sl.stop > sl.start]
         return [c for part in ray.get(refs) for c in part]
 
-    def score(self, samples: list[dict[str, Any]]) -> dict[str, list[float]]:
-        slices = split_even(len(samples), len(self.rewarders))
-        parts = ray.get(self.rewarders.call_each("score", [(samples[sl],) for sl in slices if sl.stop > sl.start]))
-        keys = [k for k in parts[0] if not k.startswith("_")]
-        return {k: [v for p in parts for v in p[k]] for k in keys}
+    def generate_stream(self, prompts: list[list[int]], params: SamplingSettings) -> Iterator[list[dict[str, Any]]]:
+        """Like `generate`, but yields whole groups from every generator as they finish (any order)."""
+        slices = split_even(len(prompts), len(self.generators))
+        pending = [actor.generate_stream.remote(prompts[sl], params, sl.start)
+                   for actor, sl in zip(self.generators.actors, slices) if sl.stop > sl.start]
+        while pending:
+            ready, _ = ray.wait(pending, num_returns=1)
+            for gen in ready:
+                try:
+                    ref = next(gen)
+                except StopIteration:
+                    pending.remove(gen)
+                    continue
+                yield ray.get(ref)
+
+    def rollout_and_score(self, prompts: list[list[int]], idx: list[int], params: SamplingSettings,
+                          timer: Timer) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Generate G samples per prompt and score them; with reward.stream_batch > 0 the reward pool
+        scores finished groups while the rest are generated, and `reward_wait` is the time left after
+        the last completion. Returns completions grouped by prompt and their scores in the same order."""
+        stream = self.cfg.reward.stream_batch
+        comps: list[dict[str, Any]] = []
+        tickets, pending = [], []
+
+        def samples(cs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [self._sample(self.task.train[idx[c["prompt_index"]]], c) for c in cs]
+
+        with timer("generate"):
+            for part in (self.generate_stream(prompts, params) if stream else [self.generate(prompts, params)]):
+                comps += part
+                pending += part
+                if stream and len(pending) >= stream:
+                    tickets.append(self.rewarders.submit(samples(pending)))
+                    pending = []
+        with timer("reward_wait" if stream else "reward"):
+            if pending:
+                tickets.append(self.rewarders.submit(samples(pending)))
+            scores = self._combine(self.rewarders.gather(tickets))
+        order = sorted(range(len(comps)), key=lambda j: (comps[j]["prompt_index"], comps[j]["sample_index"]))
+        comps = [comps[j] for j in order]
+        scores["components"] = {k: [v[j] for j in order] for k, v in scores["components"].items()}
+        scores["total"] = [scores["total"][j] for j in order]
+        return comps, scores
+
+    def _sample(self, record: dict[str, Any], comp: dict[str, Any]) -> dict[str, Any]:
+        """What a reward function sees: the data record, its prompt, the completion text and ids."""
+        return {**record, "completion": comp["text"], "completion_ids": comp["token_ids"]}
+
+    def _combine(self, scored: dict[str, Any]) -> dict[str, Any]:
+        scored["total"] = combine(scored["components"], self.cfg.reward.fns, self.cfg.reward.normalize)
+        for msg in scored["errors"][:3]:
+            log.warning("reward fallback (reward.on_error=fallback): %s", msg)
+        return scored
+
+    def score(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._combine(self.rewarders.score(samples))
 
     def evaluate(self) -> dict[str, float]:
         """Greedy decoding on the held-out users; every reward component's mean."""
         params = SamplingSettings(n=1, temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens)
         comps = self.generate(self.eval_prompts, params)
-        samples = [{**self.task.eval[c["prompt_index"]], "completion": c["text"]} for c in comps]
-        scores = self.score(samples)
-        return {f"eval/{k}": _mean(v) for k, v in scores.items()}
+        scores = self.score([self._sample(self.task.eval[c["prompt_index"]], c) for c in comps])
+        return {f"eval/{k}": _mean(v) for k, v in {**scores["components"], "total": scores["total"]}.items()}
 
     # ------------------------------------------------------------------ weights
     def sync_weights(self) -> dict[str, float]:
@@ -344,6 +399,7 @@ class Controller:
     def save_policy(self, path: str) -> None:
         self.learners.run("save_hf", path)
         self.tokenizer.save_pretrained(path)
+        self.last_checkpoint = path
         log.info("saved policy (Hugging Face format): %s", path)
 
     # ------------------------------------------------------------------ the run
@@ -366,6 +422,10 @@ class Controller:
                 self.stop_learners()
             if policy != self.model_path and Path(policy).name != "final":
                 shutil.copytree(policy, self.run_dir / "final", dirs_exist_ok=True)
+        except RewardError as err:
+            log.error("stopping the run: %s", err)
+            log.error("last checkpoint: %s", self.last_checkpoint or "(none yet)")
+            raise
         finally:
             if self.tracker is not None:
                 self.tracker.close()
@@ -393,11 +453,18 @@ def _pad_rows(rows: list[list[float]], like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _reward_metrics(scores: dict[str, list[float]], group_size: int) -> dict[str, float]:
+def _reward_metrics(scores: dict[str, Any], group_size: int) -> dict[str, float]:
+    """Each component's raw mean and std, the weighted total, failures per function, pool health."""
     out = {}
-    for k, v in scores.items():
+    for k, v in scores["components"].items():
         out[f"reward/{k}"] = _mean(v)
-    total = scores["total"]
+        out[f"reward/{k}_std"] = statistics.pstdev(v) if len(v) > 1 else 0.0
+    total = out["reward/total"] = scores["total"]
+    out["reward/total"] = _mean(total)
+    for name, n in scores["failures"].items():
+        out[f"reward/failures/{name}"] = n
+    out["reward/worker_restarts"] = scores["restarts"]
+    out["timing/reward_compute"] = round(scores["worker_seconds"], 4)
     groups = [total[i: i + group_size] for i in range(0, len(total), group_size)]
     out["reward/total_std"] = statistics.pstdev(total) if len(total) > 1 else 0.0
     out["reward/zero_variance_groups"] = _mean([float(max(g) == min(g)) for g in groups])

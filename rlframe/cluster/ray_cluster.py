@@ -66,7 +66,7 @@ class ActorGroup:
 
     def __init__(self, name: str, actor_cls: Any, count: int, num_cpus: float, num_gpus: float,
                  strategy: str, args: Sequence[Any] = (), per_rank_args: bool = False,
-                 kwargs: dict | None = None) -> None:
+                 kwargs: dict | None = None, actor_options: dict | None = None) -> None:
         self.name = name
         bundle = {"CPU": num_cpus} if num_cpus else {}
         if num_gpus:
@@ -81,7 +81,7 @@ class ActorGroup:
                 f"num_gpus_per_worker or add nodes")
         self.actors = []
         for i in range(count):
-            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus,
+            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, **(actor_options or {}),
                         scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i))
             a = args[i] if per_rank_args else args
             self.actors.append(ray.remote(actor_cls).options(**opts).remote(*a, **(kwargs or {})))

@@ -88,9 +88,29 @@ class RolloutConfig:
 
 @dataclass
 class RewardFnConfig:
+    """One reward component. Where it comes from: a built-in by `name`, or `_target_`
+    ("pkg.module:fn" or "pkg.module.fn"), or `path` (a .py file; the attribute is `function`, else `name`),
+    or `url` (an `rlframe serve-reward` service)."""
     name: str = "format"
     weight: float = 1.0
+    # built-ins and classes: constructor arguments; plain functions: extra keyword arguments of each call
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    _target_: Optional[str] = None
+    path: Optional[str] = None
+    function: Optional[str] = None
+    url: Optional[str] = None
+    # calling convention: auto (from the signature), batch, trl, openrlhf, verl
+    style: str = "auto"
+    # samples per call (0 = the whole batch a worker receives)
+    batch_size: int = 0
+    # seconds per call (0 = no limit); remote: per HTTP request
+    timeout_s: float = 0.0
+    # the record field given as OpenRLHF `labels` / veRL `ground_truth` (when no reward_model.ground_truth)
+    label_key: str = "answer"
+    # remote only: bearer token (or the env var RLFRAME_REWARD_TOKEN), retries with exponential backoff
+    token: Optional[str] = None
+    retries: int = 3
+    backoff_s: float = 0.5
 
 
 @dataclass
@@ -101,6 +121,16 @@ class RewardConfig:
     # threads for torch (the embedding model) inside each worker
     torch_threads: int = 1
     fns: List[RewardFnConfig] = field(default_factory=list)
+    # raise: a failing reward stops the run (after the last checkpoint); fallback: use fallback_value
+    on_error: str = "raise"
+    fallback_value: float = 0.0
+    # none: total = sum(weight * raw); batch: each component z-scored over the step's batch first
+    normalize: str = "none"
+    # completions are sent to the reward pool in chunks of at least this many samples while generation
+    # runs (0 = score after generation)
+    stream_batch: int = 32
+    # a reward worker that dies is restarted (and its batch retried) up to this many times
+    max_restarts: int = 3
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Value checks that types alone cannot express; run before Ray starts."""
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 from rlframe.config.schema import RLConfig
@@ -30,7 +31,8 @@ def validate(cfg: RLConfig) -> RLConfig:
     """Raise ConfigError listing every invalid value; return cfg unchanged otherwise."""
     from rlframe.learner.advantages import ADVANTAGE_ESTIMATORS
     from rlframe.learner.losses import KL_ESTIMATORS, LOSS_AGGREGATIONS
-    from rlframe.reward.registry import REWARD_FNS
+    from rlframe.reward.plugins import STYLES, RewardError, check_reward
+    from rlframe.reward.scoring import NORMALIZE, ON_ERROR
     from rlframe.tasks.registry import TASKS
 
     e: list[str] = []
@@ -72,8 +74,24 @@ def validate(cfg: RLConfig) -> RLConfig:
     _at_least(e, "reward.num_workers", cfg.reward.num_workers, 1)
     if not cfg.reward.fns and "grpo" in t.stages:
         e.append("reward.fns: empty; the grpo stage needs at least one reward function")
+    _choice(e, "reward.on_error", cfg.reward.on_error, ON_ERROR)
+    _choice(e, "reward.normalize", cfg.reward.normalize, NORMALIZE)
+    _at_least(e, "reward.stream_batch", cfg.reward.stream_batch, 0)
+    _at_least(e, "reward.max_restarts", cfg.reward.max_restarts, 0)
+    names = [fn.name for fn in cfg.reward.fns]
     for i, fn in enumerate(cfg.reward.fns):
-        _choice(e, f"reward.fns[{i}].name", fn.name, sorted(REWARD_FNS))
+        key = f"reward.fns[{i}]"
+        if names.count(fn.name) > 1:
+            e.append(f"{key}.name={fn.name!r}: used twice; each reward component needs its own name")
+        _choice(e, f"{key}.style", fn.style, STYLES)
+        _at_least(e, f"{key}.batch_size", fn.batch_size, 0)
+        _at_least(e, f"{key}.timeout_s", fn.timeout_s, 0.0)
+        if not math.isfinite(fn.weight):
+            e.append(f"{key}.weight={fn.weight!r}: must be a finite number")
+        try:   # imports user code (cheap) to fail here rather than inside a worker
+            check_reward(fn)
+        except RewardError as err:
+            e.append(f"{key}: {err}")
 
     _choice(e, "algorithm.name", a.name, sorted(ADVANTAGE_ESTIMATORS))
     _at_least(e, "algorithm.group_size", a.group_size, 2)

@@ -1,33 +1,103 @@
-"""Combine reward components into the weighted total and check what functions return (pure)."""
+"""Score a batch with every configured reward, apply the error policy, and combine components (pure)."""
 from __future__ import annotations
 
-import math
-import numbers
+import statistics
 from typing import Any, Sequence
 
 from rlframe.config.schema import RewardFnConfig
-from rlframe.reward.registry import BatchFn
+from rlframe.reward.plugins import Components, PluginReward, RewardError, RewardShapeError, RewardTimeout
+
+ON_ERROR = ("raise", "fallback")
+NORMALIZE = ("none", "batch")
 
 
-def run_reward_fns(fns: Sequence[tuple[RewardFnConfig, BatchFn]], samples: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Every component per sample, plus "total" = sum of weight * component."""
-    n = len(samples)
-    out: dict[str, list[float]] = {}
+def _chunks(n: int, size: int) -> list[slice]:
+    size = size if size > 0 else max(n, 1)
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+class RewardSet:
+    """The configured reward functions, built once (a worker, the reward server or a test holds one).
+
+    on_error="raise": the first failure raises RewardError naming the function and the sample.
+    on_error="fallback": failing samples get `fallback_value` and are counted per function.
+    """
+
+    def __init__(self, specs: Sequence[RewardFnConfig], on_error: str = "raise", fallback_value: float = 0.0,
+                 fns: Sequence[Any] | None = None) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"reward.on_error={on_error!r}: expected one of {ON_ERROR}")
+        self.specs = list(specs)
+        self.fns = list(fns) if fns is not None else [PluginReward(s) for s in self.specs]
+        self.on_error = on_error
+        self.fallback_value = float(fallback_value)
+
+    def score(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """{"components": {name: values}, "failures": {fn name: count}, "errors": [first messages]}."""
+        components: Components = {}
+        failures: dict[str, int] = {}
+        errors: list[str] = []
+        for spec, fn in zip(self.specs, self.fns):
+            parts: list[Components] = []
+            failed = 0
+            for sl in _chunks(len(samples), spec.batch_size):
+                got, bad, msgs = self._call(spec, fn, samples[sl])
+                parts.append(got)
+                failed += bad
+                errors.extend(msgs[: max(0, 5 - len(errors))])
+            keys = list(dict.fromkeys(k for p in parts for k in p))
+            for k in keys:
+                components[k] = [v for p, sl in zip(parts, _chunks(len(samples), spec.batch_size))
+                                 for v in p.get(k, [self.fallback_value] * (sl.stop - sl.start))]
+            failures[spec.name] = failed
+        return {"components": components, "failures": failures, "errors": errors}
+
+    def _call(self, spec: RewardFnConfig, fn: Any, chunk: list[dict[str, Any]]) -> tuple[Components, int, list[str]]:
+        try:
+            return fn(chunk), 0, []
+        except Exception as err:  # noqa: BLE001  (user code: any exception is a reward failure)
+            first = err
+        if isinstance(first, (RewardTimeout, RewardShapeError)) or len(chunk) == 1:
+            # a timeout or a wrong-shaped result is a property of the whole call: no per-sample retry
+            if self.on_error == "raise":
+                raise _named(spec, chunk, first) from first
+            return {spec.name: [self.fallback_value] * len(chunk)}, len(chunk), [str(_named(spec, chunk, first))]
+        # find the sample(s) that fail, one call each
+        rows: list[Components | None] = []
+        msgs: list[str] = []
+        for sample in chunk:
+            try:
+                rows.append(fn([sample]))
+            except Exception as err:  # noqa: BLE001
+                if self.on_error == "raise":
+                    raise _named(spec, [sample], err) from err
+                rows.append(None)
+                msgs.append(str(_named(spec, [sample], err)))
+        if self.on_error == "raise":   # every sample passes alone: the batch call itself fails
+            raise _named(spec, chunk, first) from first
+        keys = list(dict.fromkeys(k for r in rows if r for k in r)) or [spec.name]
+        out = {k: [(r[k][0] if r and k in r else self.fallback_value) for r in rows] for k in keys}
+        return out, sum(r is None for r in rows), msgs
+
+
+def _named(spec: RewardFnConfig, chunk: list[dict[str, Any]], err: BaseException) -> RewardError:
+    ids = [s.get("id", "?") for s in chunk]
+    where = f"sample {ids[0]!r}" if len(ids) == 1 else f"a batch of {len(ids)} samples ({ids[0]!r} ... {ids[-1]!r})"
+    if isinstance(err, RewardError):
+        return type(err)(str(err) if "on sample" in str(err) else f"{err} [on {where}]")
+    return RewardError(f"reward {spec.name!r} raised on {where}: {type(err).__name__}: {err}")
+
+
+def combine(components: Components, specs: Sequence[RewardFnConfig], normalize: str = "none") -> list[float]:
+    """The total reward: sum of weight * component, each component z-scored over the batch first if asked."""
+    if normalize not in NORMALIZE:
+        raise ValueError(f"reward.normalize={normalize!r}: expected one of {NORMALIZE}")
+    n = len(next(iter(components.values()))) if components else 0
     total = [0.0] * n
-    for spec, fn in fns:
-        result = fn(samples)
-        parts = result if isinstance(result, dict) else {spec.name: result}
-        if spec.name not in parts:
-            raise ValueError(f"reward {spec.name!r} returned keys {sorted(parts)}, which lack its own name")
-        for key, values in parts.items():
-            values = list(values)
-            if len(values) != n:
-                raise ValueError(f"reward {spec.name!r} returned {len(values)} values for {key!r}, expected {n}")
-            for i, v in enumerate(values):
-                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-                    raise ValueError(f"reward {spec.name!r} returned {v!r} for {key!r} on sample "
-                                     f"{samples[i].get('id', i)!r}: expected a finite number")
-            out[key] = [float(v) for v in values]
-        total = [t + spec.weight * v for t, v in zip(total, out[spec.name])]
-    out["total"] = total
-    return out
+    for spec in specs:
+        values = components[spec.name]
+        if normalize == "batch" and n > 1:
+            mu, sd = statistics.fmean(values), statistics.pstdev(values)
+            values = [(v - mu) / sd if sd > 1e-8 else 0.0 for v in values]
+        total = [t + spec.weight * v for t, v in zip(total, values)]
+    return total

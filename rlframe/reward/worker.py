@@ -5,18 +5,18 @@ import os
 import time
 from typing import Any, Sequence
 
-import torch
-
 from rlframe.config.schema import RewardFnConfig
-from rlframe.reward.registry import load_builtin_rewards
-from rlframe.reward.scoring import run_reward_fns
 
 
 class RewardWorker:
-    def __init__(self, fns: Sequence[RewardFnConfig], torch_threads: int = 1) -> None:
+    def __init__(self, fns: Sequence[RewardFnConfig], torch_threads: int = 1, on_error: str = "raise",
+                 fallback_value: float = 0.0) -> None:
+        import torch
+
         torch.set_num_threads(torch_threads)
-        registry = load_builtin_rewards()
-        self.fns = [(spec, registry[spec.name](**dict(spec.kwargs))) for spec in fns]
+        from rlframe.reward.scoring import RewardSet
+
+        self.rewards = RewardSet(fns, on_error, fallback_value)
         self.pid = os.getpid()
 
     def ready(self) -> int:
@@ -24,6 +24,7 @@ class RewardWorker:
 
     def score(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         t0 = time.perf_counter()
-        out: dict[str, Any] = run_reward_fns(self.fns, samples)
-        out["_seconds"] = time.perf_counter() - t0
+        out = self.rewards.score(samples)
+        out["seconds"] = time.perf_counter() - t0
+        out["pid"] = self.pid
         return out

@@ -16,8 +16,10 @@ SMALL = ["data.num_train=64", "data.num_eval=8", "trainer.sft.steps=4", "trainer
          "trainer.max_steps=2", "trainer.prompts_per_step=4", "algorithm.group_size=4",
          "rollout.max_new_tokens=48", "trainer.eval_every=2", "trainer.progress=false"]
 GRPO_KEYS = {"step", "stage", "reward/total", "reward/format", "reward/accuracy", "reward/profile_similarity",
-             "reward/profile_cosine_raw", "kl", "loss", "response_length", "timing/generate", "timing/reward",
+             "reward/profile_cosine_raw", "reward/format_std", "reward/failures/format", "reward/worker_restarts",
+             "kl", "loss", "response_length", "timing/generate", "timing/reward_compute",
              "timing/ref", "timing/train", "timing/weight_sync", "weight_sync/seconds", "weight_sync/bytes"}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(tmp_path: Path, *overrides: str) -> tuple[Path, list[dict]]:
@@ -36,6 +38,8 @@ def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_pat
     assert [r["step"] for r in rows if r["stage"] == "sft_eval"] == [2, 4]
     for r in grpo:
         assert GRPO_KEYS <= r.keys(), GRPO_KEYS - r.keys()
+        assert "timing/reward_wait" in r and "timing/reward" not in r   # rewards streamed during generation
+        assert r["reward/failures/format"] == 0 and r["reward/worker_restarts"] == 0
         assert r["weight_sync/bytes"] > 2_000_000
         assert 0 < r["response_length"] <= 48
         assert r["kl"] >= 0
@@ -67,14 +71,22 @@ def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_pat
 
 
 def test_hf_zero3_without_reference_probes_every_sync(ray_session, tmp_path):
+    brevity = ROOT / "examples" / "rewards" / "batch_style.py"
+    fns = ("reward.fns=[{name:format,weight:0.3},{name:accuracy,weight:1.0},"
+           f"{{name:brevity,path:'{brevity}',weight:0.1,kwargs:{{budget:48}}}}]")
     run_dir, rows = run(tmp_path, "rollout=hf", "learner=zero3", "algorithm.kl_coef=0",
-                        "weight_sync.probe_every=1", "trainer.eval_every=0", "trainer.sft.stop_threshold=-1")
+                        "weight_sync.probe_every=1", "trainer.eval_every=0", "trainer.sft.stop_threshold=-1",
+                        "reward.stream_batch=0", fns)
     # any accuracy reaches -1: SFT stops at its first evaluation
     assert [r["step"] for r in rows if r["stage"] == "sft"] == [1, 2]
     assert [r["step"] for r in rows if r["stage"] == "sft_eval"] == [2]
     grpo = [r for r in rows if r["stage"] == "grpo"]
     assert len(grpo) == 2
     for r in grpo:
+        assert "timing/reward" in r and "timing/reward_wait" not in r   # scored after generation
+        # a user's reward from a file, logged beside the built-ins: brevity = 1 - tokens / 48
+        assert r["reward/brevity"] == pytest.approx(1 - r["reward/brevity/num_tokens"] / 48, abs=1e-6)
+        assert r["reward/brevity/num_tokens"] == pytest.approx(r["response_length"], abs=1e-6)
         assert r["kl"] == 0.0  # no frozen reference model was built
         assert r["weight_sync/probe_max_abs_diff"] < 1e-3  # verified on every sync
     assert (run_dir / "final" / "config.json").exists()
