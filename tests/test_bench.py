@@ -1,0 +1,123 @@
+"""The benchmark plumbing (medians, the JSON line, the README table) and one real rollout benchmark run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _common  # noqa: E402
+
+from rlframe import bench  # noqa: E402
+
+
+def test_summarize_median_min_max():
+    assert _common.summarize([3, 1, 2]) == {"median": 2.0, "min": 1.0, "max": 3.0, "runs": [3.0, 1.0, 2.0]}
+    assert _common.summarize([4, 1, 2, 3])["median"] == 2.5
+    assert _common.summarize([])["median"] is None
+    assert _common.ratio({"median": 3.0}, {"median": 2.0}) == 1.5
+    assert _common.ratio(1.0, 0.0) is None
+
+
+def test_interleave_alternates_configurations():
+    order = []
+    out = _common.interleave({"a": lambda: order.append("a") or 1, "b": lambda: order.append("b") or 2}, 3)
+    assert order == ["a", "b", "a", "b", "a", "b"]
+    assert out == {"a": [1, 1, 1], "b": [2, 2, 2]}
+
+
+def test_emit_appends_one_line_and_prints_it_last(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["rollout.py", "--quick", "--repeats", "1"])
+    args = _common.base_parser("x").parse_args(["--results-dir", str(tmp_path)])
+    assert args.repeats == 3 and args.device == "cpu" and not args.no_save
+    print("progress text")
+    rec = _common.emit("demo", {"tokens_per_s": 12.5}, args)
+    _common.emit("demo", {"tokens_per_s": 13.0}, args)
+    lines = (tmp_path / "demo.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first["tokens_per_s"] == 12.5 and first["benchmark"] == "demo"
+    assert first["command"] == "rlframe bench demo --quick --repeats 1"
+    assert first["env"]["versions"]["python"] and first["env"]["hardware"]["cpu_count"] >= 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(out[-1])["tokens_per_s"] == 13.0 and out[0] == "progress text"
+    assert rec["time"] == first["time"] or rec["time"]
+
+
+def test_emit_no_save_writes_nothing(tmp_path, capsys):
+    args = _common.base_parser("x").parse_args(["--results-dir", str(tmp_path), "--no-save"])
+    _common.emit("demo", {"x": 1}, args)
+    assert not list(tmp_path.iterdir())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["x"] == 1
+
+
+def test_peak_rss_is_positive_for_self_and_a_pid():
+    import os
+
+    assert _common.peak_rss_mb() > 10
+    assert _common.peak_rss_mb_of(os.getpid()) > 10
+    assert _common.peak_rss_mb_of(2**22 + 12345) is None
+
+
+def test_table_replaces_only_the_marked_block(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    old = {"benchmark": "rollout", "time": "2026-01-01T00:00:00", "command": "rlframe bench rollout",
+           "headline": {"figures": "OLD", "ratios": {"vs x": 0.5}, "target_met": False}}
+    new = {**old, "time": "2026-02-02T00:00:00", "command": "rlframe bench rollout --repeats 5",
+           "headline": {"figures": "900 tok/s", "ratios": {"vs in-process vLLM": 0.987}, "target": ">= 95%",
+                        "target_met": True}}
+    (results / "rollout.jsonl").write_text(json.dumps(old) + "\n" + json.dumps(new) + "\n")
+    (results / "other.jsonl").write_text(json.dumps({"benchmark": "other", "speed_ratio": 2.0}) + "\n")
+    readme = tmp_path / "README.md"
+    before = "# x\n\nintro\n\n## Performance\n\n" + bench.START + "\nstale | row\n" + bench.END + "\n\n## Tests\nrest\n"
+    readme.write_text(before)
+    assert bench.update_readme(readme, results) == 2
+    text = readme.read_text()
+    assert text.startswith("# x\n\nintro\n\n## Performance\n\n" + bench.START + "\n")
+    assert text.endswith(bench.END + "\n\n## Tests\nrest\n")
+    assert "stale" not in text and "OLD" not in text
+    row = [ln for ln in text.splitlines() if ln.startswith("| rollout")][0]
+    assert "900 tok/s" in row and "0.987" in row and "yes (>= 95%)" in row
+    assert "`rlframe bench rollout --repeats 5`" in row
+    assert "speed_ratio 2" in text
+    # idempotent
+    bench.update_readme(readme, results)
+    assert readme.read_text() == text
+
+
+def test_bench_lists_and_rejects_unknown(capsys):
+    assert bench.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("rollout", "weight_sync", "step_time", "table"):
+        assert name in out
+    assert bench.main(["no_such_bench"]) == 2
+    assert "known:" in capsys.readouterr().err
+
+
+def test_readme_has_the_performance_block():
+    text = (ROOT / "README.md").read_text()
+    assert text.index(bench.START) < text.index(bench.END) < text.index("## Tests")
+
+
+@pytest.mark.integration
+def test_rollout_benchmark_quick_runs_for_real():
+    """Real Ray actors and vLLM: the JSON line comes last, with positive throughput for every side."""
+    rlframe = Path(sys.executable).with_name("rlframe")
+    proc = subprocess.run([str(rlframe), "bench", "rollout", "--quick", "--no-save", "--repeats", "1", "--no-hf"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rec["benchmark"] == "rollout"
+    assert rec["command"].startswith("rlframe bench rollout --quick")
+    bs = rec["by_batch_size"]["4"]
+    assert bs["rlframe_ray_w1"]["tokens_per_s"]["median"] > 0
+    assert bs["vllm_inprocess"]["tokens_per_s"]["median"] > 0
+    assert rec["tokens_per_s"] > 0 and rec["ray_w1_over_inprocess"] > 0
+    assert rec["peak_rss_mb"]["driver"] > 0 and rec["peak_rss_mb"].get("generator", 0) > 0
+    assert rec["env"]["versions"]["vllm"]
