@@ -99,6 +99,16 @@ class Controller:
         if src is not None and not (Path(src) / "config.json").exists():
             key = "model.init_from" if cfg.model.init_from else "model.path"
             raise ConfigError(f"{key}={src!r}: not a Hugging Face model folder (no config.json there)")
+        for fn in cfg.reward.fns:   # reward workers may start elsewhere: pin files to where the run started
+            if fn.path:
+                fn.path = str(Path(fn.path).expanduser().resolve())
+            if fn.url:              # a reward service that is down should stop the run now, not after SFT
+                from rlframe.reward.remote import check_service
+
+                try:
+                    check_service(fn)
+                except RewardError as err:
+                    raise ConfigError(f"reward.fns: {err}") from None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         random.seed(cfg.run.seed)

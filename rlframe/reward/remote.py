@@ -63,3 +63,18 @@ def _error_text(err: urllib.error.HTTPError) -> str:
         return json.loads(err.read()).get("error", err.reason)
     except Exception:  # noqa: BLE001
         return str(err.reason)
+
+
+def check_service(spec: RewardFnConfig, timeout: float = 10.0) -> list[str]:
+    """GET <url>/health before a run starts; returns the service's reward names or raises RewardError."""
+    base = spec.url.rstrip("/").removesuffix("/score")
+    token = spec.token or os.environ.get(TOKEN_ENV)
+    req = urllib.request.Request(base + "/health", headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return list(json.loads(resp.read()).get("rewards", []))
+    except urllib.error.HTTPError as err:
+        raise RewardError(f"reward {spec.name!r}: {base}/health answered {err.code}: {_error_text(err)}") from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise RewardError(f"reward {spec.name!r}: cannot reach the reward service at {base} "
+                          f"({getattr(err, 'reason', err)}); is `rlframe serve-reward` running there?") from None

@@ -226,3 +226,13 @@ def test_unreachable_service_is_retried_with_backoff_then_named():
     with pytest.raises(RewardError, match=r"reward 'far': cannot reach http://127.0.0.1:\d+/score.*after 3 attempts"):
         r(SAMPLES)
     assert time.perf_counter() - t0 >= 0.05 + 0.1              # backoff 0.05 s, then 0.1 s
+
+
+def test_service_health_check(service):
+    from rlframe.reward.remote import check_service
+
+    assert check_service(RewardFnConfig(name="x", url=service + "/score", token="s3cret")) == ["trl_no_kwargs", "comp"]
+    with pytest.raises(RewardError, match=r"health answered 401"):
+        check_service(RewardFnConfig(name="x", url=service, token="bad"))
+    with pytest.raises(RewardError, match=r"cannot reach the reward service at http://127.0.0.1:9"):
+        check_service(RewardFnConfig(name="x", url="http://127.0.0.1:9"), timeout=2)
