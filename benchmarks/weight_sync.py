@@ -80,6 +80,7 @@ def main() -> int:
     with RoleMemory() as mem:
         start_ray(ctl, cpus=cfg.learner.world_size * cfg.learner.num_cpus_per_worker + 3)
         copier = [ray.remote(Copier).options(num_cpus=0.01).remote() for _ in range(2)]
+        _raw_copy(copier, 2**20, 2**20)  # warm-up: actor start and first object-store use
         try:
             for size in args.sizes:
                 hidden, layers, inter = SIZES[size]
@@ -126,7 +127,7 @@ def main() -> int:
                    "learner_world_size": cfg.learner.world_size, "checksum": cfg.weight_sync.checksum,
                    "device": args.device, "repeats": args.repeats, "quick": args.quick},
         "results": table, "peak_rss_mb": mem.report(),
-        "headline": {"figures": f"{head['params'] / 1e6:.0f}M params ({head['gb'] :.2f} GB), ZeRO-{head['zero_stage']}, "
+        "headline": {"figures": f"{head['params'] / 1e6:.1f}M params ({head['gb']:.3f} GB), ZeRO-{head['zero_stage']}, "
                                 f"{head['bucket_mb']:g} MB buckets: {head['seconds']['median']:.2f} s "
                                 f"({head['gbps']:.2f} GB/s); raw transport {head['raw_gbps']:.2f} GB/s",
                      "ratios": {"sync / raw transport speed": head["fraction_of_raw"]}},
