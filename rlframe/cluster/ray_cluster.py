@@ -26,6 +26,9 @@ WORKER_ENV = {
     "DO_NOT_TRACK": "1",
     "RAY_DEDUP_LOGS": "1",
     "PYTHONWARNINGS": "ignore",
+    # Ray starts workers at niceness 15; on a machine shared with other jobs every actor (generator,
+    # learners, reward) then gets a small fraction of a core beside any normal process. Read by the raylet.
+    "RAY_worker_niceness": "0",
 }
 
 
