@@ -17,6 +17,8 @@ Overrides use Hydra syntax:  rlframe train learner=zero3 trainer.max_steps=10 ru
 COMMANDS = {
     "train": "SFT then GRPO (trainer.stages) on Ray with DeepSpeed learners and vLLM generators",
     "sft": "supervised fine-tuning only (cross-entropy on assistant tokens); saves a Hugging Face checkpoint",
+    "eval": "greedy evaluation of model.path / model.init_from per held-out subset (eval.num_history sweeps); "
+            "writes eval.json and eval.md",
 }
 
 # Other subcommands live in their own modules, each with `add_arguments(parser)` and `run(args) -> int`
@@ -101,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlframe.reward.plugins import RewardError
 
     try:
-        run_dir = Controller(cfg).run()
+        run_dir = Controller(cfg).run("eval" if args.command == "eval" else "train")
     except ConfigError as err:
         print(f"rlframe {args.command}: {err}", file=sys.stderr)
         return 2

@@ -413,12 +413,19 @@ class Controller:
         log.info("saved policy (Hugging Face format): %s", path)
 
     # ------------------------------------------------------------------ the run
-    def run(self) -> Path:
+    def run(self, mode: str = "train") -> Path:
+        """mode "train": trainer.stages in order; "eval": `rlframe eval` of the given model."""
         cfg = self.cfg
         t0 = time.perf_counter()
         self.prepare()
         try:
             self.start_cluster()
+            if mode == "eval":
+                from rlframe.evaluation import run_eval
+
+                self.start_rollout_and_reward(self.model_path)
+                self.wait_ready()
+                return run_eval(self)
             policy = self.model_path
             if "grpo" in cfg.trainer.stages or ("sft" in cfg.trainer.stages and cfg.trainer.sft.eval_every):
                 self.start_rollout_and_reward(policy)

@@ -219,6 +219,16 @@ class WeightSyncConfig:
 
 
 @dataclass
+class EvalConfig:
+    """`rlframe eval`: greedy decoding of the held-out sets, reported per subset."""
+    # 0 = rollout.max_new_tokens
+    max_new_tokens: int = 0
+    repetition_penalty: float = 1.15
+    # one evaluation per value: a sweep over the number of liked/disliked references (empty = data.num_history)
+    num_history: List[int] = field(default_factory=list)
+
+
+@dataclass
 class RLConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -230,3 +240,4 @@ class RLConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -68,6 +68,28 @@ def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_pat
     v = VLLMEngine(final, max_model_len=256)
     assert v.generate([prompt], greedy)[0].token_ids == hf_out[0].token_ids
     del v
+    check_eval(run_dir, tmp_path)
+
+
+def check_eval(run_dir: Path, tmp_path: Path) -> None:
+    """`rlframe eval` (via the controller) with a num_history sweep; accuracy re-derived from the predictions."""
+    import json
+
+    from rlframe.tasks.preference.rewards import accuracy_reward
+
+    cfg = load_config([*SMALL, f"model.init_from={run_dir / 'final'}", f"run.output_dir={tmp_path / 'eval'}",
+                       "eval.num_history=[3,5]", "eval.max_new_tokens=32"])
+    out = Controller(cfg).run("eval")
+    result = json.loads((out / "eval.json").read_text())
+    assert result["settings"]["repetition_penalty"] == 1.15 and result["settings"]["max_new_tokens"] == 32
+    preds = [json.loads(line) for line in (out / "eval_predictions.jsonl").read_text().splitlines()]
+    for k in (3, 5):
+        rows = [p for p in preds if p["num_history"] == k]
+        assert len(rows) == 8                                     # data.num_eval
+        acc = accuracy_reward([p["completion"] for p in rows], [p["answer"] for p in rows])
+        assert result["num_history"][str(k)]["subsets"]["eval"]["accuracy"] == pytest.approx(sum(acc) / 8)
+        assert set(result["num_history"][str(k)]["mean"]) == {"accuracy", "format_valid", "profile_similarity"}
+    assert "| 3 | eval | 8 |" in (out / "eval.md").read_text()
 
 
 def test_hf_zero3_without_reference_probes_every_sync(ray_session, tmp_path):

@@ -1,0 +1,32 @@
+"""Fast tests of rlframe/evaluation.py: per-subset metrics and the table, against hand-computed values."""
+from __future__ import annotations
+
+import pytest
+
+from rlframe.evaluation import markdown_table, subset_metrics
+
+
+def test_subset_metrics_against_a_known_answer_file():
+    # four subsets, as in the paper; accuracy per subset known by construction
+    truth = {"SP_ID": [1, 1, 1, 0], "SP_OD": [1, 0], "MP_ID": [0, 0, 1], "MP_OD": [1]}
+    samples, acc, fmt, sim = [], [], [], []
+    for split, hits in truth.items():
+        for h in hits:
+            samples.append({"split": split})
+            acc.append(float(h))
+            fmt.append(1.0)
+            sim.append(0.5 if split.startswith("SP") else 0.9)
+    out = subset_metrics(samples, {"accuracy": acc, "format": fmt, "profile_cosine_raw": sim, "total": acc})
+    assert out["subsets"]["SP_ID"] == {"n": 4, "accuracy": 0.75, "format_valid": 1.0, "profile_similarity": 0.5}
+    assert out["subsets"]["MP_ID"]["accuracy"] == pytest.approx(1 / 3)
+    # the mean is unweighted across subsets (not across samples: that would be 6/10)
+    assert out["mean"]["accuracy"] == pytest.approx((0.75 + 0.5 + 1 / 3 + 1.0) / 4)
+    assert out["mean"]["profile_similarity"] == pytest.approx(0.7)
+    table = markdown_table({"5": out})
+    assert "| 5 | SP_ID | 4 | 0.750 | 1.000 | 0.500 |" in table
+    assert "| 5 | **mean** | 10 | **0.646** |" in table
+
+
+def test_records_without_split_form_one_subset_and_missing_metrics_are_left_out():
+    out = subset_metrics([{}, {"split": None}], {"accuracy": [1.0, 0.0]})
+    assert out == {"subsets": {"eval": {"n": 2, "accuracy": 0.5}}, "mean": {"accuracy": 0.5}}
