@@ -56,7 +56,8 @@ def main() -> int:
     threads = rollout_threads(r)  # the in-process engines get what one actor of a 1-worker group gets
     results: dict[str, dict] = {}
     with RoleMemory() as mem:
-        start_ray(ctl, cpus=max(args.workers) * r.num_cpus_per_worker)
+        groups: dict = {}
+        start_ray(ctl, cpus=sum(args.workers) * r.num_cpus_per_worker)  # every group lives at once
         try:
             groups = {w: ActorGroup("rollout", RolloutWorker, w, r.num_cpus_per_worker, r.num_gpus_per_worker,
                                     cfg.cluster.placement_strategy,
