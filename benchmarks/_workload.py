@@ -109,7 +109,7 @@ class RoleMemory:
             if cmd.startswith("ray::"):
                 role = ROLES.get(cmd[5:].split(".")[0], "ray_worker_other")
             elif "python" not in cmd and "raylet" not in cmd and "gcs" not in cmd:
-                role = "other:" + Path(cmd.split()[0]).name if cmd else "other"
+                role = "jit_build"  # DeepSpeed compiling its gloo op just in time (g++, cc1plus, ld, ninja)
             mb = peak_rss_mb_of(p.pid)
             if mb is not None and mb > self.peaks.get(role, 0.0):
                 self.peaks[role] = mb
