@@ -101,7 +101,8 @@ def render_table(results_dir: Path) -> tuple[str, int]:
         except json.JSONDecodeError:
             continue
         rec.setdefault("benchmark", path.stem)
-        rows.append(table_row(rec))
+        if rec.get("headline") or any("ratio" in k for k in rec):  # e.g. learning_seeds has its own table
+            rows.append(table_row(rec))
     head = ["benchmark (date)", "headline (median of repeats)", "ratio vs peer", "target met?", "command"]
     out = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     out += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
