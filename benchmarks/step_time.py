@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import base_parser, emit, interleave, new_figure, ratio, save_plot, summarize  # noqa: E402
 
-PHASES = ("generate", "reward", "ref", "train", "weight_sync")
+PHASES = ("generate", "reward", "reward_compute", "reward_wait", "ref", "train", "weight_sync")  # absent ones read 0
 # one GPU: one learner rank (NCCL cannot put two ranks on one device) beside the vLLM engine
 GPU_OVERRIDES = ["learner.world_size=1", "learner.num_gpus_per_worker=0.5", "rollout.num_gpus_per_worker=0.5",
                  "rollout.vllm.gpu_memory_utilization=0.3"]
