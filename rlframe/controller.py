@@ -33,6 +33,7 @@ from rlframe.reward.pool import RewardPool
 from rlframe.reward.scoring import combine
 from rlframe.rollout.engine import SamplingSettings
 from rlframe.rollout.generator import RolloutWorker
+from rlframe.tasks.preference.vl_task import token_ids as vision_token_ids
 from rlframe.tasks.registry import TASKS
 import json
 
@@ -124,11 +125,15 @@ class Controller:
         tok.save_pretrained(self.tokenizer_dir)
         self.eos_id, self.pad_id = tok.eos_token_id, tok.pad_token_id
         if src is None:
+            vision_ids = None if self.task.vision is None else vision_token_ids(tok)
             src = str(build_tiny_model(cfg.model, len(tok), tok.bos_token_id, self.eos_id, self.pad_id,
-                                       self.run_dir / "init_model", seed=cfg.run.seed))
+                                       self.run_dir / "init_model", seed=cfg.run.seed, vision_token_ids=vision_ids))
         self.model_path = src
         self.train_prompts = [self._encode(s["prompt"]) for s in self.task.train]
         self.eval_prompts = [self._encode(s["prompt"]) for s in self.task.eval]
+        if self.task.vision is not None:  # image tasks: each prompt carries its images' pixel inputs
+            self.train_prompts = self.task.vision.attach(self.task.train, self.train_prompts, tok)
+            self.eval_prompts = self.task.vision.attach(self.task.eval, self.eval_prompts, tok)
         log.info("data: %d train / %d eval samples, vocab %d, prompt tokens %d-%d (%.1f s); model %s",
                  len(self.task.train), len(self.task.eval), len(tok), min(map(len, self.train_prompts)),
                  max(map(len, self.train_prompts)), time.perf_counter() - t0, src)
@@ -389,10 +394,13 @@ class Controller:
     def probe(self) -> float:
         """Log-probs of a fixed eval sequence, learner vs every generator; a mismatch stops the run."""
         sample = self.task.eval[0]
-        ids = (self.eval_prompts[0] + self._encode(sample.get("target", "")))[:128]
-        mine = torch.tensor(self.learners.run("probe_logprobs", ids)[0])
+        prompt = self.eval_prompts[0]
+        images = getattr(prompt, "images", None)  # a VLM probes with the sample's images (never cut: whole prompt)
+        ids = (prompt + self._encode(sample.get("target", "")))[:128 if images is None else len(prompt) + 128]
+        probe_args = (ids,) if images is None else (ids, images)
+        mine = torch.tensor(self.learners.run("probe_logprobs", *probe_args)[0])
         worst = 0.0
-        for theirs in ray.get(self.generators.call("probe_logprobs", ids)):
+        for theirs in ray.get(self.generators.call("probe_logprobs", *probe_args)):
             worst = max(worst, float((mine - torch.tensor(theirs)).abs().max()))
         if worst > self.cfg.weight_sync.probe_tolerance:
             raise WeightSyncError(

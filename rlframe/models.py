@@ -1,4 +1,4 @@
-"""Policy models: a tiny Qwen2 built from config (random weights, no download) or an HF folder."""
+"""Policy models: a tiny Qwen2 (or Qwen2.5-VL) built from config (random weights, no download) or an HF folder."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +9,19 @@ from rlframe.config.schema import ModelConfig
 
 
 def build_tiny_model(cfg: ModelConfig, vocab_size: int, bos_id: int | None, eos_id: int, pad_id: int,
-                     out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a randomly initialised model in Hugging Face format (loadable by vLLM)."""
+                     out_dir: str | Path, seed: int = 0, vision_token_ids: dict[str, int] | None = None) -> Path:
+    """Write a randomly initialised model in Hugging Face format (loadable by vLLM).
+
+    ``model.arch=qwen2_5_vl`` builds a tiny Qwen2.5-VL instead (models_vl.py); it needs the ids of the
+    tokenizer's vision tokens (``vision_token_ids``: vision_start, image_pad, vision_end).
+    """
+    if cfg.arch == "qwen2_5_vl":
+        from rlframe.models_vl import build_tiny_vl_model
+
+        if vision_token_ids is None:
+            raise ValueError("model.arch=qwen2_5_vl needs a task whose tokenizer has the vision tokens "
+                             "(e.g. data.task=preference_images)")
+        return build_tiny_vl_model(cfg, vocab_size, bos_id, eos_id, pad_id, out_dir, vision_token_ids, seed=seed)
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     out = Path(out_dir)

@@ -21,6 +21,17 @@ class RunConfig:
 
 
 @dataclass
+class VisionTowerConfig:
+    """The vision tower of a tiny vision-language model built from config (model.arch=qwen2_5_vl)."""
+    depth: int = 2
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_heads: int = 2
+    patch_size: int = 14
+    spatial_merge_size: int = 2
+
+
+@dataclass
 class ModelConfig:
     # A Hugging Face model folder; null = build a tiny model from `arch` (random weights)
     path: Optional[str] = None
@@ -38,6 +49,8 @@ class ModelConfig:
     tie_word_embeddings: bool = True
     dtype: str = "float32"
     gradient_checkpointing: bool = False
+    # qwen2_5_vl only: the vision tower
+    vision: VisionTowerConfig = field(default_factory=VisionTowerConfig)
 
 
 @dataclass
@@ -57,6 +70,9 @@ class DataConfig:
     on_invalid: str = "error"
     # decode every image once at load time (PIL verify); false = check that the files exist only
     verify_images: bool = True
+    # image tasks: side in pixels of the synthesized images and of the images the policy sees
+    # (resized to a multiple of patch_size * spatial_merge_size; 56 -> 4 tokens per image)
+    image_size: int = 56
 
 
 @dataclass

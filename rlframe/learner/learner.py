@@ -17,6 +17,7 @@ import ray
 import torch
 
 from rlframe.config.schema import AlgorithmConfig, LearnerConfig
+from rlframe.data.multimodal import batch_vision_kwargs, collate_images
 from rlframe.learner.losses import policy_loss, sft_loss, token_logprobs
 from rlframe.learner.weight_sync import Digest, plan_buckets, tensor_bytes
 
@@ -78,7 +79,8 @@ class LearnerWorker:
         if gpu:
             torch.cuda.set_device(0)  # Ray sets CUDA_VISIBLE_DEVICES per actor
         import deepspeed
-        from transformers import AutoModelForCausalLM
+
+        from rlframe.models_vl import load_policy  # a causal LM, or a VLM (Qwen2.5-VL)
 
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         self.device = torch.device("cuda", 0) if gpu else torch.device("cpu")
@@ -91,7 +93,7 @@ class LearnerWorker:
             from transformers.integrations import HfDeepSpeedConfig
 
             hf_ds = HfDeepSpeedConfig(ds_cfg)  # noqa: F841 (must stay alive during from_pretrained)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[dtype])
+        model = load_policy(model_path, DTYPES[dtype])
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -101,7 +103,7 @@ class LearnerWorker:
             ref_cfg = deepspeed_config(self.cfg, dtype, mbs, grad_accum, self.world, train=False)
             # frozen: sharded under ZeRO-3, a plain replica otherwise (ZeRO-1/2 shard optimizer state only)
             ref_cfg["zero_optimization"] = {"stage": 3 if self.cfg.zero_stage == 3 else 0}
-            ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=DTYPES[dtype])
+            ref = load_policy(ref_path, DTYPES[dtype])
             ref.requires_grad_(False)
             self.ref, *_ = deepspeed.initialize(model=ref, config=ref_cfg)
             self.ref.eval()
@@ -130,7 +132,8 @@ class LearnerWorker:
         return out
 
     def _logprobs(self, module: Any, mb: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
-        logits = module(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).logits[:, :-1]
+        logits = module(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
+                        **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
         return token_logprobs(logits, mb["input_ids"][:, 1:], temperature)
 
     def _set_lr(self, lr: float) -> None:
@@ -143,7 +146,8 @@ class LearnerWorker:
         self._set_lr(lr)
         losses, tokens = [], 0.0
         for mb in self._micro_batches(batch):
-            logits = self.engine(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).logits[:, :-1]
+            logits = self.engine(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
+                                 **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
             loss = sft_loss(logits, mb["input_ids"][:, 1:], mb["loss_mask"])
             self.engine.backward(loss)
             self.engine.step()
@@ -221,11 +225,13 @@ class LearnerWorker:
                 "gather_seconds": time.perf_counter() - t0}
 
     @torch.no_grad()
-    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+    def probe_logprobs(self, token_ids: Sequence[int], images: dict | None = None) -> list[float]:
         """Log-probs of a fixed sequence at temperature 1 (all ranks must call under ZeRO-3)."""
         self.engine.eval()
         ids = torch.tensor([list(token_ids)], device=self.device)
         mb = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if images is not None:  # a VLM probe: row-padded image tensors, as in a training batch
+            mb.update({k: v.to(self.device) for k, v in collate_images([images]).items()})
         return self._logprobs(self.engine, mb, 1.0).squeeze(0).cpu().tolist()
 
     @torch.no_grad()

@@ -109,5 +109,7 @@ class RolloutWorker:
     def weight_version(self) -> int:
         return self.version
 
-    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+    def probe_logprobs(self, token_ids: Sequence[int], images: dict | None = None) -> list[float]:
+        if images is not None:  # a VLM probe: the sequence's image tokens take these pixels
+            return self.engine.probe_logprobs(token_ids, images)
         return self.engine.probe_logprobs(token_ids)

@@ -5,6 +5,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
+from rlframe.data.multimodal import Prompt, rows_vision_kwargs, vision_special_ids
 from rlframe.learner.losses import token_logprobs
 from rlframe.rollout.engine import Completion, SamplingSettings
 
@@ -14,13 +15,14 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class HFEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", device: str = "cpu",
                  eos_token_id: int | None = None, pad_token_id: int = 0, batch_size: int = 64) -> None:
-        from transformers import AutoModelForCausalLM
+        from rlframe.models_vl import load_policy
 
         self.device = torch.device(device)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[dtype]).to(self.device).eval()
+        self.model = load_policy(model_path, DTYPES[dtype]).to(self.device).eval()  # causal LM or VLM
         self.eos = eos_token_id if eos_token_id is not None else self.model.config.eos_token_id
         self.pad = pad_token_id
         self.batch_size = batch_size
+        self.suppress = vision_special_ids(self.model.config)  # a VLM never samples its image tokens
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> list[Completion]:
         return [c for part in self.generate_stream(prompts, params) for c in part]
@@ -42,8 +44,11 @@ class HFEngine:
                 ids[row, width - len(p):] = torch.tensor(p)
                 att[row, width - len(p):] = 1
             greedy = params.temperature == 0
+            # prompts that carry images: pixel inputs concatenated in row order
+            vision = rows_vision_kwargs(self.model.config, ids.to(self.device), [prompts[i] for i, _, _ in chunk])
             out = self.model.generate(
-                input_ids=ids.to(self.device), attention_mask=att.to(self.device),
+                input_ids=ids.to(self.device), attention_mask=att.to(self.device), **vision,
+                suppress_tokens=self.suppress,
                 do_sample=not greedy, temperature=None if greedy else params.temperature,
                 top_p=None if greedy else params.top_p,
                 top_k=params.top_k if (params.top_k > 0 and not greedy) else None,
@@ -72,7 +77,8 @@ class HFEngine:
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
 
     @torch.no_grad()
-    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+    def probe_logprobs(self, token_ids: Sequence[int], images: dict | None = None) -> list[float]:
         ids = torch.tensor([list(token_ids)], device=self.device)
-        logits = self.model(input_ids=ids).logits[:, :-1]
+        logits = self.model(input_ids=ids, **rows_vision_kwargs(self.model.config, ids, [Prompt(token_ids, images)])
+                            ).logits[:, :-1]
         return token_logprobs(logits, ids[:, 1:]).squeeze(0).tolist()

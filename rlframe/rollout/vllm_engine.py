@@ -40,6 +40,10 @@ class VLLMEngine:
     def generate_stream(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
         """Drive vLLM's engine step by step and yield every prompt's group as soon as all its samples end
         (what `LLM.generate` does internally, minus waiting for the slowest group)."""
+        if any(getattr(p, "images", None) is not None for p in prompts):
+            # never drop a prompt's images silently (untested: no GPU vLLM in our CI)
+            raise NotImplementedError("the vLLM engine does not pass images (multi_modal_data) yet; "
+                                      "use rollout=hf for vision-language policies")
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind

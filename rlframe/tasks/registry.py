@@ -13,6 +13,8 @@ class TaskData:
     train: list[dict[str, Any]]   # each: id, prompt (str), target (str, for SFT), label fields
     eval: list[dict[str, Any]]
     tokenizer: Any                # a transformers tokenizer with eos and pad tokens
+    # image tasks: turns prompts into prompts that carry pixel inputs (tasks/preference/vl_task.VisionInputs)
+    vision: Any = None
 
 
 TaskBuilder = Callable[[DataConfig, Path], TaskData]
@@ -27,3 +29,4 @@ def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
 
 
 import rlframe.tasks.preference.task  # noqa: E402,F401  (built-in tasks)
+import rlframe.tasks.preference.vl_task  # noqa: E402,F401

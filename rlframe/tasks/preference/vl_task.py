@@ -1,0 +1,174 @@
+"""The preference task with real images, for vision-language policies (``data.task=preference_images``).
+
+Data: PreferImg / PreferThinker records loaded (and checked) by ``rlframe/data/preferimg.py``, either from
+``data.path`` / ``data.eval_path`` or, when no path is given, a synthetic-user data set written by
+``synth_dataset.py`` once and cached under ``<run.cache_dir>/preference_images/<hash of its settings>``.
+
+Prompt: the user turn holds every image in the paper's order (``data.num_history`` preferred references,
+as many non-preferred references, "Image A", "Image B"), each as ``<|vision_start|>`` + a run of
+``<|image_pad|>`` + ``<|vision_end|>`` (Qwen2.5-VL's chat markers); the run has one token per merged patch
+group, ``prod(image_grid_thw) / merge_size**2`` (4 for a 56x56 image with patch 14 and merge 2). Target:
+the record's chain of thought. Images are preprocessed with transformers' PIL-only
+``Qwen2VLImageProcessorPil`` (the torchvision one cannot be used here), each file once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rlframe.config.schema import DataConfig
+from rlframe.config.validate import ConfigError
+from rlframe.data.multimodal import (
+    IMAGE_PAD, VISION_END, VISION_START, VISION_TOKENS, Prompt, check_prompt, expand_image_pads_text)
+from rlframe.data.preferimg import load_preferimg
+from rlframe.tasks.preference.synth_dataset import SPLITS, SynthConfig, question, write_dataset
+from rlframe.tasks.preference.synthetic import build_prompt
+from rlframe.tasks.preference.tokenizer import build_tokenizer
+from rlframe.tasks.registry import TaskData, register_task
+
+IMAGE = "<image>"
+EVAL_SPLITS = tuple(s for s in SPLITS if s != "train")
+
+
+def image_processor(image_size: int, patch_size: int = 14, merge_size: int = 2):
+    """transformers' PIL-only Qwen2-VL image processor, resizing every image to about image_size^2 pixels."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    factor = patch_size * merge_size
+    return Qwen2VLImageProcessorPil(min_pixels=factor * factor, max_pixels=max(factor, image_size) ** 2,
+                                    patch_size=patch_size, merge_size=merge_size, temporal_patch_size=2)
+
+
+class VisionInputs:
+    """Pixel inputs of image files (each preprocessed once) and the prompts that carry them."""
+
+    def __init__(self, image_size: int, patch_size: int = 14, merge_size: int = 2) -> None:
+        self.processor = image_processor(image_size, patch_size, merge_size)
+        self.merge_size = merge_size
+        self.cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def image(self, path: str) -> tuple[np.ndarray, np.ndarray]:
+        """(pixel_values [P, D] float32, image_grid_thw [1, 3]) of one image file."""
+        if path not in self.cache:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                out = self.processor(images=[im.convert("RGB")], return_tensors="np")
+            self.cache[path] = (np.asarray(out["pixel_values"], dtype=np.float32),
+                                np.asarray(out["image_grid_thw"], dtype=np.int64).reshape(-1, 3))
+        return self.cache[path]
+
+    def images(self, paths: Sequence[str]) -> dict[str, Any]:
+        """A prompt's images: per-image pixel arrays (shared with every prompt showing the same file) and
+        the [K, 3] grid."""
+        parts = [self.image(p) for p in paths]
+        return {"pixel_values": [p for p, _ in parts], "image_grid_thw": np.concatenate([g for _, g in parts])}
+
+    def prompt_text(self, question_text: str, paths: Sequence[str]) -> str:
+        """The chat prompt with each ``<image>`` replaced by the vision markers and its expanded pad run."""
+        text = build_prompt(question_text.replace(IMAGE, f"{VISION_START}{IMAGE_PAD}{VISION_END}"))
+        return expand_image_pads_text(text, self.images(paths)["image_grid_thw"], self.merge_size)
+
+    def attach(self, records: Sequence[dict[str, Any]], prompts: Sequence[Sequence[int]], tokenizer: Any) -> list[Prompt]:
+        """Each record's prompt ids with its images' pixel inputs; checks the image-token count of every one."""
+        pad_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        out = []
+        for rec, ids in zip(records, prompts):
+            images = self.images(rec["images"])
+            try:
+                check_prompt(ids, images, self.merge_size, pad_id)
+            except ValueError as err:
+                raise ConfigError(f"sample {rec['id']}: {err}") from None
+            out.append(Prompt(ids, images))
+        return out
+
+
+def token_ids(tokenizer: Any) -> dict[str, int]:
+    return {"vision_start": tokenizer.convert_tokens_to_ids(VISION_START),
+            "image_pad": tokenizer.convert_tokens_to_ids(IMAGE_PAD),
+            "vision_end": tokenizer.convert_tokens_to_ids(VISION_END)}
+
+
+def _seen_users(cfg: SynthConfig) -> int:
+    """How many users synth_dataset makes 'seen' (the ones with training samples)."""
+    n_mp = round(cfg.num_users * cfg.mp_fraction)
+    seen = 0
+    for count in (cfg.num_users - n_mp, n_mp):
+        unseen = min(count - 1, max(1, round(count * cfg.unseen_fraction))) if cfg.unseen_fraction > 0 else 0
+        seen += max(0, count - unseen)
+    return seen
+
+
+def synth_config(cfg: DataConfig) -> SynthConfig:
+    """A synthetic data set just large enough for data.num_train / data.num_eval samples."""
+    num_users = min(200, max(8, cfg.num_train // 16))
+    sc = SynthConfig(num_users=num_users, num_history=5, image_size=cfg.image_size, seed=cfg.seed)
+    sc.samples_per_user = math.ceil(cfg.num_train / max(1, _seen_users(sc)))
+    sc.eval_samples_per_user = max(1, math.ceil(cfg.num_eval / num_users))
+    return sc
+
+
+def synthesize(cfg: DataConfig, cache_dir: Path) -> Path:
+    """Write (or reuse) the synthetic data set for these settings; returns its folder."""
+    sc = synth_config(cfg)
+    key = hashlib.sha256(json.dumps(asdict(sc), sort_keys=True).encode()).hexdigest()[:12]
+    root = Path(cache_dir) / "preference_images" / key
+    if (root / "meta.json").is_file():
+        return root
+    tmp = root.with_name(f"{key}.tmp-{random.randrange(1 << 30)}")
+    write_dataset(tmp, sc)
+    try:
+        tmp.rename(root)
+    except OSError:          # another run wrote it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _load(path: str | Path, cfg: DataConfig, image_root: str | None) -> list[dict[str, Any]]:
+    res = load_preferimg(path, image_root=image_root, num_history=cfg.num_history, on_invalid=cfg.on_invalid,
+                         verify_images=cfg.verify_images)
+    return res.records
+
+
+def _question(rec: dict[str, Any]) -> str:
+    """The record's question if its <image> placeholders match its images, else the paper's layout."""
+    q = rec["question"]
+    if q.count(IMAGE) == len(rec["images"]):
+        return q
+    return question(rec["num_prefered"], rec["num_non_prefered"])
+
+
+@register_task("preference_images")
+def build_preference_images(cfg: DataConfig, cache_dir: Path) -> TaskData:
+    if cfg.path is None:
+        root = synthesize(cfg, cache_dir)
+        train = _load(root / "train.jsonl", cfg, None)
+        evals = [r for s in EVAL_SPLITS for r in _load(root / f"{s}.jsonl", cfg, None)]
+        random.Random(cfg.seed).shuffle(evals)  # every split represented in the first num_eval
+    else:
+        train = _load(cfg.path, cfg, cfg.image_root)
+        evals = _load(cfg.eval_path, cfg, cfg.image_root) if cfg.eval_path else []
+    train, evals = train[: cfg.num_train], evals[: cfg.num_eval]
+    if not train:
+        raise ConfigError(f"data.task=preference_images: no training records (data.path={cfg.path!r})")
+    vision = VisionInputs(cfg.image_size)
+    for rec in train + evals:
+        q = _question(rec)
+        rec["question"] = q
+        rec["prompt"] = vision.prompt_text(q, rec["images"])
+        if rec.get("target") is None:   # records without a chain of thought: the answer only
+            rec["target"] = f"<answer>{rec['answer']}</answer>"
+    # BPE on the text around the images (the vision tokens are added whole, as special tokens)
+    tok = build_tokenizer([{"prompt": r["question"].replace(IMAGE, " "), "target": r["target"]} for r in train])
+    from tokenizers import AddedToken
+
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in VISION_TOKENS], special_tokens=True)
+    return TaskData(train=train, eval=evals, tokenizer=tok, vision=vision)
