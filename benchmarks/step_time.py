@@ -186,20 +186,24 @@ def main() -> int:
               for ph in PHASES}
     memory = {k: {role: max(r["memory_mb"].get(role, 0.0) for r in v) for role in v[0]["memory_mb"]}
               for k, v in runs.items()}
-    speedup = ratio(step["trl"], step["rlframe"])
+    # each interleaved pair ran side by side under the same load: its ratio is the robust statistic
+    pairs = [t / r for r, t in zip(step["rlframe"]["runs"], step["trl"]["runs"])]
+    speedup = statistics_median(pairs)
     record = {
         "config": {k: spec[k] for k in ("params", "steps", "prompts", "group_size", "max_new_tokens", "lr", "kl",
                                         "prompt_tokens", "device")} | {"repeats": args.repeats, "quick": args.quick},
         "seconds_per_step": step, "startup_seconds": startup, "rlframe_phases": phases,
         "response_length": {k: summarize([statistics_median(r["response_length"]) for r in v])
                             for k, v in runs.items()},
-        "peak_rss_mb": memory, "trl_over_rlframe_step_time": speedup, "target": ">= 2.0",
-        "target_met": bool(speedup is not None and speedup >= 2.0),
+        "peak_rss_mb": memory, "trl_over_rlframe_step_time": speedup, "pair_ratios": pairs,
+        "ratio_of_medians": ratio(step["trl"], step["rlframe"]), "target": ">= 2.0 (median of pair ratios)",
+        "target_met": bool(speedup >= 2.0),
         "headline": {"figures": f"rlframe {step['rlframe']['median']:.2f} s/step, TRL {step['trl']['median']:.2f} "
                                 f"s/step ({spec['params'] / 1e6:.0f}M params, {args.prompts}x{args.group_size} "
                                 f"samples x {args.max_new_tokens} tokens)",
-                     "ratios": {"TRL/rlframe step time": speedup}, "target": "rlframe >= 2x faster",
-                     "target_met": bool(speedup is not None and speedup >= 2.0)},
+                     "ratios": {"TRL/rlframe step time (median of pairs)": speedup,
+                                "pairs": ", ".join(f"{x:.2f}" for x in pairs)},
+                     "target": "rlframe >= 2x faster", "target_met": bool(speedup >= 2.0)},
     }
     plot(step, phases, args)
     emit("step_time", record, args)
