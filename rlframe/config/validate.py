@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Iterable
 
 from rlframe.config.schema import RLConfig
@@ -33,7 +34,8 @@ def _check_vision(e: list[str], cfg: RLConfig) -> None:
 
     m, r = cfg.model, cfg.rollout
     src = m.init_from or m.path
-    vlm = is_vision_language(src) if src else m.arch == "qwen2_5_vl"
+    # a folder that is here says what it holds; one that is not (a cluster path) is taken at model.arch's word
+    vlm = is_vision_language(src) if src and (Path(src) / "config.json").is_file() else m.arch == "qwen2_5_vl"
     if src is None and m.arch == "qwen2_5_vl":
         v = m.vision
         for key in ("depth", "hidden_size", "intermediate_size", "num_heads", "patch_size", "spatial_merge_size"):

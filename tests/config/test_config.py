@@ -134,3 +134,17 @@ def test_explicit_head_dim_is_refused_for_vllm_but_allowed_for_hf():
         load_config(["model.head_dim=64", "model.num_heads=4", "model.num_kv_heads=4"])
     cfg = load_config(["model.head_dim=64", "model.num_heads=4", "model.num_kv_heads=4", "rollout=hf"])
     assert cfg.model.head_dim == 64
+
+
+def test_paper_recipe_experiment_resolves_and_validates_here():
+    from rlframe.config import load_config
+
+    cfg = load_config(["experiment=preferthinker_qwen2_5_vl_7b"])
+    assert cfg.run.name == "preferthinker_qwen2_5_vl_7b"          # the experiment overrides config.yaml
+    assert (cfg.model.arch, cfg.model.dtype, cfg.model.gradient_checkpointing) == ("qwen2_5_vl", "bfloat16", True)
+    assert cfg.learner.zero_stage == 3 and cfg.learner.lr == 1e-6 and cfg.learner.num_gpus_per_worker == 1
+    a = cfg.algorithm
+    assert (a.kl_coef, a.kl_estimator, a.eps_low, a.eps_high, a.loss_agg) == (0.04, "k3", 0.2, 0.28, "token_mean")
+    assert cfg.rollout.max_new_tokens == 2048 and cfg.rollout.backend == "hf" and cfg.rollout.num_gpus_per_worker == 1
+    assert (cfg.eval.max_new_tokens, cfg.eval.repetition_penalty) == (4096, 1.15)
+    assert cfg.data.task == "preference_images" and cfg.trainer.stages == ["sft", "grpo"]
