@@ -71,3 +71,18 @@ def test_class_style_loads_its_model_once(samples):
     model = r.fn.model
     r(samples[:1])
     assert r.fn.model is model
+
+
+@pytest.mark.slow
+def test_profile_similarity_mixes_text_and_an_image_term(samples, tmp_path):
+    """r_predict = w_text * s_text + w_img * s_img, with s_img from a user's function (the extension point)."""
+    from rlframe.tasks.preference.task import ProfileSimilarity
+
+    (tmp_path / "img_sim.py").write_text("def s_img(samples):\n    return [0.25 * (i + 1) for i in range(len(samples))]\n")
+    plain = ProfileSimilarity()(samples)["profile_similarity"]
+    mixed = ProfileSimilarity(w_text=0.6, w_img=0.4, image_similarity=f"{tmp_path / 'img_sim.py'}:s_img")(samples)
+    assert mixed["profile_similarity/text"] == plain
+    assert mixed["profile_similarity/image"] == [0.25, 0.5, 0.75]
+    assert mixed["profile_similarity"] == pytest.approx([0.6 * t + 0.4 * i for t, i in zip(plain, [0.25, 0.5, 0.75])])
+    with pytest.raises(ValueError, match="w_img > 0 needs kwargs.image_similarity"):
+        ProfileSimilarity(w_img=0.5)

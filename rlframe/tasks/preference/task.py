@@ -42,17 +42,43 @@ def _score_consistency(use_ground_truth: bool = True, **_: Any):
 
 
 class ProfileSimilarity:
-    """Sentence-embedding similarity of the predicted profiles (the model loads once per worker)."""
+    """Sentence-embedding similarity of the predicted profiles (the model loads once per worker).
 
-    def __init__(self, shape: str = "per_dimension", c0: float | None = None) -> None:
+    ``r_predict = w_text * s_text + w_img * s_img`` (SPEC.md): ``s_text`` is the sentence-embedding term;
+    ``s_img`` is an extension point, a batch reward given by ``image_similarity`` ("pkg.module:fn" or
+    "file.py:fn", e.g. text-to-image rendering + DreamSim on a GPU reward worker). The paper does not
+    publish w_text / w_img; the default is the text term alone."""
+
+    def __init__(self, shape: str = "per_dimension", c0: float | None = None, w_text: float = 1.0,
+                 w_img: float = 0.0, image_similarity: str | None = None) -> None:
         self.shape = shape
         self.c0 = c0
+        self.w_text, self.w_img = float(w_text), float(w_img)
+        self.image = None
+        if self.w_img:
+            if not image_similarity:
+                raise ValueError("profile_similarity: w_img > 0 needs kwargs.image_similarity, a batch reward "
+                                 "(\"pkg.module:fn\" or \"file.py:fn\") returning s_img in [0, 1] per sample")
+            from rlframe.config.schema import RewardFnConfig
+            from rlframe.reward.plugins import PluginReward
+
+            where, _, fn = image_similarity.rpartition(":")
+            spec = (RewardFnConfig(name="profile_image", path=where, function=fn) if where.endswith(".py")
+                    else RewardFnConfig(name="profile_image", _target_=image_similarity))
+            self.image = PluginReward(spec)
         self.embed = make_embedder()
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, list[float]]:
         kw = {} if self.c0 is None else {"c0": self.c0}
-        return profile_similarity(_texts(samples), [s["prefer_attributes"] for s in samples],
-                                  [s["non_prefer_attributes"] for s in samples], self.embed, shape=self.shape, **kw)
+        out = profile_similarity(_texts(samples), [s["prefer_attributes"] for s in samples],
+                                 [s["non_prefer_attributes"] for s in samples], self.embed, shape=self.shape, **kw)
+        if self.w_text == 1.0 and self.image is None:
+            return out
+        text = out["profile_similarity"]
+        image = self.image(samples)["profile_image"] if self.image is not None else [0.0] * len(samples)
+        out["profile_similarity/text"], out["profile_similarity/image"] = text, image
+        out["profile_similarity"] = [self.w_text * t + self.w_img * i for t, i in zip(text, image)]
+        return out
 
 
 register_reward("profile_similarity")(ProfileSimilarity)
