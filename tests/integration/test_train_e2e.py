@@ -29,7 +29,7 @@ def run(tmp_path: Path, *overrides: str) -> tuple[Path, list[dict]]:
 
 
 def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_path):
-    run_dir, rows = run(tmp_path)
+    run_dir, rows = run(tmp_path, "reward.stream_batch=8")
     sft = [r for r in rows if r["stage"] == "sft"]
     grpo = [r for r in rows if r["stage"] == "grpo"]
     assert [r["step"] for r in sft] == [1, 2, 3, 4] and [r["step"] for r in grpo] == [1, 2]
