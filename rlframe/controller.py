@@ -484,7 +484,7 @@ def _reward_metrics(scores: dict[str, Any], group_size: int) -> dict[str, float]
     for k, v in scores["components"].items():
         out[f"reward/{k}"] = _mean(v)
         out[f"reward/{k}_std"] = statistics.pstdev(v) if len(v) > 1 else 0.0
-    total = out["reward/total"] = scores["total"]
+    total = scores["total"]
     out["reward/total"] = _mean(total)
     for name, n in scores["failures"].items():
         out[f"reward/failures/{name}"] = n
