@@ -33,7 +33,6 @@ from rlframe.reward.pool import RewardPool
 from rlframe.reward.scoring import combine
 from rlframe.rollout.engine import SamplingSettings
 from rlframe.rollout.generator import RolloutWorker
-from rlframe.tasks.preference.vl_task import token_ids as vision_token_ids
 from rlframe.tasks.registry import TASKS
 import json
 
@@ -125,21 +124,24 @@ class Controller:
         tok.save_pretrained(self.tokenizer_dir)
         self.eos_id, self.pad_id = tok.eos_token_id, tok.pad_token_id
         if src is None:
-            vision_ids = None if self.task.vision is None else vision_token_ids(tok)
+            vision_ids = None if self.task.vision is None else self.task.vision.token_ids(tok)
             src = str(build_tiny_model(cfg.model, len(tok), tok.bos_token_id, self.eos_id, self.pad_id,
                                        self.run_dir / "init_model", seed=cfg.run.seed, vision_token_ids=vision_ids))
         self.model_path = src
-        self.train_prompts = [self._encode(s["prompt"]) for s in self.task.train]
-        self.eval_prompts = [self._encode(s["prompt"]) for s in self.task.eval]
-        if self.task.vision is not None:  # image tasks: each prompt carries its images' pixel inputs
-            self.train_prompts = self.task.vision.attach(self.task.train, self.train_prompts, tok)
-            self.eval_prompts = self.task.vision.attach(self.task.eval, self.eval_prompts, tok)
+        self.train_prompts = self.encode_prompts(self.task.train)
+        self.eval_prompts = self.encode_prompts(self.task.eval)
         log.info("data: %d train / %d eval samples, vocab %d, prompt tokens %d-%d (%.1f s); model %s",
                  len(self.task.train), len(self.task.eval), len(tok), min(map(len, self.train_prompts)),
                  max(map(len, self.train_prompts)), time.perf_counter() - t0, src)
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_prompts(self, records: list[dict[str, Any]], task: Any = None) -> list[list[int]]:
+        """Prompt token ids of `records`; for image tasks each prompt also carries its images' pixel inputs."""
+        vision = (task or self.task).vision
+        prompts = [self._encode(s["prompt"]) for s in records]
+        return prompts if vision is None else vision.attach(records, prompts, self.tokenizer)
 
     def start_cluster(self) -> None:
         cfg = self.cfg

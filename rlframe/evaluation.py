@@ -64,10 +64,7 @@ def run_eval(ctl: Any) -> Path:
         for k in sweep:
             task = ctl.task if k == cfg.data.num_history else TASKS[cfg.data.task](
                 replace(cfg.data, num_history=k), ctl.cache_dir)
-            prompts = [ctl._encode(s["prompt"]) for s in task.eval]
-            if getattr(task, "vision", None) is not None:   # image tasks: prompts carry their pixel inputs
-                prompts = task.vision.attach(task.eval, prompts, ctl.tokenizer)
-            comps = ctl.generate(prompts, params)
+            comps = ctl.generate(ctl.encode_prompts(task.eval, task), params)
             samples = [task.eval[c["prompt_index"]] for c in comps]   # aligned with comps and the scores
             scored = ctl.score([ctl._sample(s, c) for s, c in zip(samples, comps)])
             results[str(k)] = subset_metrics(samples, scored["components"])

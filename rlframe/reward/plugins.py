@@ -161,14 +161,12 @@ def check_reward(spec: RewardFnConfig) -> str:
 # ----------------------------------------------------------------------------------------- calling
 def _run_maybe_async(call: Callable[[], Any], timeout: float, what: str) -> Any:
     """Call; await a coroutine result; enforce `timeout` seconds (0 = none)."""
-    if timeout <= 0:
-        result = call()
-        return asyncio.run(result) if inspect.isawaitable(result) else result
-
     def target() -> Any:
         result = call()
         return asyncio.run(result) if inspect.isawaitable(result) else result
 
+    if timeout <= 0:
+        return target()
     # A sync function cannot be interrupted; it is abandoned in its thread on timeout.
     pool = concurrent.futures.ThreadPoolExecutor(1)
     try:

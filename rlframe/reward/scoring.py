@@ -38,16 +38,17 @@ class RewardSet:
         failures: dict[str, int] = {}
         errors: list[str] = []
         for spec, fn in zip(self.specs, self.fns):
+            slices = _chunks(len(samples), spec.batch_size)
             parts: list[Components] = []
             failed = 0
-            for sl in _chunks(len(samples), spec.batch_size):
+            for sl in slices:
                 got, bad, msgs = self._call(spec, fn, samples[sl])
                 parts.append(got)
                 failed += bad
                 errors.extend(msgs[: max(0, 5 - len(errors))])
             keys = list(dict.fromkeys(k for p in parts for k in p))
-            for k in keys:
-                components[k] = [v for p, sl in zip(parts, _chunks(len(samples), spec.batch_size))
+            for k in keys:   # a key one chunk lacks (all its samples fell back) gets the fallback value
+                components[k] = [v for p, sl in zip(parts, slices)
                                  for v in p.get(k, [self.fallback_value] * (sl.stop - sl.start))]
             failures[spec.name] = failed
         return {"components": components, "failures": failures, "errors": errors}

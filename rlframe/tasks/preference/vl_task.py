@@ -90,6 +90,11 @@ class VisionInputs:
             out.append(Prompt(ids, images))
         return out
 
+    @staticmethod
+    def token_ids(tokenizer: Any) -> dict[str, int]:
+        """The vision markers' ids, which the model config must name."""
+        return token_ids(tokenizer)
+
 
 def token_ids(tokenizer: Any) -> dict[str, int]:
     return {"vision_start": tokenizer.convert_tokens_to_ids(VISION_START),
