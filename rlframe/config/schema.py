@@ -62,7 +62,8 @@ class DataConfig:
     seed: int = 1234
     # PreferImg / PreferThinker records (JSON or JSONL); null = the task generates its data
     path: Optional[str] = None
-    # held-out records in the same format (e.g. SP_ID.jsonl); null = none
+    # held-out records in the same format; several files comma-separated, e.g. "SP_ID.jsonl,SP_OD.jsonl"
+    # (a record without a `split` field is reported under its file's name); null = none
     eval_path: Optional[str] = None
     # image paths in the records are relative to this folder; null = the data file's folder
     image_root: Optional[str] = None

@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,56 @@ def test_cli_writes_and_summarises(tmp_path, capsys):
     assert _cli(["synth", "--out", str(out), "--no-progress"]) == 2  # refuses a non-empty folder
     assert "not empty" in capsys.readouterr().err
     assert _cli(["synth", "--out", str(tmp_path / "x"), "--num-history", "1", "--no-progress"]) == 2
+
+
+def test_text_mode_is_the_same_draws_rendered_as_text(written, loaded):
+    """generate_splits without a folder draws the same users and candidates and renders them as text."""
+    from rlframe.tasks.preference.synth_dataset import generate_splits
+    from rlframe.tasks.preference.synthetic import ASSISTANT_TAG
+
+    text = generate_splits(SynthConfig(**TINY))
+    for s in SPLITS:
+        assert [r["id"] for r in text[s]] == [r["id"] for r in loaded[s]]
+        for t, r in zip(text[s], loaded[s]):
+            assert t["answer"] == r["answer"] and t["split"] == s
+            assert t["imageA_attributes"] == r["imageA_attributes"]
+            assert t["prompt"].endswith(ASSISTANT_TAG + "\n") and "<image>" not in t["prompt"]
+            # every candidate term is in the text prompt, and the target is the record's chain of thought
+            assert all(f"Image A {t['imageA_attributes'][d]}" in t["prompt"] for d in DIMENSIONS)
+            assert t["target"] == r["conversations"][1]["value"]
+            assert parse_completion(t["target"]).answer == t["answer"]
+
+
+def test_text_task_with_splits_balances_the_subsets():
+    from rlframe.config.schema import DataConfig
+    from rlframe.tasks.registry import TASKS
+
+    data = TASKS["preference_synthetic_splits"](
+        DataConfig(task="preference_synthetic_splits", num_train=200, num_eval=40, num_history=3), Path("."))
+    assert len(data.train) == 200 and {r["split"] for r in data.train} == {"train"}
+    assert Counter(r["split"] for r in data.eval) == {"SP_ID": 10, "SP_OD": 10, "MP_ID": 10, "MP_OD": 10}
+    train_users = {r["user_id"] for r in data.train}
+    assert all((r["user_id"] in train_users) == r["split"].endswith("_ID") for r in data.eval)
+    # num_history liked + disliked references per dimension line, and the tokenizer round-trips targets
+    line = data.eval[0]["prompt"].splitlines()[2]
+    assert line.count(" liked ") + line.startswith("liked") == 3 and line.count("disliked ") == 3
+    tok = data.tokenizer
+    t = data.eval[-1]["target"]
+    assert tok.decode(tok(t)["input_ids"]) == t
+
+
+def test_image_task_evaluates_several_subset_files(written, tmp_path):
+    """data.eval_path takes comma-separated files; records without `split` are named after their file."""
+    from rlframe.config.schema import DataConfig
+    from rlframe.tasks.registry import TASKS
+
+    root, _ = written
+    bare = tmp_path / "heldout_users.jsonl"    # the same records without their split field
+    bare.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "split"}) + "\n"
+                            for line in (root / "SP_OD.jsonl").read_text().splitlines()))
+    for name in ("train", "SP_ID"):
+        (tmp_path / f"{name}.jsonl").write_text((root / f"{name}.jsonl").read_text())
+    cfg = DataConfig(task="preference_images", path=str(tmp_path / "train.jsonl"), image_root=str(root),
+                     eval_path=f"{tmp_path / 'SP_ID.jsonl'}, {bare}", num_eval=100, image_size=32)
+    data = TASKS["preference_images"](cfg, tmp_path)
+    assert Counter(r["split"] for r in data.eval) == {"SP_ID": 6, "heldout_users": 2}

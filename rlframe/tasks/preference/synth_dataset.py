@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .images import render_image
-from .synthetic import _new_user, render_target
+from .synthetic import _new_user, build_prompt, build_question, render_target
 from .vocab import DIMENSIONS, SCORE_DISLIKED, SCORE_LIKED, SCORE_NEUTRAL, VOCAB
 
 SPLITS = ("train", "SP_ID", "SP_OD", "MP_ID", "MP_OD")
@@ -124,11 +124,22 @@ class _User:
     disliked: Profile
 
 
+def _unseen(count: int, cfg: SynthConfig) -> int:
+    """How many of ``count`` users of one kind are unseen (at least one, and at least one seen)."""
+    return min(count - 1, max(1, round(count * cfg.unseen_fraction))) if cfg.unseen_fraction > 0 else 0
+
+
+def seen_users(cfg: SynthConfig) -> int:
+    """How many users have training samples."""
+    n_mp = round(cfg.num_users * cfg.mp_fraction)
+    return sum(max(0, count - _unseen(count, cfg)) for count in (cfg.num_users - n_mp, n_mp))
+
+
 def _users(cfg: SynthConfig, rng: random.Random) -> list[_User]:
     n_mp = round(cfg.num_users * cfg.mp_fraction)
     users = []
     for kind, count in (("SP", cfg.num_users - n_mp), ("MP", n_mp)):
-        n_unseen = min(count - 1, max(1, round(count * cfg.unseen_fraction))) if cfg.unseen_fraction > 0 else 0
+        n_unseen = _unseen(count, cfg)
         for i in range(count):
             liked, disliked = new_user(rng, kind == "MP")
             users.append(_User(f"{kind.lower()}_user_{i:04d}", kind, i < count - n_unseen, liked, disliked))
@@ -136,12 +147,17 @@ def _users(cfg: SynthConfig, rng: random.Random) -> list[_User]:
 
 
 class _Writer:
-    def __init__(self, root: Path, cfg: SynthConfig, rng: random.Random) -> None:
-        self.root, self.cfg, self.rng, self.num_images = root, cfg, rng, 0
+    """Draws each sample's candidates; with ``root`` it also renders and saves every image, without it the
+    records carry the text rendering instead (the same users and draws either way: the image seeds are drawn
+    in both modes)."""
+
+    def __init__(self, root: Path | None, cfg: SynthConfig, rng: random.Random) -> None:
+        self.root, self.cfg, self.rng = root, cfg, rng
 
     def image(self, rel: str, attrs: dict[str, str]) -> str:
-        self.num_images += 1
-        render_image(attrs, self.rng.randrange(1 << 31), self.cfg.image_size).save(self.root / rel, format="PNG")
+        seed = self.rng.randrange(1 << 31)
+        if self.root is not None:
+            render_image(attrs, seed, self.cfg.image_size).save(self.root / rel, format="PNG")
         return rel
 
     def sample(self, u: _User, refs: tuple[list, list], rel_refs: tuple[list, list], name: str,
@@ -157,7 +173,8 @@ class _Writer:
         totals = {k: sum(v) for k, v in scores.items()}
         answer = "Image A" if totals["Image A"] > totals["Image B"] else "Image B"
         prefer, non_prefer = as_text(u.liked), as_text(u.disliked)
-        return {
+        target = render_target(prefer, non_prefer, a, b, scores, answer)
+        rec = {
             "id": f"{u.uid}-{name}", "user_id": u.uid, "user_type": u.kind, "split": split,
             "imageA": self.image(f"images/{u.uid}/{name}_A.png", a),
             "imageB": self.image(f"images/{u.uid}/{name}_B.png", b),
@@ -166,23 +183,27 @@ class _Writer:
             "prefer_attributes": prefer, "non_prefer_attributes": non_prefer,
             "conversations": [
                 {"from": "human", "value": question(len(refs[0]), len(refs[1]))},
-                {"from": "gpt", "value": render_target(prefer, non_prefer, a, b, scores, answer)}],
+                {"from": "gpt", "value": target}],
             "scores": scores, "totals": totals, "imageA_attributes": a, "imageB_attributes": b,
         }
+        if self.root is None:   # the text rendering of synthetic.py, over these users
+            text_q = build_question(refs[0], refs[1], a, b)
+            rec.update(question=text_q, prompt=build_prompt(text_q), target=target, answer=answer)
+        return rec
 
 
-def write_dataset(out_dir: str | Path, cfg: SynthConfig,
-                  on_user: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Write ``<split>.<format>`` files, ``images/<user>/*.png`` and ``meta.json`` under ``out_dir``;
-    return the summary that ``meta.json`` holds (configuration, counts per split, users per split)."""
+def generate_splits(cfg: SynthConfig, root: Path | None = None,
+                    on_user: Callable[[], None] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The records of every split; images are written under ``root`` when given, else each record holds the
+    text rendering (``prompt``, ``target``, ``answer``) of the text task."""
     cfg.check()
-    root = Path(out_dir)
     rng = random.Random(cfg.seed)
     users = _users(cfg, rng)
     w = _Writer(root, cfg, rng)
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for u in users:
-        (root / "images" / u.uid).mkdir(parents=True, exist_ok=True)
+        if root is not None:
+            (root / "images" / u.uid).mkdir(parents=True, exist_ok=True)
         refs = (draw_references(rng, u.liked, cfg.num_history, cfg.p_ref),
                 draw_references(rng, u.disliked, cfg.num_history, cfg.p_ref))
         rel = ([w.image(f"images/{u.uid}/pos_{i}.png", r) for i, r in enumerate(refs[0])],
@@ -193,6 +214,15 @@ def write_dataset(out_dir: str | Path, cfg: SynthConfig,
         splits[split] += [w.sample(u, refs, rel, f"eval_{j}", split) for j in range(cfg.eval_samples_per_user)]
         if on_user is not None:
             on_user()
+    return splits
+
+
+def write_dataset(out_dir: str | Path, cfg: SynthConfig,
+                  on_user: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Write ``<split>.<format>`` files, ``images/<user>/*.png`` and ``meta.json`` under ``out_dir``;
+    return the summary that ``meta.json`` holds (configuration, counts per split, users per split)."""
+    root = Path(out_dir)
+    splits = generate_splits(cfg, root, on_user)
     for name, recs in splits.items():
         path = root / f"{name}.{cfg.format}"
         if cfg.format == "jsonl":
@@ -205,7 +235,8 @@ def write_dataset(out_dir: str | Path, cfg: SynthConfig,
         "config": asdict(cfg),
         "counts": {s: len(r) for s, r in splits.items()},
         "users": {s: sorted({r["user_id"] for r in recs}) for s, recs in splits.items()},
-        "num_images": w.num_images,
+        "num_images": len({p for recs in splits.values() for r in recs
+                           for p in (r["imageA"], r["imageB"], *r["prefered_images"], *r["non_prefered_images"])}),
     }
     (root / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return meta

@@ -1,6 +1,7 @@
 """The synthetic preference task as an rlframe task: data, tokenizer, and its registered rewards."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,7 @@ from rlframe.config.schema import DataConfig
 from rlframe.reward.registry import register_reward
 from rlframe.tasks.preference.rewards import (
     accuracy_reward, format_reward, make_embedder, profile_similarity, score_consistency_reward)
+from rlframe.tasks.preference.synth_dataset import SPLITS, SynthConfig, generate_splits, seen_users
 from rlframe.tasks.preference.synthetic import generate_samples
 from rlframe.tasks.preference.tokenizer import build_tokenizer
 from rlframe.tasks.registry import TaskData, register_task
@@ -18,6 +20,29 @@ def build_synthetic(cfg: DataConfig, cache_dir: Path) -> TaskData:
     """Train and eval samples from disjoint seeds (fresh users), and a tokenizer trained on them."""
     train = generate_samples(cfg.num_train, seed=cfg.seed, num_history=cfg.num_history)
     evals = generate_samples(cfg.num_eval, seed=cfg.seed + 1_000_003, num_history=cfg.num_history)
+    return TaskData(train=train, eval=evals, tokenizer=build_tokenizer(train))
+
+
+#: training samples per seen user of preference_synthetic_splits: many users, so the skill must generalize
+SAMPLES_PER_USER = 4
+
+
+@register_task("preference_synthetic_splits")
+def build_synthetic_splits(cfg: DataConfig, cache_dir: Path) -> TaskData:
+    """The paper's benchmark layout, text-rendered: seen and unseen users with single (SP) or multiple (MP)
+    liked terms per dimension (``synth_dataset.py``, the same users as the image task), rendered like
+    ``preference_synthetic``. Eval samples carry their subset in ``split`` (SP_ID, SP_OD, MP_ID, MP_OD),
+    ``data.num_eval`` split evenly over the four."""
+    sc = SynthConfig(num_users=8, samples_per_user=SAMPLES_PER_USER, num_history=cfg.num_history, seed=cfg.seed)
+    while seen_users(sc) * SAMPLES_PER_USER < cfg.num_train:
+        sc.num_users = math.ceil(sc.num_users * cfg.num_train / max(1, seen_users(sc) * SAMPLES_PER_USER)) + 1
+    subsets = [s for s in SPLITS if s != "train"]
+    per_subset = math.ceil(cfg.num_eval / len(subsets))
+    unseen_sp = (sc.num_users - round(sc.num_users * sc.mp_fraction)) - seen_users(sc) // 2
+    sc.eval_samples_per_user = max(1, math.ceil(per_subset / max(1, unseen_sp)))
+    splits = generate_splits(sc)
+    evals = [r for s in subsets for r in splits[s][:per_subset]][: cfg.num_eval]
+    train = splits["train"][: cfg.num_train]
     return TaskData(train=train, eval=evals, tokenizer=build_tokenizer(train))
 
 

@@ -1,7 +1,7 @@
 """The preference task with real images, for vision-language policies (``data.task=preference_images``).
 
 Data: PreferImg / PreferThinker records loaded (and checked) by ``rlframe/data/preferimg.py``, either from
-``data.path`` / ``data.eval_path`` or, when no path is given, a synthetic-user data set written by
+``data.path`` / ``data.eval_path`` (comma-separated files, one per subset) or, when no path is given, a synthetic-user data set written by
 ``synth_dataset.py`` once and cached under ``<run.cache_dir>/preference_images/<hash of its settings>``.
 
 Prompt: the user turn holds every image in the paper's order (``data.num_history`` preferred references,
@@ -29,7 +29,7 @@ from rlframe.config.validate import ConfigError
 from rlframe.data.multimodal import (
     IMAGE_PAD, VISION_END, VISION_START, VISION_TOKENS, Prompt, check_prompt, expand_image_pads_text)
 from rlframe.data.preferimg import load_preferimg
-from rlframe.tasks.preference.synth_dataset import SPLITS, SynthConfig, question, write_dataset
+from rlframe.tasks.preference.synth_dataset import SPLITS, SynthConfig, question, seen_users, write_dataset
 from rlframe.tasks.preference.synthetic import build_prompt
 from rlframe.tasks.preference.tokenizer import build_tokenizer
 from rlframe.tasks.registry import TaskData, register_task
@@ -102,21 +102,11 @@ def token_ids(tokenizer: Any) -> dict[str, int]:
             "vision_end": tokenizer.convert_tokens_to_ids(VISION_END)}
 
 
-def _seen_users(cfg: SynthConfig) -> int:
-    """How many users synth_dataset makes 'seen' (the ones with training samples)."""
-    n_mp = round(cfg.num_users * cfg.mp_fraction)
-    seen = 0
-    for count in (cfg.num_users - n_mp, n_mp):
-        unseen = min(count - 1, max(1, round(count * cfg.unseen_fraction))) if cfg.unseen_fraction > 0 else 0
-        seen += max(0, count - unseen)
-    return seen
-
-
 def synth_config(cfg: DataConfig) -> SynthConfig:
     """A synthetic data set just large enough for data.num_train / data.num_eval samples."""
     num_users = min(200, max(8, cfg.num_train // 16))
     sc = SynthConfig(num_users=num_users, num_history=5, image_size=cfg.image_size, seed=cfg.seed)
-    sc.samples_per_user = math.ceil(cfg.num_train / max(1, _seen_users(sc)))
+    sc.samples_per_user = math.ceil(cfg.num_train / max(1, seen_users(sc)))
     sc.eval_samples_per_user = max(1, math.ceil(cfg.num_eval / num_users))
     return sc
 
@@ -160,7 +150,12 @@ def build_preference_images(cfg: DataConfig, cache_dir: Path) -> TaskData:
         random.Random(cfg.seed).shuffle(evals)  # every split represented in the first num_eval
     else:
         train = _load(cfg.path, cfg, cfg.image_root)
-        evals = _load(cfg.eval_path, cfg, cfg.image_root) if cfg.eval_path else []
+        evals = []
+        for path in (p.strip() for p in (cfg.eval_path or "").split(",") if p.strip()):
+            recs = _load(path, cfg, cfg.image_root)
+            for r in recs:     # a record without a subset is reported under its file's name (SP_ID.jsonl)
+                r["split"] = r.get("split") or Path(path).stem
+            evals += recs
     train, evals = train[: cfg.num_train], evals[: cfg.num_eval]
     if not train:
         raise ConfigError(f"data.task=preference_images: no training records (data.path={cfg.path!r})")
