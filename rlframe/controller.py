@@ -146,11 +146,16 @@ class Controller:
     def start_cluster(self) -> None:
         cfg = self.cfg
         need = cfg.learner.world_size * cfg.learner.num_cpus_per_worker
-        if "grpo" in cfg.trainer.stages:
+        if self.needs_generators():
             need += cfg.rollout.num_workers * cfg.rollout.num_cpus_per_worker
             need += cfg.reward.num_workers * cfg.reward.num_cpus_per_worker
         self.owns_ray = init_ray(cfg.cluster, self.cache_dir, required_cpus=need)
         self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+    def needs_generators(self) -> bool:
+        """Whether a training run starts generators and reward workers: for GRPO, or to evaluate during SFT."""
+        t = self.cfg.trainer
+        return "grpo" in t.stages or ("sft" in t.stages and bool(t.sft.eval_every))
 
     def start_rollout_and_reward(self, model_path: str) -> None:
         """Create generators and reward workers without waiting: their start-up overlaps SFT."""
@@ -437,7 +442,7 @@ class Controller:
                 self.wait_ready()
                 return run_eval(self)
             policy = self.model_path
-            if "grpo" in cfg.trainer.stages or ("sft" in cfg.trainer.stages and cfg.trainer.sft.eval_every):
+            if self.needs_generators():
                 self.start_rollout_and_reward(policy)
             for stage in cfg.trainer.stages:
                 if stage == "sft":

@@ -66,3 +66,18 @@ def test_pad_rows_truncates_extra_values_and_leaves_missing_zero():
     # row 1 has 1 value for 3 positions -> the other 2 stay 0
     out = _pad_rows([[-0.25, -0.75, -9.0], [-2.0]], like)
     assert out.tolist() == [[0.0, -0.25, -0.75, 0.0], [-2.0, 0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], True),                                                       # SFT then GRPO
+    (["trainer.stages=[sft]"], True),                                 # `rlframe sft` evaluates during SFT
+    (["trainer.stages=[sft]", "trainer.sft.eval_every=0", "trainer.sft.stop_threshold=null"], False),
+    (["trainer.stages=[grpo]"], True),
+])
+def test_generators_are_counted_whenever_they_are_started(overrides, expected):
+    """The CPUs Ray is started with must cover every role the run starts (a 2-core `rlframe sft` with
+    SFT evaluation once could not place its learners)."""
+    from rlframe.config import load_config
+    from rlframe.controller import Controller
+
+    assert Controller(load_config(overrides)).needs_generators() is expected
