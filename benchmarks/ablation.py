@@ -1,0 +1,207 @@
+"""The paper's ablation on synthetic users: base, SFT, SFT + RL without and with the profile reward.
+
+For each seed the script runs, through the `rlframe` CLI:
+
+1. `rlframe sft`: cold-start SFT from a freshly initialised tiny policy (it stops early once greedy
+   accuracy reaches `trainer.sft.stop_threshold`, leaving headroom for RL);
+2. `rlframe train trainer.stages=[grpo]` twice from that SFT checkpoint: once with the profile-similarity
+   reward's weight set to 0 (the component is still computed and logged, it just does not enter the total),
+   once with the default weight (0.7);
+3. `rlframe eval` of the four policies: the untrained initial model (base), the SFT checkpoint and both RL
+   results, on the same held-out users, greedy, repetition penalty 1.15.
+
+It reports accuracy per subset (SP_ID, SP_OD, MP_ID, MP_OD: seen / unseen users with single / multiple
+liked terms per dimension), their unweighted mean, the format-valid rate and the profile similarity (raw
+sentence-embedding cosine of the predicted to the true profiles), as a Markdown table
+(`results/ablation_<task>.md`), a plot (`results/ablation_<task>.png`) and one JSON line
+(`results/ablation_<task>.jsonl`).
+
+    rlframe bench ablation                         # text-rendered task, seed 0 (~25 min on 2 cores)
+    rlframe bench ablation --task vl               # the tiny Qwen2.5-VL on images
+    rlframe bench ablation --seeds 0,1 trainer.max_steps=80   # overrides go to every run
+
+`--task text` trains on `data.task=preference_synthetic_splits`; `--task vl` on
+`experiment=preferthinker_tiny_vl` with a longer SFT and RL budget (see VL_OVERRIDES).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, base_parser, command_line, emit, new_figure, save_plot  # noqa: E402
+
+VARIANTS = ("base", "sft", "rl_no_profile", "rl")
+LABELS = {"base": "Base (no training)", "sft": "SFT", "rl_no_profile": "SFT + RL w/o profile reward",
+          "rl": "SFT + RL (full reward)"}
+SUBSETS = ("SP_ID", "SP_OD", "MP_ID", "MP_OD")
+#: the paper's Seen-SP (SP_ID) accuracy of the four variants (Qwen2.5-VL-7B, PreferImg)
+PAPER_SP_ID = {"base": 75.4, "sft": 92.0, "rl_no_profile": 93.8, "rl": 96.6}
+
+TEXT_OVERRIDES = ["data.task=preference_synthetic_splits", "data.num_eval=256"]
+VL_OVERRIDES = ["experiment=preferthinker_tiny_vl", "data.num_train=1024", "data.num_eval=64",
+                "trainer.sft.steps=1200", "trainer.sft.eval_every=100", "trainer.sft.min_steps=300",
+                "trainer.sft.stop_threshold=0.6", "trainer.max_steps=20", "trainer.eval_every=10"]
+QUICK_OVERRIDES = ["data.num_train=64", "data.num_eval=16", "trainer.sft.steps=10", "trainer.sft.eval_every=0",
+                   "trainer.sft.stop_threshold=null",
+                   "trainer.max_steps=2", "trainer.prompts_per_step=4", "trainer.eval_every=0",
+                   "rollout.max_new_tokens=32"]
+#: where the profile-similarity reward sits in conf/reward/preference.yaml's `fns`
+PROFILE_FN_INDEX = 2
+
+
+def merge_overrides(*groups: list[str]) -> list[str]:
+    """Hydra overrides in order, a later value of the same key replacing the earlier one (pure)."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        for o in group:
+            merged.pop(o.split("=", 1)[0], None)
+            merged[o.split("=", 1)[0]] = o
+    return list(merged.values())
+
+
+def _run(cmd: list[str], log_path: Path) -> None:
+    """One `rlframe` command; its output goes to a log file (the tail is shown if it fails)."""
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-30:]
+        raise SystemExit(f"failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail)
+                         + f"\nfull log: {log_path}")
+
+
+def run_seed(seed: int, out: Path, common: list[str], rlframe: str) -> dict[str, Any]:
+    """Train and evaluate the four variants for one seed; returns {variant: eval.json}, plus timings."""
+    out.mkdir(parents=True, exist_ok=True)
+    seed_args = [f"run.seed={seed}", "trainer.progress=false", *common]
+    times: dict[str, float] = {}
+
+    def step(name: str, args: list[str]) -> None:
+        t0 = time.perf_counter()
+        _run([rlframe, *args, *seed_args, f"run.output_dir={out / name}"], out / f"{name}.log")
+        times[name] = round(time.perf_counter() - t0, 1)
+
+    step("sft", ["sft"])
+    sft = out / "sft" / "final"
+    without = [f"reward.fns.{PROFILE_FN_INDEX}.weight=0.0"]
+    step("rl_no_profile", ["train", "trainer.stages=[grpo]", f"model.init_from={sft}", *without])
+    step("rl", ["train", "trainer.stages=[grpo]", f"model.init_from={sft}"])
+    policies = {"base": out / "sft" / "init_model", "sft": sft,
+                "rl_no_profile": out / "rl_no_profile" / "final", "rl": out / "rl" / "final"}
+    evals = {}
+    for v, path in policies.items():
+        step(f"eval_{v}", ["eval", f"model.init_from={path}"])
+        evals[v] = json.loads((out / f"eval_{v}" / "eval.json").read_text())
+    return {"evals": evals, "seconds": times}
+
+
+def variant_metrics(eval_json: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one evaluated policy: accuracy per subset, the mean and the other means."""
+    sweep = eval_json["num_history"]
+    r = sweep[sorted(sweep, key=int)[-1]]          # the run's own num_history (or the largest of a sweep)
+    return {"accuracy": {s: v["accuracy"] for s, v in r["subsets"].items()},
+            "mean_accuracy": r["mean"].get("accuracy"),
+            "format_valid": r["mean"].get("format_valid"),
+            "profile_similarity": r["mean"].get("profile_similarity"),
+            "n": {s: v["n"] for s, v in r["subsets"].items()}}
+
+
+def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over seeds of every figure, per variant (pure)."""
+    out = {}
+    for v in VARIANTS:
+        ms = [variant_metrics(s["evals"][v]) for s in per_seed if v in s["evals"]]
+        if not ms:
+            continue
+        subsets = sorted({k for m in ms for k in m["accuracy"]}, key=lambda k: (SUBSETS + (k,)).index(k))
+        out[v] = {"accuracy": {k: statistics.fmean(m["accuracy"][k] for m in ms if k in m["accuracy"])
+                               for k in subsets},
+                  **{k: statistics.fmean(m[k] for m in ms) for k in ("mean_accuracy", "format_valid",
+                                                                      "profile_similarity")
+                     if all(m[k] is not None for m in ms)},
+                  "n": ms[0]["n"], "seeds": len(ms)}
+    return out
+
+
+def markdown(table: dict[str, Any]) -> str:
+    """Variant rows; accuracy per subset, the mean, format-valid rate, profile similarity (in %)."""
+    subsets = [s for s in SUBSETS if any(s in r["accuracy"] for r in table.values())]
+    head = ["variant", *subsets, "mean acc.", "format valid", "profile sim.", "paper (Seen-SP)"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for v, r in table.items():
+        cells = [LABELS[v], *(f"{100 * r['accuracy'][s]:.1f}" if s in r["accuracy"] else "-" for s in subsets),
+                 f"**{100 * r['mean_accuracy']:.1f}**", f"{100 * r.get('format_valid', 0):.1f}",
+                 f"{100 * r['profile_similarity']:.1f}" if "profile_similarity" in r else "-",
+                 f"{PAPER_SP_ID[v]:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict[str, Any], title: str, args: Any, name: str) -> Path:
+    fig, (ax, ax2) = new_figure(ncols=2, width=6.0, height=4.0)
+    subsets = [s for s in SUBSETS if any(s in r["accuracy"] for r in table.values())] + ["mean"]
+    width = 0.8 / max(1, len(table))
+    for i, (v, r) in enumerate(table.items()):
+        ys = [100 * (r["accuracy"].get(s, 0.0) if s != "mean" else r["mean_accuracy"]) for s in subsets]
+        ax.bar([x + i * width for x in range(len(subsets))], ys, width, label=LABELS[v])
+    ax.set_xticks([x + width * (len(table) - 1) / 2 for x in range(len(subsets))], subsets)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.axhline(50, color="grey", lw=0.8, ls="--")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    names = list(table)
+    ax2.bar(range(len(names)), [100 * table[v].get("profile_similarity", 0.0) for v in names],
+            color=[f"C{i}" for i in range(len(names))])
+    ax2.set_xticks(range(len(names)), [LABELS[v].replace(" (", "\n(").replace(" w/o", "\nw/o") for v in names],
+                   fontsize=7)
+    ax2.set_ylabel("profile similarity (%, raw cosine)")
+    ax2.set_ylim(0, 100)
+    ax2.set_title("profile prediction (mean over subsets)")
+    return save_plot(fig, name, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = base_parser(__doc__)
+    ap.add_argument("--task", choices=["text", "vl"], default="text", help="text-rendered task or the VL one")
+    ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0],
+                    help="comma-separated; the whole pipeline runs once per seed (default 0)")
+    ap.add_argument("--out", default=None, help="folder for the runs (default outputs/ablation_<task>)")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run")
+    args = ap.parse_args(argv)
+    name = f"ablation_{args.task}"
+    out = Path(args.out or ROOT / "outputs" / name)
+    common = merge_overrides(TEXT_OVERRIDES if args.task == "text" else VL_OVERRIDES,
+                             QUICK_OVERRIDES if args.quick else [], args.overrides)
+    rlframe = str(Path(sys.executable).with_name("rlframe"))
+    t0 = time.perf_counter()
+    per_seed = []
+    for seed in args.seeds:
+        res = run_seed(seed, out / f"seed{seed}", common, rlframe)
+        per_seed.append({"seed": seed, **res})
+    table = aggregate(per_seed)
+    md = markdown(table)
+    title = "text-rendered task" if args.task == "text" else "tiny Qwen2.5-VL on images"
+    png = plot(table, f"Ablation, {title}", args, name)
+    if not args.no_save:
+        (Path(args.results_dir) / f"{name}.md").write_text(md)
+    print(md, file=sys.stderr)
+    sp = {v: round(100 * r["accuracy"].get("SP_ID", float("nan")), 1) for v, r in table.items()}
+    order = [sp[v] for v in VARIANTS if v in sp]
+    emit(name, {"command": command_line("ablation", argv), "task": args.task, "seeds": args.seeds, "overrides": common, "table": table,
+                "per_seed": [{"seed": s["seed"], "seconds": s["seconds"],
+                              "variants": {v: variant_metrics(e) for v, e in s["evals"].items()}} for s in per_seed],
+                "sp_id_accuracy": sp, "paper_sp_id_accuracy": PAPER_SP_ID,
+                "paper_order_reproduced": all(a < b for a, b in zip(order, order[1:])),
+                "plot": str(png), "wall_seconds": round(time.perf_counter() - t0, 1)}, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
