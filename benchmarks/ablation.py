@@ -76,29 +76,42 @@ def _run(cmd: list[str], log_path: Path) -> None:
                          + f"\nfull log: {log_path}")
 
 
-def run_seed(seed: int, out: Path, common: list[str], rlframe: str) -> dict[str, Any]:
-    """Train and evaluate the four variants for one seed; returns {variant: eval.json}, plus timings."""
+def _rp_key(rp: float) -> str:
+    return f"{rp:g}"
+
+
+def run_seed(seed: int, out: Path, common: list[str], rlframe: str, penalties: list[float]) -> dict[str, Any]:
+    """Train and evaluate the four variants for one seed: {"evals": {penalty: {variant: eval.json}},
+    "seconds": {run: s}}. A run whose result is already in `out` is not repeated (resume after a crash)."""
     out.mkdir(parents=True, exist_ok=True)
     seed_args = [f"run.seed={seed}", "trainer.progress=false", *common]
     times: dict[str, float] = {}
 
-    def step(name: str, args: list[str]) -> None:
+    def step(name: str, args: list[str], result: str) -> None:
+        if (out / name / result).exists():
+            print(f"  {name}: done before ({out / name / result})", file=sys.stderr)
+            return
         t0 = time.perf_counter()
         _run([rlframe, *args, *seed_args, f"run.output_dir={out / name}"], out / f"{name}.log")
         times[name] = round(time.perf_counter() - t0, 1)
 
-    step("sft", ["sft"])
+    step("sft", ["sft"], "final/config.json")
     sft = out / "sft" / "final"
     without = [f"reward.fns.{PROFILE_FN_INDEX}.weight=0.0"]
-    step("rl_no_profile", ["train", "trainer.stages=[grpo]", f"model.init_from={sft}", *without])
-    step("rl", ["train", "trainer.stages=[grpo]", f"model.init_from={sft}"])
+    step("rl_no_profile", ["train", "trainer.stages=[grpo]", f"model.init_from={sft}", *without], "final/config.json")
+    step("rl", ["train", "trainer.stages=[grpo]", f"model.init_from={sft}"], "final/config.json")
     policies = {"base": out / "sft" / "init_model", "sft": sft,
                 "rl_no_profile": out / "rl_no_profile" / "final", "rl": out / "rl" / "final"}
-    evals = {}
-    for v, path in policies.items():
-        step(f"eval_{v}", ["eval", f"model.init_from={path}"])
-        evals[v] = json.loads((out / f"eval_{v}" / "eval.json").read_text())
+    evals: dict[str, dict[str, Any]] = {}
+    for i, rp in enumerate(penalties):
+        for v, path in policies.items():
+            name = f"eval_{v}" if i == 0 else f"eval_{v}_rp{_rp_key(rp)}"
+            step(name, ["eval", f"model.init_from={path}", f"eval.repetition_penalty={rp}"], "eval.json")
+            evals.setdefault(_rp_key(rp), {})[v] = json.loads((out / name / "eval.json").read_text())
     return {"evals": evals, "seconds": times}
+
+
+METRIC_KEYS = ("mean_accuracy", "format_valid", "profile_similarity", "profile_exact")
 
 
 def variant_metrics(eval_json: dict[str, Any]) -> dict[str, Any]:
@@ -107,63 +120,77 @@ def variant_metrics(eval_json: dict[str, Any]) -> dict[str, Any]:
     r = sweep[sorted(sweep, key=int)[-1]]          # the run's own num_history (or the largest of a sweep)
     return {"accuracy": {s: v["accuracy"] for s, v in r["subsets"].items()},
             "mean_accuracy": r["mean"].get("accuracy"),
-            "format_valid": r["mean"].get("format_valid"),
-            "profile_similarity": r["mean"].get("profile_similarity"),
+            **{k: r["mean"].get(k) for k in METRIC_KEYS[1:]},
             "n": {s: v["n"] for s, v in r["subsets"].items()}}
 
 
-def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean over seeds of every figure, per variant (pure)."""
+def aggregate(per_seed: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Mean over seeds of every figure, per variant; each item of per_seed is {variant: eval.json} (pure)."""
     out = {}
     for v in VARIANTS:
-        ms = [variant_metrics(s["evals"][v]) for s in per_seed if v in s["evals"]]
+        ms = [variant_metrics(s[v]) for s in per_seed if v in s]
         if not ms:
             continue
         subsets = sorted({k for m in ms for k in m["accuracy"]}, key=lambda k: (SUBSETS + (k,)).index(k))
         out[v] = {"accuracy": {k: statistics.fmean(m["accuracy"][k] for m in ms if k in m["accuracy"])
                                for k in subsets},
-                  **{k: statistics.fmean(m[k] for m in ms) for k in ("mean_accuracy", "format_valid",
-                                                                      "profile_similarity")
-                     if all(m[k] is not None for m in ms)},
+                  **{k: statistics.fmean(m[k] for m in ms) for k in METRIC_KEYS if all(m[k] is not None for m in ms)},
                   "n": ms[0]["n"], "seeds": len(ms)}
     return out
 
 
 def markdown(table: dict[str, Any]) -> str:
-    """Variant rows; accuracy per subset, the mean, format-valid rate, profile similarity (in %)."""
+    """Variant rows; accuracy per subset, the mean, format-valid rate, profile similarity and exact-term rate
+    (in %), and the paper's Seen-SP accuracy beside them."""
     subsets = [s for s in SUBSETS if any(s in r["accuracy"] for r in table.values())]
-    head = ["variant", *subsets, "mean acc.", "format valid", "profile sim.", "paper (Seen-SP)"]
+    head = ["variant", *subsets, "mean acc.", "format valid", "profile sim.", "profile exact", "paper (Seen-SP)"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+
+    def pct(r: dict, k: str) -> str:
+        return f"{100 * r[k]:.1f}" if r.get(k) is not None else "-"
+
     for v, r in table.items():
         cells = [LABELS[v], *(f"{100 * r['accuracy'][s]:.1f}" if s in r["accuracy"] else "-" for s in subsets),
-                 f"**{100 * r['mean_accuracy']:.1f}**", f"{100 * r.get('format_valid', 0):.1f}",
-                 f"{100 * r['profile_similarity']:.1f}" if "profile_similarity" in r else "-",
-                 f"{PAPER_SP_ID[v]:.1f}"]
+                 f"**{100 * r['mean_accuracy']:.1f}**", pct(r, "format_valid"), pct(r, "profile_similarity"),
+                 pct(r, "profile_exact"), f"{PAPER_SP_ID[v]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(table: dict[str, Any], title: str, args: Any, name: str) -> Path:
-    fig, (ax, ax2) = new_figure(ncols=2, width=6.0, height=4.0)
+def plot(tables: dict[str, dict[str, Any]], title: str, args: Any, name: str) -> Path:
+    """Accuracy per subset under the first repetition penalty; the mean under each; profile exact-term rate."""
+    fig, (ax, ax2, ax3) = new_figure(ncols=3, width=5.0, height=4.2)
+    first = next(iter(tables))
+    table = tables[first]
     subsets = [s for s in SUBSETS if any(s in r["accuracy"] for r in table.values())] + ["mean"]
-    width = 0.8 / max(1, len(table))
+    names = list(table)
+    width = 0.8 / max(1, len(names))
     for i, (v, r) in enumerate(table.items()):
         ys = [100 * (r["accuracy"].get(s, 0.0) if s != "mean" else r["mean_accuracy"]) for s in subsets]
-        ax.bar([x + i * width for x in range(len(subsets))], ys, width, label=LABELS[v])
-    ax.set_xticks([x + width * (len(table) - 1) / 2 for x in range(len(subsets))], subsets)
+        ax.bar([x + i * width for x in range(len(subsets))], ys, width, label=LABELS[v], color=f"C{i}")
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(subsets))], subsets)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.axhline(50, color="grey", lw=0.8, ls="--")
-    ax.set_title(title)
+    ax.set_title(f"{title}\ngreedy, repetition penalty {first}", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    names = list(table)
-    ax2.bar(range(len(names)), [100 * table[v].get("profile_similarity", 0.0) for v in names],
-            color=[f"C{i}" for i in range(len(names))])
-    ax2.set_xticks(range(len(names)), [LABELS[v].replace(" (", "\n(").replace(" w/o", "\nw/o") for v in names],
-                   fontsize=7)
-    ax2.set_ylabel("profile similarity (%, raw cosine)")
+    short = [LABELS[v].replace(" (", "\n(").replace(" w/o", "\nw/o") for v in names]
+    width = 0.8 / max(1, len(tables))
+    for j, (rp, t) in enumerate(tables.items()):
+        ax2.bar([x + j * width for x in range(len(names))], [100 * t[v]["mean_accuracy"] for v in names], width,
+                label=f"repetition penalty {rp}", color="k" if j == 0 else f"0.{5 + 2 * j}")
+    ax2.set_xticks([x + width * (len(tables) - 1) / 2 for x in range(len(names))], short, fontsize=7)
+    ax2.set_ylabel("mean accuracy over subsets (%)")
     ax2.set_ylim(0, 100)
-    ax2.set_title("profile prediction (mean over subsets)")
+    ax2.axhline(50, color="grey", lw=0.8, ls="--")
+    ax2.legend(fontsize=7)
+    ax2.set_title("mean accuracy by eval setting", fontsize=9)
+    ax3.bar(range(len(names)), [100 * (table[v].get("profile_exact") or 0.0) for v in names],
+            color=[f"C{i}" for i in range(len(names))])
+    ax3.set_xticks(range(len(names)), short, fontsize=7)
+    ax3.set_ylabel("profile terms predicted exactly (%)")
+    ax3.set_ylim(0, 100)
+    ax3.set_title(f"profile prediction, repetition penalty {first}", fontsize=9)
     return save_plot(fig, name, args)
 
 
@@ -172,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", choices=["text", "vl"], default="text", help="text-rendered task or the VL one")
     ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0],
                     help="comma-separated; the whole pipeline runs once per seed (default 0)")
+    ap.add_argument("--repetition-penalties", type=lambda v: [float(x) for x in v.split(",")], default=[1.15, 1.0],
+                    help="evaluate every policy under each (the first is the paper's protocol); default 1.15,1.0")
     ap.add_argument("--out", default=None, help="folder for the runs (default outputs/ablation_<task>)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run")
     args = ap.parse_args(argv)
@@ -183,20 +212,23 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     per_seed = []
     for seed in args.seeds:
-        res = run_seed(seed, out / f"seed{seed}", common, rlframe)
+        res = run_seed(seed, out / f"seed{seed}", common, rlframe, args.repetition_penalties)
         per_seed.append({"seed": seed, **res})
-    table = aggregate(per_seed)
-    md = markdown(table)
-    title = "text-rendered task" if args.task == "text" else "tiny Qwen2.5-VL on images"
-    png = plot(table, f"Ablation, {title}", args, name)
+    tables = {rp: aggregate([s["evals"][rp] for s in per_seed]) for rp in per_seed[0]["evals"]}
+    md = "".join(f"Greedy, repetition penalty {rp}:\n\n{markdown(t)}\n" for rp, t in tables.items())
+    title = "Ablation, text-rendered task" if args.task == "text" else "Ablation, tiny Qwen2.5-VL on images"
+    png = plot(tables, title, args, name)
     if not args.no_save:
         (Path(args.results_dir) / f"{name}.md").write_text(md)
     print(md, file=sys.stderr)
-    sp = {v: round(100 * r["accuracy"].get("SP_ID", float("nan")), 1) for v, r in table.items()}
+    main_table = next(iter(tables.values()))
+    sp = {v: round(100 * r["accuracy"].get("SP_ID", float("nan")), 1) for v, r in main_table.items()}
     order = [sp[v] for v in VARIANTS if v in sp]
-    emit(name, {"command": command_line("ablation", argv), "task": args.task, "seeds": args.seeds, "overrides": common, "table": table,
+    emit(name, {"command": command_line("ablation", argv), "task": args.task, "seeds": args.seeds,
+                "overrides": common, "tables": tables,
                 "per_seed": [{"seed": s["seed"], "seconds": s["seconds"],
-                              "variants": {v: variant_metrics(e) for v, e in s["evals"].items()}} for s in per_seed],
+                              "variants": {rp: {v: variant_metrics(e) for v, e in ev.items()}
+                                           for rp, ev in s["evals"].items()}} for s in per_seed],
                 "sp_id_accuracy": sp, "paper_sp_id_accuracy": PAPER_SP_ID,
                 "paper_order_reproduced": all(a < b for a, b in zip(order, order[1:])),
                 "plot": str(png), "wall_seconds": round(time.perf_counter() - t0, 1)}, args)

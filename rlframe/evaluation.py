@@ -3,7 +3,8 @@
 Subsets are the records' `split` field (SP_ID, SP_OD, MP_ID, MP_OD for PreferImg-style data; "eval" when
 a task has none). Per subset: accuracy, format-valid rate, and profile-prediction similarity (the mean
 sentence-embedding cosine of the predicted to the ground-truth profiles, `profile_cosine_raw`, when the
-profile_similarity reward is configured); then their unweighted mean across subsets, as the paper reports.
+profile_similarity reward is configured) and `profile_exact` (the fraction of profile terms predicted exactly);
+then their unweighted mean across subsets, as the paper reports.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import Any
 log = logging.getLogger("rlframe")
 
 # reward component -> reported metric
-METRICS = {"accuracy": "accuracy", "format": "format_valid", "profile_cosine_raw": "profile_similarity"}
+METRICS = {"accuracy": "accuracy", "format": "format_valid", "profile_cosine_raw": "profile_similarity",
+           "profile_exact": "profile_exact"}
 
 
 def subset_metrics(samples: list[dict[str, Any]], components: dict[str, list[float]]) -> dict[str, Any]:

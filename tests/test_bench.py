@@ -124,8 +124,10 @@ def test_rollout_benchmark_quick_runs_for_real():
 
 
 def _eval_json(acc: dict[str, float], sim: float) -> dict:
-    subsets = {s: {"n": 4, "accuracy": a, "format_valid": 1.0, "profile_similarity": sim} for s, a in acc.items()}
-    mean = {"accuracy": sum(acc.values()) / len(acc), "format_valid": 1.0, "profile_similarity": sim}
+    subsets = {s: {"n": 4, "accuracy": a, "format_valid": 1.0, "profile_similarity": sim, "profile_exact": sim / 2}
+               for s, a in acc.items()}
+    mean = {"accuracy": sum(acc.values()) / len(acc), "format_valid": 1.0, "profile_similarity": sim,
+            "profile_exact": sim / 2}
     return {"num_history": {"5": {"subsets": subsets, "mean": mean}}}
 
 
@@ -133,11 +135,8 @@ def test_ablation_aggregates_seeds_into_a_table_and_plot(tmp_path):
     import ablation
 
     assert ablation.merge_overrides(["a=1", "b=2"], ["a=3"], ["c=4"]) == ["b=2", "a=3", "c=4"]
-    seeds = []
-    for k, shift in enumerate((0.0, 0.2)):
-        evals = {v: _eval_json({"SP_ID": 0.5 + shift + 0.1 * i, "MP_OD": 0.25 + 0.1 * i}, 0.5 + 0.1 * i)
-                 for i, v in enumerate(ablation.VARIANTS)}
-        seeds.append({"seed": k, "evals": evals, "seconds": {}})
+    seeds = [{v: _eval_json({"SP_ID": 0.5 + shift + 0.1 * i, "MP_OD": 0.25 + 0.1 * i}, 0.5 + 0.1 * i)
+              for i, v in enumerate(ablation.VARIANTS)} for shift in (0.0, 0.2)]
     table = ablation.aggregate(seeds)
     assert list(table) == list(ablation.VARIANTS)
     assert table["sft"]["accuracy"] == {"SP_ID": pytest.approx(0.7), "MP_OD": pytest.approx(0.35)}
@@ -145,6 +144,6 @@ def test_ablation_aggregates_seeds_into_a_table_and_plot(tmp_path):
     assert table["rl"]["profile_similarity"] == pytest.approx(0.8) and table["rl"]["seeds"] == 2
     md = ablation.markdown(table).splitlines()
     assert md[0].startswith("| variant | SP_ID | MP_OD | mean acc.")
-    assert md[4] == "| SFT + RL w/o profile reward | 80.0 | 45.0 | **62.5** | 100.0 | 70.0 | 93.8 |"
+    assert md[4] == "| SFT + RL w/o profile reward | 80.0 | 45.0 | **62.5** | 100.0 | 70.0 | 35.0 | 93.8 |"
     args = ablation.base_parser("x").parse_args(["--results-dir", str(tmp_path)])
-    assert ablation.plot(table, "t", args, "ablation_test").stat().st_size > 1000
+    assert ablation.plot({"1.15": table, "1": table}, "t", args, "ablation_test").stat().st_size > 1000

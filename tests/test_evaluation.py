@@ -16,14 +16,16 @@ def test_subset_metrics_against_a_known_answer_file():
             acc.append(float(h))
             fmt.append(1.0)
             sim.append(0.5 if split.startswith("SP") else 0.9)
-    out = subset_metrics(samples, {"accuracy": acc, "format": fmt, "profile_cosine_raw": sim, "total": acc})
-    assert out["subsets"]["SP_ID"] == {"n": 4, "accuracy": 0.75, "format_valid": 1.0, "profile_similarity": 0.5}
+    out = subset_metrics(samples, {"accuracy": acc, "format": fmt, "profile_cosine_raw": sim, "total": acc,
+                                   "profile_exact": [s / 2 for s in sim]})
+    assert out["subsets"]["SP_ID"] == {"n": 4, "accuracy": 0.75, "format_valid": 1.0, "profile_similarity": 0.5,
+                                       "profile_exact": 0.25}
     assert out["subsets"]["MP_ID"]["accuracy"] == pytest.approx(1 / 3)
     # the mean is unweighted across subsets (not across samples: that would be 6/10)
     assert out["mean"]["accuracy"] == pytest.approx((0.75 + 0.5 + 1 / 3 + 1.0) / 4)
     assert out["mean"]["profile_similarity"] == pytest.approx(0.7)
     table = markdown_table({"5": out})
-    assert "| 5 | SP_ID | 4 | 0.750 | 1.000 | 0.500 |" in table
+    assert "| 5 | SP_ID | 4 | 0.750 | 1.000 | 0.500 | 0.250 |" in table
     assert "| 5 | **mean** | 10 | **0.646** |" in table
 
 
