@@ -44,9 +44,10 @@ SUBSETS = ("SP_ID", "SP_OD", "MP_ID", "MP_OD")
 PAPER_SP_ID = {"base": 75.4, "sft": 92.0, "rl_no_profile": 93.8, "rl": 96.6}
 
 TEXT_OVERRIDES = ["data.task=preference_synthetic_splits", "data.num_eval=256"]
-VL_OVERRIDES = ["experiment=preferthinker_tiny_vl", "data.num_train=1024", "data.num_eval=64",
+VL_OVERRIDES = ["experiment=preferthinker_tiny_vl", "data.num_train=1024", "data.num_eval=128",
                 "trainer.sft.steps=1200", "trainer.sft.eval_every=100", "trainer.sft.min_steps=300",
-                "trainer.sft.stop_threshold=0.6", "trainer.max_steps=20", "trainer.eval_every=10"]
+                "trainer.sft.stop_threshold=0.6", "trainer.max_steps=40", "trainer.prompts_per_step=16",
+                "trainer.eval_every=10"]
 QUICK_OVERRIDES = ["data.num_train=64", "data.num_eval=16", "trainer.sft.steps=10", "trainer.sft.eval_every=0",
                    "trainer.sft.stop_threshold=null",
                    "trainer.max_steps=2", "trainer.prompts_per_step=4", "trainer.eval_every=0",

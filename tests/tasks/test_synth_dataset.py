@@ -195,3 +195,13 @@ def test_image_task_evaluates_several_subset_files(written, tmp_path):
                      eval_path=f"{tmp_path / 'SP_ID.jsonl'}, {bare}", num_eval=100, image_size=32)
     data = TASKS["preference_images"](cfg, tmp_path)
     assert Counter(r["split"] for r in data.eval) == {"SP_ID": 6, "heldout_users": 2}
+
+
+def test_image_task_synthesizes_balanced_eval_subsets(tmp_path):
+    from rlframe.config.schema import DataConfig
+    from rlframe.tasks.registry import TASKS
+
+    data = TASKS["preference_images"](DataConfig(task="preference_images", num_train=32, num_eval=12,
+                                                 image_size=28), tmp_path)
+    assert len(data.train) == 32
+    assert Counter(r["split"] for r in data.eval) == {"SP_ID": 3, "SP_OD": 3, "MP_ID": 3, "MP_OD": 3}

@@ -17,6 +17,7 @@ derives from one seed: the same configuration writes byte-identical records and 
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -133,6 +134,23 @@ def seen_users(cfg: SynthConfig) -> int:
     """How many users have training samples."""
     n_mp = round(cfg.num_users * cfg.mp_fraction)
     return sum(max(0, count - _unseen(count, cfg)) for count in (cfg.num_users - n_mp, n_mp))
+
+
+EVAL_SPLITS = tuple(s for s in SPLITS if s != "train")
+
+
+def eval_samples_per_user(cfg: SynthConfig, num_eval: int) -> int:
+    """Eval samples per user so that every subset (the unseen ones are the smallest) has num_eval / 4."""
+    n_mp = round(cfg.num_users * cfg.mp_fraction)
+    unseen = min(_unseen(count, cfg) for count in (cfg.num_users - n_mp, n_mp))
+    return max(1, math.ceil(math.ceil(num_eval / len(EVAL_SPLITS)) / max(1, unseen)))
+
+
+def balanced_eval(splits: dict[str, list[dict[str, Any]]], num_eval: int) -> list[dict[str, Any]]:
+    """The first num_eval / 4 records of each subset, so that the unweighted mean over subsets is not
+    dominated by noise in a small one."""
+    per = math.ceil(num_eval / len(EVAL_SPLITS))
+    return [r for s in EVAL_SPLITS for r in splits[s][:per]][:num_eval]
 
 
 def _users(cfg: SynthConfig, rng: random.Random) -> list[_User]:

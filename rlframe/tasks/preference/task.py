@@ -9,7 +9,8 @@ from rlframe.config.schema import DataConfig
 from rlframe.reward.registry import register_reward
 from rlframe.tasks.preference.rewards import (
     accuracy_reward, format_reward, make_embedder, profile_similarity, score_consistency_reward)
-from rlframe.tasks.preference.synth_dataset import SPLITS, SynthConfig, generate_splits, seen_users
+from rlframe.tasks.preference.synth_dataset import (
+    SynthConfig, balanced_eval, eval_samples_per_user, generate_splits, seen_users)
 from rlframe.tasks.preference.synthetic import generate_samples
 from rlframe.tasks.preference.tokenizer import build_tokenizer
 from rlframe.tasks.registry import TaskData, register_task
@@ -36,12 +37,9 @@ def build_synthetic_splits(cfg: DataConfig, cache_dir: Path) -> TaskData:
     sc = SynthConfig(num_users=8, samples_per_user=SAMPLES_PER_USER, num_history=cfg.num_history, seed=cfg.seed)
     while seen_users(sc) * SAMPLES_PER_USER < cfg.num_train:
         sc.num_users = math.ceil(sc.num_users * cfg.num_train / max(1, seen_users(sc) * SAMPLES_PER_USER)) + 1
-    subsets = [s for s in SPLITS if s != "train"]
-    per_subset = math.ceil(cfg.num_eval / len(subsets))
-    unseen_sp = (sc.num_users - round(sc.num_users * sc.mp_fraction)) - seen_users(sc) // 2
-    sc.eval_samples_per_user = max(1, math.ceil(per_subset / max(1, unseen_sp)))
+    sc.eval_samples_per_user = eval_samples_per_user(sc, cfg.num_eval)
     splits = generate_splits(sc)
-    evals = [r for s in subsets for r in splits[s][:per_subset]][: cfg.num_eval]
+    evals = balanced_eval(splits, cfg.num_eval)
     train = splits["train"][: cfg.num_train]
     return TaskData(train=train, eval=evals, tokenizer=build_tokenizer(train))
 

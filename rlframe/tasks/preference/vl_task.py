@@ -29,13 +29,13 @@ from rlframe.config.validate import ConfigError
 from rlframe.data.multimodal import (
     IMAGE_PAD, VISION_END, VISION_START, VISION_TOKENS, Prompt, check_prompt, expand_image_pads_text)
 from rlframe.data.preferimg import load_preferimg
-from rlframe.tasks.preference.synth_dataset import SPLITS, SynthConfig, question, seen_users, write_dataset
+from rlframe.tasks.preference.synth_dataset import (
+    EVAL_SPLITS, SynthConfig, balanced_eval, eval_samples_per_user, question, seen_users, write_dataset)
 from rlframe.tasks.preference.synthetic import build_prompt
 from rlframe.tasks.preference.tokenizer import build_tokenizer
 from rlframe.tasks.registry import TaskData, register_task
 
 IMAGE = "<image>"
-EVAL_SPLITS = tuple(s for s in SPLITS if s != "train")
 
 
 def image_processor(image_size: int, patch_size: int = 14, merge_size: int = 2):
@@ -107,7 +107,7 @@ def synth_config(cfg: DataConfig) -> SynthConfig:
     num_users = min(200, max(8, cfg.num_train // 16))
     sc = SynthConfig(num_users=num_users, num_history=5, image_size=cfg.image_size, seed=cfg.seed)
     sc.samples_per_user = math.ceil(cfg.num_train / max(1, seen_users(sc)))
-    sc.eval_samples_per_user = max(1, math.ceil(cfg.num_eval / num_users))
+    sc.eval_samples_per_user = eval_samples_per_user(sc, cfg.num_eval)
     return sc
 
 
@@ -146,8 +146,7 @@ def build_preference_images(cfg: DataConfig, cache_dir: Path) -> TaskData:
     if cfg.path is None:
         root = synthesize(cfg, cache_dir)
         train = _load(root / "train.jsonl", cfg, None)
-        evals = [r for s in EVAL_SPLITS for r in _load(root / f"{s}.jsonl", cfg, None)]
-        random.Random(cfg.seed).shuffle(evals)  # every split represented in the first num_eval
+        evals = balanced_eval({s: _load(root / f"{s}.jsonl", cfg, None) for s in EVAL_SPLITS}, cfg.num_eval)
     else:
         train = _load(cfg.path, cfg, cfg.image_root)
         evals = []
