@@ -8,15 +8,16 @@ For each seed the script runs, through the `rlframe` CLI:
    reward's weight set to 0 (the component is still computed and logged, it just does not enter the total),
    once with the default weight (0.7);
 3. `rlframe eval` of the four policies: the untrained initial model (base), the SFT checkpoint and both RL
-   results, on the same held-out users, greedy, repetition penalty 1.15.
+   results, on the same held-out samples, greedy, under each `--repetition-penalties` value (1.15 is the
+   paper's, 1.0 none).
 
 It reports accuracy per subset (SP_ID, SP_OD, MP_ID, MP_OD: seen / unseen users with single / multiple
 liked terms per dimension), their unweighted mean, the format-valid rate and the profile similarity (raw
-sentence-embedding cosine of the predicted to the true profiles), as a Markdown table
+sentence-embedding cosine) and exact-term rate of the predicted profiles, as Markdown tables
 (`results/ablation_<task>.md`), a plot (`results/ablation_<task>.png`) and one JSON line
-(`results/ablation_<task>.jsonl`).
+(`results/ablation_<task>.jsonl`). Runs that finished before with the same settings are reused.
 
-    rlframe bench ablation                         # text-rendered task, seed 0 (~25 min on 2 cores)
+    rlframe bench ablation                         # text-rendered task, seed 0 (~20 min on 2 cores)
     rlframe bench ablation --task vl               # the tiny Qwen2.5-VL on images
     rlframe bench ablation --seeds 0,1 trainer.max_steps=80   # overrides go to every run
 
@@ -86,6 +87,10 @@ def run_seed(seed: int, out: Path, common: list[str], rlframe: str, penalties: l
     "seconds": {run: s}}. A run whose result is already in `out` is not repeated (resume after a crash)."""
     out.mkdir(parents=True, exist_ok=True)
     seed_args = [f"run.seed={seed}", "trainer.progress=false", *common]
+    stamp = out / "overrides.json"   # finished runs are reused only if they were made with the same settings
+    if stamp.exists() and json.loads(stamp.read_text()) != seed_args:
+        raise SystemExit(f"{out} holds runs made with other settings ({stamp}); pass --out or remove the folder")
+    stamp.write_text(json.dumps(seed_args))
     times: dict[str, float] = {}
 
     def step(name: str, args: list[str], result: str) -> None:
