@@ -88,7 +88,8 @@ def check_eval(run_dir: Path, tmp_path: Path) -> None:
         assert len(rows) == 8                                     # data.num_eval
         acc = accuracy_reward([p["completion"] for p in rows], [p["answer"] for p in rows])
         assert result["num_history"][str(k)]["subsets"]["eval"]["accuracy"] == pytest.approx(sum(acc) / 8)
-        assert set(result["num_history"][str(k)]["mean"]) == {"accuracy", "format_valid", "profile_similarity"}
+        assert set(result["num_history"][str(k)]["mean"]) == {"accuracy", "format_valid", "profile_similarity",
+                                                              "profile_exact"}
     assert "| 3 | eval | 8 |" in (out / "eval.md").read_text()
 
 
