@@ -8,7 +8,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from rlframe.config.schema import RLConfig
-from rlframe.config.validate import ConfigError, validate
+from rlframe.errors import ConfigError
 
 __all__ = ["RLConfig", "ConfigError", "CONF_DIR", "compose", "load_config", "config_groups", "to_yaml"]
 
@@ -62,6 +62,8 @@ def _explain(err: Exception) -> str:
 
 def load_config(overrides: Sequence[str] = ()) -> RLConfig:
     """Compose, convert to the typed dataclass tree, and validate values."""
+    from rlframe.config.validate import validate   # imports torch: not needed by `rlframe --help`
+
     cfg = compose(overrides)
     OmegaConf.resolve(cfg)
     obj = OmegaConf.to_object(cfg)

@@ -84,8 +84,6 @@ class VLLMConfig:
     # GiB of KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)
     cpu_kv_cache_gb: int = 1
     max_model_len: int = 1024
-    # sleep/wake the engine around training when colocated on a GPU
-    enable_sleep_mode: bool = False
 
 
 @dataclass
@@ -161,7 +159,7 @@ class AlgorithmConfig:
     # "token_mean": average over all valid tokens of the micro-batch
     loss_agg: str = "token_mean"
     adv_eps: float = 1e-4
-    # optimizer updates per rollout batch (1 = on-policy, old log-probs = current)
+    # optimizer updates per rollout batch; only 1 is implemented (on-policy: old log-probs = current)
     updates_per_batch: int = 1
 
 
@@ -221,7 +219,8 @@ class TrainerConfig:
     eval_every: int = 0
     save_every: int = 0
     progress: bool = True
-    loggers: List[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    # besides metrics.jsonl (always written): tensorboard, wandb
+    loggers: List[str] = field(default_factory=lambda: ["tensorboard"])
     sft: SFTConfig = field(default_factory=SFTConfig)
 
 

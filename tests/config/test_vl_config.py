@@ -19,9 +19,10 @@ def test_vllm_serves_a_vlm_only_with_gpus():
 
 
 def test_image_task_needs_a_vlm_and_a_vlm_needs_images():
+    # which tasks have images is the task's own declaration (register_task(..., vision=True)), not a name in the core
     with pytest.raises(ConfigError, match="data.task=preference_images: the policy must be a vision-language model"):
         load_config(["data.task=preference_images", "rollout=hf"])
-    with pytest.raises(ConfigError, match="has no images; use data.task=preference_images"):
+    with pytest.raises(ConfigError, match="has no images; use a task with images \\(data.task=preference_images\\)"):
         load_config(["model.arch=qwen2_5_vl", "rollout=hf"])
     with pytest.raises(ConfigError, match="data.image_size=20: must be >= "):
         load_config(["experiment=preferthinker_tiny_vl", "data.image_size=20"])

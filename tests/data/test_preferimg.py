@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from rlframe.config.validate import ConfigError
-from rlframe.data.preferimg import RecordError, load_preferimg
+from rlframe.tasks.preference.preferimg import RecordError, load_preferimg
 from rlframe.tasks.preference.vocab import DIMENSIONS
 
 PREFER = {"Art Styles": "Cubism", "Color": "Teal", "Artistic Medium": "Watercolor", "Saturation": "Muted",

@@ -154,7 +154,7 @@ def test_dotted_path_and_builtin_resolution():
 
 
 @pytest.mark.parametrize("spec,message", [
-    (dict(name="nope"), "reward 'nope' is not a built-in (built-ins: ["),
+    (dict(name="nope"), "reward 'nope' is not a registered reward (registered: ['accuracy', 'format', "),
     (dict(name="f", path="/no/such/file.py"), "reward file '/no/such/file.py' does not exist"),
     (dict(name="missing_fn", path=HERE), "defines no 'missing_fn' (callables there: ["),
     (dict(name="t", _target_="no_such_module_xyz:fn"), "cannot import 'no_such_module_xyz'"),

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rlframe.data import synth_cli
-from rlframe.data.preferimg import load_preferimg
+from rlframe.tasks.preference import synth_cli
+from rlframe.tasks.preference.preferimg import load_preferimg
 from rlframe.tasks.preference.parser import is_well_formed, parse_completion
 from rlframe.tasks.preference.synth_dataset import SPLITS, SynthConfig, draw_references, new_user, write_dataset
 from rlframe.tasks.preference.vocab import DIMENSIONS
@@ -166,7 +166,7 @@ def test_text_task_with_splits_balances_the_subsets():
     from rlframe.config.schema import DataConfig
     from rlframe.tasks.registry import TASKS
 
-    data = TASKS["preference_synthetic_splits"](
+    data = TASKS.get("preference_synthetic_splits").build(
         DataConfig(task="preference_synthetic_splits", num_train=200, num_eval=40, num_history=3), Path("."))
     assert len(data.train) == 200 and {r["split"] for r in data.train} == {"train"}
     assert Counter(r["split"] for r in data.eval) == {"SP_ID": 10, "SP_OD": 10, "MP_ID": 10, "MP_OD": 10}
@@ -193,7 +193,7 @@ def test_image_task_evaluates_several_subset_files(written, tmp_path):
         (tmp_path / f"{name}.jsonl").write_text((root / f"{name}.jsonl").read_text())
     cfg = DataConfig(task="preference_images", path=str(tmp_path / "train.jsonl"), image_root=str(root),
                      eval_path=f"{tmp_path / 'SP_ID.jsonl'}, {bare}", num_eval=100, image_size=32)
-    data = TASKS["preference_images"](cfg, tmp_path)
+    data = TASKS.get("preference_images").build(cfg, tmp_path)
     assert Counter(r["split"] for r in data.eval) == {"SP_ID": 6, "heldout_users": 2}
 
 
@@ -201,7 +201,7 @@ def test_image_task_synthesizes_balanced_eval_subsets(tmp_path):
     from rlframe.config.schema import DataConfig
     from rlframe.tasks.registry import TASKS
 
-    data = TASKS["preference_images"](DataConfig(task="preference_images", num_train=32, num_eval=12,
+    data = TASKS.get("preference_images").build(DataConfig(task="preference_images", num_train=32, num_eval=12,
                                                  image_size=28), tmp_path)
     assert len(data.train) == 32
     assert Counter(r["split"] for r in data.eval) == {"SP_ID": 3, "SP_OD": 3, "MP_ID": 3, "MP_OD": 3}

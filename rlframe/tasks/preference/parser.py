@@ -1,6 +1,6 @@
 """Parse and check completions of the personalized-preference task.
 
-Output format (SPEC.md section 1), in this order, nothing else outside the tags but whitespace::
+Output format (PreferThinker), in this order, nothing else outside the tags but whitespace::
 
     <visual preference profile>"Art Styles": "…", "Color": "…", "Artistic Medium": "…", "Saturation": "…", "Detail": "…"</visual preference profile>
     <visual non-preference profile>(same five keys)</visual non-preference profile>
@@ -93,6 +93,11 @@ _KEYS = {_norm_key(d): d for d in DIMENSIONS}
 _KEYS.update({"colour": "Color", "colors": "Color", "artstyle": "Art Styles", "style": "Art Styles",
               "styles": "Art Styles", "medium": "Artistic Medium", "details": "Detail"})
 
+
+def canonical_dimension(key: str) -> str | None:
+    """The dimension a written key names ("art_styles", "Colour", ...), or None."""
+    return _KEYS.get(_norm_key(key))
+
 _PAIR_RE = re.compile(
     r"""["']?\s*([A-Za-z][A-Za-z _\-]*?)\s*["']?\s*:\s*(?:"([^"<>]*)"|'([^'<>]*)'|([^,"'<>\n]*))"""
 )
@@ -144,7 +149,7 @@ def parse_profile(body: str) -> tuple[dict[str, str], list[str]]:
     problems: list[str] = []
     for m in _PAIR_RE.finditer(body.translate(_CLEAN)):
         raw_key = m.group(1).strip()
-        key = _KEYS.get(_norm_key(raw_key))
+        key = canonical_dimension(raw_key)
         val = next((g for g in m.group(2, 3, 4) if g is not None), "").strip()
         if key is None:
             problems.append(f"unknown key {raw_key!r}")
@@ -168,7 +173,7 @@ _TOTAL = {k: re.compile(rf"{k.replace(' ', r'[ _]*')}\s*:\s*total_score\s*=\s*([
 
 
 def _parse_think(think: str, p: ParsedCompletion) -> None:
-    heads = [(m.start(), m.end(), _KEYS.get(_norm_key(m.group(1)))) for m in _DIM_HEAD.finditer(think)]
+    heads = [(m.start(), m.end(), canonical_dimension(m.group(1))) for m in _DIM_HEAD.finditer(think)]
     tot = re.search(r"Totals\s*:|total_score", think, re.IGNORECASE)
     end_all = tot.start() if tot else len(think)
     seen = set()

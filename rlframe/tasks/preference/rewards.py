@@ -1,6 +1,6 @@
 """Rewards of the personalized-preference task: pure functions, a batch in, a list out.
 
-Training reward (SPEC.md): ``r = 0.7 * r_predict + 0.3 * r_format + 1.0 * r_accuracy`` where ``r_predict``
+Training reward (PreferThinker): ``r = 0.7 * r_predict + 0.3 * r_format + 1.0 * r_accuracy`` where ``r_predict``
 is :func:`profile_similarity`'s ``profile_similarity`` (shaped) output. :func:`score_consistency_reward` is the
 optional score-accuracy reward.
 
@@ -30,6 +30,9 @@ from .vocab import DIMENSIONS, VOCAB
 
 #: Calibration constant of the per-dimension similarity (see the module docstring).
 C0 = 0.32
+#: `rlframe eval` reports these reward components under the paper's metric names (per subset, then the mean)
+EVAL_METRICS = {"accuracy": "accuracy", "format": "format_valid", "profile_cosine_raw": "profile_similarity",
+                "profile_exact": "profile_exact"}
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
 

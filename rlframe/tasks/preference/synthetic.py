@@ -10,10 +10,10 @@ Two candidates are drawn, one from each profile, each showing its source profile
 when its term is the liked one, 0 when it is the disliked one and 2 otherwise; its total is the sum (0-25)
 and the answer is the candidate with the higher total (ties are resampled).
 
-Rendering (designed so that a tiny model learns the task quickly, see LEARNABILITY.md): the user turn has one
-line per dimension listing the term of every liked and disliked reference image and of both candidates
+Rendering (designed so that a tiny model learns the task quickly; README, "why it learns"): the user turn has
+one line per dimension listing the term of every liked and disliked reference image and of both candidates
 (``Color: liked Teal liked Teal liked Pink ... disliked Crimson ...; Image A Teal; Image B Pink``). The target
-completion is the chain of thought in the SPEC.md output format; each think line restates the dimension's liked
+completion is the chain of thought in the PreferThinker output format; each think line restates the dimension's liked
 and disliked term, then writes each candidate's term right before its score::
 
     1. Art Styles: likes Cubism, dislikes Baroque; Image A Cubism(5) - liked style; Image B Baroque(0) - disliked style.
@@ -98,7 +98,7 @@ def render_think_line(i: int, dimension: str, prefer: dict[str, str], non_prefer
 
 def render_target(prefer: dict[str, str], non_prefer: dict[str, str], image_a: dict[str, str],
                   image_b: dict[str, str], scores: dict[str, list[int]], answer: str) -> str:
-    """The full chain-of-thought completion in the SPEC.md output format (no EOS).
+    """The full chain-of-thought completion in the PreferThinker output format (no EOS).
 
     Each think line restates the liked and disliked term of its dimension, then each candidate's term right
     before its score: ``1. Art Styles: likes Cubism, dislikes Baroque; Image A Cubism(5) - liked style;

@@ -8,7 +8,7 @@ from typing import Any
 from rlframe.config.schema import DataConfig
 from rlframe.reward.registry import register_reward
 from rlframe.tasks.preference.rewards import (
-    accuracy_reward, format_reward, make_embedder, profile_similarity, score_consistency_reward)
+    EVAL_METRICS, accuracy_reward, format_reward, make_embedder, profile_similarity, score_consistency_reward)
 from rlframe.tasks.preference.synth_dataset import (
     SynthConfig, balanced_eval, eval_samples_per_user, generate_splits, seen_users)
 from rlframe.tasks.preference.synthetic import generate_samples
@@ -21,7 +21,7 @@ def build_synthetic(cfg: DataConfig, cache_dir: Path) -> TaskData:
     """Train and eval samples from disjoint seeds (fresh users), and a tokenizer trained on them."""
     train = generate_samples(cfg.num_train, seed=cfg.seed, num_history=cfg.num_history)
     evals = generate_samples(cfg.num_eval, seed=cfg.seed + 1_000_003, num_history=cfg.num_history)
-    return TaskData(train=train, eval=evals, tokenizer=build_tokenizer(train))
+    return TaskData(train=train, eval=evals, tokenizer=build_tokenizer(train), eval_metrics=EVAL_METRICS)
 
 
 #: training samples per seen user of preference_synthetic_splits: many users, so the skill must generalize
@@ -41,7 +41,7 @@ def build_synthetic_splits(cfg: DataConfig, cache_dir: Path) -> TaskData:
     splits = generate_splits(sc)
     evals = balanced_eval(splits, cfg.num_eval)
     train = splits["train"][: cfg.num_train]
-    return TaskData(train=train, eval=evals, tokenizer=build_tokenizer(train))
+    return TaskData(train=train, eval=evals, tokenizer=build_tokenizer(train), eval_metrics=EVAL_METRICS)
 
 
 def _texts(samples: list[dict[str, Any]]) -> list[str]:
@@ -67,7 +67,7 @@ def _score_consistency(use_ground_truth: bool = True, **_: Any):
 class ProfileSimilarity:
     """Sentence-embedding similarity of the predicted profiles (the model loads once per worker).
 
-    ``r_predict = w_text * s_text + w_img * s_img`` (SPEC.md): ``s_text`` is the sentence-embedding term;
+    ``r_predict = w_text * s_text + w_img * s_img`` (PreferThinker's prediction reward): ``s_text`` is the sentence-embedding term;
     ``s_img`` is an extension point, a batch reward given by ``image_similarity`` ("pkg.module:fn" or
     "file.py:fn", e.g. text-to-image rendering + DreamSim on a GPU reward worker). The paper does not
     publish w_text / w_img; the default is the text term alone."""

@@ -5,7 +5,7 @@ plus *whole* tokens for everything structural: the chat and output tags, the quo
 vocabulary term (with and without a leading space), the dimension names, ``Image A`` / ``Image B``, the
 scores ``(0)``..``(5)`` and the numbers 0-25, and combined term-with-role tokens (see ``whole_tokens``).
 Prompts then have a fixed length for a fixed ``num_history``, targets a fixed length, and each step of the
-chain of thought is a lookup by content (LEARNABILITY.md). Byte-level fallback keeps any text encodable.
+chain of thought is a lookup by content (README: "why it learns"). Byte-level fallback keeps any text encodable.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The preference task with real images, for vision-language policies (``data.task=preference_images``).
 
-Data: PreferImg / PreferThinker records loaded (and checked) by ``rlframe/data/preferimg.py``, either from
+Data: PreferImg / PreferThinker records loaded (and checked) by ``preferimg.py``, either from
 ``data.path`` / ``data.eval_path`` (comma-separated files, one per subset) or, when no path is given, a synthetic-user data set written by
 ``synth_dataset.py`` once and cached under ``<run.cache_dir>/preference_images/<hash of its settings>``.
 
@@ -25,12 +25,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from rlframe.config.schema import DataConfig
-from rlframe.config.validate import ConfigError
-from rlframe.data.multimodal import (
+from rlframe.errors import ConfigError
+from rlframe.models.multimodal import (
     IMAGE_PAD, VISION_END, VISION_START, VISION_TOKENS, Prompt, check_prompt, expand_image_pads_text)
-from rlframe.data.preferimg import load_preferimg
+from rlframe.tasks.preference.preferimg import load_preferimg
 from rlframe.tasks.preference.synth_dataset import (
     EVAL_SPLITS, SynthConfig, balanced_eval, eval_samples_per_user, question, seen_users, write_dataset)
+from rlframe.tasks.preference.rewards import EVAL_METRICS
 from rlframe.tasks.preference.synthetic import build_prompt
 from rlframe.tasks.preference.tokenizer import build_tokenizer
 from rlframe.tasks.registry import TaskData, register_task
@@ -127,9 +128,10 @@ def synthesize(cfg: DataConfig, cache_dir: Path) -> Path:
     return root
 
 
-def _load(path: str | Path, cfg: DataConfig, image_root: str | None) -> list[dict[str, Any]]:
+def _load(path: str | Path, cfg: DataConfig, image_root: str | None, skipped: list[int]) -> list[dict[str, Any]]:
     res = load_preferimg(path, image_root=image_root, num_history=cfg.num_history, on_invalid=cfg.on_invalid,
                          verify_images=cfg.verify_images)
+    skipped.append(res.skipped)
     return res.records
 
 
@@ -141,17 +143,18 @@ def _question(rec: dict[str, Any]) -> str:
     return question(rec["num_prefered"], rec["num_non_prefered"])
 
 
-@register_task("preference_images")
+@register_task("preference_images", vision=True, reads_files=True)
 def build_preference_images(cfg: DataConfig, cache_dir: Path) -> TaskData:
+    skipped: list[int] = []
     if cfg.path is None:
         root = synthesize(cfg, cache_dir)
-        train = _load(root / "train.jsonl", cfg, None)
-        evals = balanced_eval({s: _load(root / f"{s}.jsonl", cfg, None) for s in EVAL_SPLITS}, cfg.num_eval)
+        train = _load(root / "train.jsonl", cfg, None, skipped)
+        evals = balanced_eval({s: _load(root / f"{s}.jsonl", cfg, None, skipped) for s in EVAL_SPLITS}, cfg.num_eval)
     else:
-        train = _load(cfg.path, cfg, cfg.image_root)
+        train = _load(cfg.path, cfg, cfg.image_root, skipped)
         evals = []
         for path in (p.strip() for p in (cfg.eval_path or "").split(",") if p.strip()):
-            recs = _load(path, cfg, cfg.image_root)
+            recs = _load(path, cfg, cfg.image_root, skipped)
             for r in recs:     # a record without a subset is reported under its file's name (SP_ID.jsonl)
                 r["split"] = r.get("split") or Path(path).stem
             evals += recs
@@ -170,4 +173,5 @@ def build_preference_images(cfg: DataConfig, cache_dir: Path) -> TaskData:
     from tokenizers import AddedToken
 
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in VISION_TOKENS], special_tokens=True)
-    return TaskData(train=train, eval=evals, tokenizer=tok, vision=vision)
+    return TaskData(train=train, eval=evals, tokenizer=tok, vision=vision, eval_metrics=EVAL_METRICS,
+                    skipped=sum(skipped))

@@ -4,7 +4,7 @@ Five visual dimensions, in the order the output format uses them, and a small te
 dimension. The terms look like the paper's (PreferThinker, arXiv 2511.00609; its vocabulary has 288 terms)
 but the vocabularies here are deliberately small and pairwise disjoint across dimensions: every term names
 exactly one dimension, and the tokenizer gives each term a single whole token, which is what lets a tiny
-model learn the task quickly (see LEARNABILITY.md).
+model learn the task quickly (README: "why it learns").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Load PreferImg / PreferThinker records (JSON list or JSONL) and check them before anything expensive.
 
-Field names are the public data's, spelling included (SPEC.md section 1): ``user_id``, ``imageA``,
+Field names are the public data's, spelling included (PreferThinker's public release): ``user_id``, ``imageA``,
 ``imageB``, ``prefered_images``, ``non_prefered_images``, ``reference_prompt_list`` (optional),
 ``prefer_attributes``, ``non_prefer_attributes`` (a dict of the five dimensions or a string) and
 ``conversations`` (``[{"value": question}, ..., {"value": "...<answer>Image X</answer>"}]``). Image paths
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlframe.config.validate import ConfigError
-from rlframe.tasks.preference.parser import _KEYS, _norm_key, normalize_answer, parse_profile
+from rlframe.errors import ConfigError
+from rlframe.tasks.preference.parser import canonical_dimension, normalize_answer, parse_profile
 from rlframe.tasks.preference.vocab import DIMENSIONS
 
 REQUIRED = ("user_id", "imageA", "imageB", "prefered_images", "non_prefered_images", "prefer_attributes",
@@ -84,7 +84,7 @@ def _profile(rec: dict, name: str) -> dict[str, str]:
     elif isinstance(raw, dict):
         prof = {}
         for k, v in raw.items():
-            key = _KEYS.get(_norm_key(str(k)))
+            key = canonical_dimension(str(k))
             if key is None:
                 raise _Bad(name, f"{expected}; unknown key {k!r}")
             if isinstance(v, list) and v and all(isinstance(x, str) for x in v):

@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 
+HELP = "data tools: `rlframe data synth` writes a synthetic-user data set (images + JSONL)"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`data` has sub-actions; `synth` is the first."""
     sub = parser.add_subparsers(dest="data_action", metavar="ACTION", required=True)
