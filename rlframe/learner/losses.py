@@ -7,14 +7,6 @@ import torch
 import torch.nn.functional as F
 
 
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log p(target_t) under softmax(logits_t / T); T matches the sampler so ratios are unbiased."""
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    return torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-
-
 def _k1(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return logp - ref
 

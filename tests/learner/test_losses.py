@@ -12,8 +12,8 @@ from rlframe.learner.losses import (
     LOSS_AGGREGATIONS,
     policy_loss,
     sft_loss,
-    token_logprobs,
 )
+from rlframe.models.logprobs import token_logprobs
 
 ABS = 1e-6
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from rlframe.learner.weight_sync import Digest, iter_verified, plan_buckets, tensor_bytes
+from rlframe.weight_sync.buckets import Digest, iter_verified, plan_buckets, tensor_bytes
 
 
 def _named() -> list[tuple[str, torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""A tiny Qwen2.5-VL built from config (random weights, no download), and loading any policy folder.
+"""Tiny policies built from config (random weights, no download): a Qwen2, or a Qwen2.5-VL.
 
 The text part mirrors the tiny Qwen2 (``model.hidden_size`` etc.); the vision tower is ``model.vision.*``
 (depth, hidden size, heads, patch 14, spatial merge 2). The vision special tokens come from the task's
@@ -7,15 +7,41 @@ the model config, so that the model finds its image positions.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from rlframe.config.schema import ModelConfig
+from rlframe.models.loading import DTYPES
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+def build_tiny_model(cfg: ModelConfig, vocab_size: int, bos_id: int | None, eos_id: int, pad_id: int,
+                     out_dir: str | Path, seed: int = 0, vision_token_ids: dict[str, int] | None = None) -> Path:
+    """Write a randomly initialised model in Hugging Face format (loadable by vLLM).
+
+    ``model.arch=qwen2_5_vl`` builds a tiny Qwen2.5-VL instead; it needs the ids of the
+    tokenizer's vision tokens (``vision_token_ids``: vision_start, image_pad, vision_end).
+    """
+    if cfg.arch == "qwen2_5_vl":
+        if vision_token_ids is None:
+            raise ValueError("model.arch=qwen2_5_vl needs a task whose tokenizer has the vision tokens "
+                             "(a task registered with vision=True)")
+        return build_tiny_vl_model(cfg, vocab_size, bos_id, eos_id, pad_id, out_dir, vision_token_ids, seed=seed)
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    qcfg = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim or cfg.hidden_size // cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings, tie_word_embeddings=cfg.tie_word_embeddings,
+        bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, dtype=cfg.dtype,
+        use_sliding_window=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(qcfg).to(getattr(torch, cfg.dtype))
+    model.save_pretrained(out, safe_serialization=True)
+    return out
 
 
 def build_tiny_vl_model(cfg: ModelConfig, vocab_size: int, bos_id: int | None, eos_id: int, pad_id: int,
@@ -51,27 +77,3 @@ def build_tiny_vl_model(cfg: ModelConfig, vocab_size: int, bos_id: int | None, e
     out = Path(out_dir)
     model.save_pretrained(out, safe_serialization=True)
     return out
-
-
-def is_vision_language(model_path: str | Path) -> bool:
-    """True when the folder's config.json describes a vision-language model (it has a vision_config)."""
-    path = Path(model_path) / "config.json"
-    if not path.is_file():
-        return False
-    try:
-        return "vision_config" in json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-
-
-def load_policy(model_path: str, dtype: Any = torch.float32) -> Any:
-    """A causal LM, or an image-text-to-text model (Qwen2.5-VL) when the folder holds one."""
-    if isinstance(dtype, str):
-        dtype = DTYPES[dtype]
-    if is_vision_language(model_path):
-        from transformers import AutoModelForImageTextToText
-
-        return AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype)
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)

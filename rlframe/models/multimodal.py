@@ -163,11 +163,11 @@ def vision_kwargs(config: Any, input_ids: torch.Tensor, pixel_values: torch.Tens
             "mm_token_type_ids": (input_ids == image_token_id).to(torch.int32)}
 
 
-def batch_vision_kwargs(config: Any, mb: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """`vision_kwargs` for a learner micro-batch (row-padded image tensors, if any)."""
-    if "pixel_values" not in mb:
+def batch_vision_kwargs(config: Any, mb: Any) -> dict[str, Any]:
+    """`vision_kwargs` for a learner micro-batch (a TrainBatch; row-padded image tensors, if any)."""
+    if mb.pixel_values is None:
         return {}
-    return vision_kwargs(config, mb["input_ids"], mb["pixel_values"], mb["image_grid_thw"], padded=True)
+    return vision_kwargs(config, mb.input_ids, mb.pixel_values, mb.image_grid_thw, padded=True)
 
 
 def rows_vision_kwargs(config: Any, input_ids: torch.Tensor, rows: Sequence[Any]) -> dict[str, Any]:

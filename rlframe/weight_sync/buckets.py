@@ -1,4 +1,4 @@
-"""Bucketing and verification of full-weight syncs (pure; the transport is Ray's object store).
+"""Bucketing and verification of full-weight syncs (pure torch: no Ray, no DeepSpeed).
 
 The learner (rank 0) puts each bucket of full tensors into the object store (shared memory on
 a node, Ray's object transfer across nodes); each generator pulls the buckets one at a time
@@ -8,7 +8,8 @@ hash the tensors in the same order, so a corrupted or partial transfer fails the
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -59,5 +60,20 @@ def iter_verified(buckets: Iterable[NamedTensors], digest: Digest | None) -> Ite
         yield from bucket
 
 
-class WeightSyncError(RuntimeError):
-    """A generator received, or serves, weights that differ from the learner's."""
+@dataclass
+class SyncPayload:
+    """What learner rank 0 hands to the generators: bucket refs in the object store and their checksum."""
+    refs: list[Any] = field(default_factory=list)
+    digest: str | None = None
+    bytes: int = 0
+    gather_seconds: float = 0.0
+
+
+@dataclass
+class SyncReceipt:
+    """What a generator reports after loading a payload."""
+    version: int
+    bytes: int
+    seconds: float
+    digest: str | None
+
