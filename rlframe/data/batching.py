@@ -1,9 +1,52 @@
-"""Turn (prompt ids, completion ids) pairs into padded learner tensors (pure)."""
+"""Padded learner tensors (TrainBatch) from (prompt ids, completion ids) pairs, and row slicing (pure torch)."""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Sequence
 
 import torch
+
+from rlframe.models.multimodal import collate_images
+
+
+@dataclass
+class TrainBatch:
+    """Right-padded learner tensors; position t of the [B, L-1] tensors scores token t+1 of input_ids."""
+    input_ids: torch.Tensor                       # [B, L]
+    attention_mask: torch.Tensor                  # [B, L]
+    loss_mask: torch.Tensor                       # [B, L-1], 1 on the completion's target positions
+    advantages: torch.Tensor | None = None        # [B]
+    sample_logp: torch.Tensor | None = None       # [B, L-1], the generator's log-probs at the mask
+    pixel_values: torch.Tensor | None = None      # [B, P_max, D], row-padded (models/multimodal.py)
+    image_grid_thw: torch.Tensor | None = None    # [B, K_max, 3]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def rows(self, sl: slice) -> TrainBatch:
+        return replace(self, **{f.name: v[sl] for f, v in self._tensors()})
+
+    def shards(self, parts: int) -> list[TrainBatch]:
+        """Contiguous, near-equal row slices, one per data-parallel rank."""
+        return [self.rows(sl) for sl in split_even(len(self), parts)]
+
+    def micro_batches(self, size: int, device: torch.device | str = "cpu") -> list[TrainBatch]:
+        """Row chunks of `size`, each trimmed to its own longest sequence and moved to `device`."""
+        full = self.input_ids.shape[1]
+        out = []
+        for s in range(0, len(self), size):
+            width = int(self.attention_mask[s: s + size].sum(1).max())
+            parts = {}
+            for f, v in self._tensors():
+                v = v[s: s + size]
+                if v.ndim == 2:
+                    v = v[:, :width] if v.shape[1] == full else v[:, : width - 1]
+                parts[f.name] = v.to(device)
+            out.append(replace(self, **parts))
+        return out
+
+    def _tensors(self) -> list[tuple[Any, torch.Tensor]]:
+        return [(f, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
 
 
 def truncate_after_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
@@ -15,11 +58,11 @@ def truncate_after_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
 
 
 def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
-            eos_id: int | None = None) -> dict[str, torch.Tensor]:
+            eos_id: int | None = None) -> TrainBatch:
     """Right-padded [B, L] inputs and a [B, L-1] mask over the completion's target positions.
 
     Position t of the mask/log-prob tensors scores token t+1 of input_ids (the usual shift).
-    Prompts that carry images (data/multimodal.Prompt) add row-padded ``pixel_values`` [B, P, D] and
+    Prompts that carry images (models/multimodal.Prompt) add row-padded ``pixel_values`` [B, P, D] and
     ``image_grid_thw`` [B, K, 3], so that any row slice of the batch keeps its images.
     """
     if len(prompts) != len(completions):
@@ -38,12 +81,8 @@ def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int
         attention[i, : len(s)] = 1
         if c:
             loss_mask[i, len(p) - 1: len(p) - 1 + len(c)] = 1.0
-    batch = {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask}
-    if any(getattr(p, "images", None) is not None for p in prompts):
-        from rlframe.data.multimodal import collate_images
-
-        batch.update(collate_images([getattr(p, "images", None) for p in prompts]))
-    return batch
+    images = collate_images([getattr(p, "images", None) for p in prompts])
+    return TrainBatch(input_ids, attention, loss_mask, **images)
 
 
 def split_even(n: int, parts: int) -> list[slice]:

@@ -13,10 +13,10 @@ from typing import Any
 
 import ray
 
-from rlframe.cluster.ray_cluster import ActorGroup
+from rlframe.cluster.roles import ActorGroup
 from rlframe.config.schema import RewardConfig
-from rlframe.reward.plugins import RewardError
-from rlframe.reward.worker import RewardWorker
+from rlframe.errors import RewardError
+from rlframe.reward.scoring import Scores
 
 log = logging.getLogger("rlframe")
 
@@ -28,15 +28,13 @@ class Ticket:
 
 
 class RewardPool:
-    def __init__(self, cfg: RewardConfig, strategy: str = "PACK") -> None:
+    """Load balancing and restart accounting over the reward role's actors (RewardWorker)."""
+
+    def __init__(self, group: ActorGroup, cfg: RewardConfig) -> None:
         self.cfg = cfg
-        self.group = ActorGroup("reward", RewardWorker, cfg.num_workers, cfg.num_cpus_per_worker,
-                                cfg.num_gpus_per_worker, strategy,
-                                args=(list(cfg.fns), cfg.torch_threads, cfg.on_error, cfg.fallback_value),
-                                actor_options={"max_restarts": cfg.max_restarts,
-                                               "max_task_retries": cfg.max_restarts})
-        self.in_flight = [0] * cfg.num_workers
-        self.pids: list[int | None] = [None] * cfg.num_workers
+        self.group = group
+        self.in_flight = [0] * len(group)
+        self.pids: list[int | None] = [None] * len(group)
         self.restarts = 0
 
     def __len__(self) -> int:
@@ -69,12 +67,10 @@ class RewardPool:
             self.in_flight[w] += 1
         return ticket
 
-    def gather(self, tickets: list[Ticket]) -> dict[str, Any]:
-        """Scores of every ticket in order: components, failures per function, worker seconds, restarts."""
-        components: dict[str, list[float]] = {}
-        failures: dict[str, int] = {}
-        errors: list[str] = []
-        seconds = 0.0
+    def gather(self, tickets: list[Ticket]) -> Scores:
+        """Scores of every ticket, in submission order, with failures per function, worker seconds, restarts."""
+        merged = Scores()
+        components = merged.components
         done = 0
         for ticket in tickets:
             for w, ref, n in ticket.parts:
@@ -88,24 +84,21 @@ class RewardPool:
                                       f"samples (reward.max_restarts={self.cfg.max_restarts}): {err}") from None
                 finally:
                     self.in_flight[w] -= 1
-                if self.pids[w] is not None and out["pid"] != self.pids[w]:
+                if self.pids[w] is not None and out.pid != self.pids[w]:
                     self.restarts += 1
                     log.warning("reward worker %d was restarted (pid %s -> %s); its batch was retried",
-                                w, self.pids[w], out["pid"])
-                self.pids[w] = out["pid"]
-                for k in list(components) + [k for k in out["components"] if k not in components]:
+                                w, self.pids[w], out.pid)
+                self.pids[w] = out.pid
+                for k in list(components) + [k for k in out.components if k not in components]:
                     components.setdefault(k, [self.cfg.fallback_value] * done)
-                    components[k].extend(out["components"].get(k, [self.cfg.fallback_value] * n))
-                for k, v in out["failures"].items():
-                    failures[k] = failures.get(k, 0) + v
-                errors.extend(out["errors"])
-                seconds += out["seconds"]
+                    components[k].extend(out.components.get(k, [self.cfg.fallback_value] * n))
+                for k, v in out.failures.items():
+                    merged.failures[k] = merged.failures.get(k, 0) + v
+                merged.errors.extend(out.errors)
+                merged.seconds += out.seconds
                 done += n
-        return {"components": components, "failures": failures, "errors": errors, "worker_seconds": seconds,
-                "restarts": self.restarts}
+        merged.restarts = self.restarts
+        return merged
 
-    def score(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    def score(self, samples: list[dict[str, Any]]) -> Scores:
         return self.gather([self.submit(samples)])
-
-    def kill(self) -> None:
-        self.group.kill()

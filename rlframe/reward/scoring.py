@@ -2,13 +2,29 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from rlframe.config.schema import RewardFnConfig
-from rlframe.reward.plugins import Components, PluginReward, RewardError, RewardShapeError, RewardTimeout
+from rlframe.errors import RewardError, RewardShapeError, RewardTimeout
+from rlframe.reward.plugins import Components, PluginReward
 
 ON_ERROR = ("raise", "fallback")
 NORMALIZE = ("none", "batch")
+
+
+@dataclass
+class Scores:
+    """Scores of a batch, aligned with its samples: each component's values, and how the scoring went."""
+    components: Components = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)      # per function, samples that fell back
+    errors: list[str] = field(default_factory=list)             # the first failure messages
+    seconds: float = 0.0                                        # the workers' compute time
+    pid: int | None = None                                      # the worker that scored (pool: unset)
+    restarts: int = 0                                           # pool: reward-worker restarts so far
+
+    def __len__(self) -> int:
+        return len(next(iter(self.components.values()))) if self.components else 0
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -32,8 +48,8 @@ class RewardSet:
         self.on_error = on_error
         self.fallback_value = float(fallback_value)
 
-    def score(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        """{"components": {name: values}, "failures": {fn name: count}, "errors": [first messages]}."""
+    def score(self, samples: list[dict[str, Any]]) -> Scores:
+        """Every configured function's components for `samples`, with failures counted per function."""
         components: Components = {}
         failures: dict[str, int] = {}
         errors: list[str] = []
@@ -51,7 +67,7 @@ class RewardSet:
                 components[k] = [v for p, sl in zip(parts, slices)
                                  for v in p.get(k, [self.fallback_value] * (sl.stop - sl.start))]
             failures[spec.name] = failed
-        return {"components": components, "failures": failures, "errors": errors}
+        return Scores(components, failures, errors)
 
     def _call(self, spec: RewardFnConfig, fn: Any, chunk: list[dict[str, Any]]) -> tuple[Components, int, list[str]]:
         try:

@@ -25,7 +25,7 @@ log = logging.getLogger("rlframe")
 def make_server(rewards: Any, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                 normalize: str = "none", max_samples: int = 65536) -> ThreadingHTTPServer:
     """A server scoring with `rewards` (a RewardSet); port 0 picks a free port (`server.server_address`)."""
-    from rlframe.reward.plugins import RewardError
+    from rlframe.errors import RewardError
     from rlframe.reward.scoring import combine
 
     lock = threading.Lock()
@@ -75,8 +75,9 @@ def make_server(rewards: Any, host: str = "127.0.0.1", port: int = 0, token: str
             t0 = time.perf_counter()
             try:
                 with lock:
-                    out = rewards.score(samples)
-                    out["total"] = combine(out["components"], rewards.specs, normalize)
+                    scores = rewards.score(samples)
+                out = {"components": scores.components, "failures": scores.failures, "errors": scores.errors,
+                       "total": combine(scores.components, rewards.specs, normalize)}
             except RewardError as err:
                 self._send(422, {"error": str(err)})
                 return
@@ -90,6 +91,9 @@ def make_server(rewards: Any, host: str = "127.0.0.1", port: int = 0, token: str
             log.debug("%s %s", self.address_string(), fmt % args)
 
     return ThreadingHTTPServer((host, port), Handler)
+
+
+HELP = "serve the configured reward functions over HTTP"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from rlframe.config import ConfigError, load_config
-    from rlframe.reward.plugins import RewardError
+    from rlframe.errors import RewardError
     from rlframe.reward.scoring import RewardSet
 
     try:

@@ -6,6 +6,7 @@ import time
 from typing import Any, Sequence
 
 from rlframe.config.schema import RewardFnConfig
+from rlframe.reward.scoring import RewardSet, Scores
 
 
 class RewardWorker:
@@ -14,17 +15,15 @@ class RewardWorker:
         import torch
 
         torch.set_num_threads(torch_threads)
-        from rlframe.reward.scoring import RewardSet
-
         self.rewards = RewardSet(fns, on_error, fallback_value)
         self.pid = os.getpid()
 
     def ready(self) -> int:
         return self.pid
 
-    def score(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    def score(self, samples: list[dict[str, Any]]) -> Scores:
         t0 = time.perf_counter()
         out = self.rewards.score(samples)
-        out["seconds"] = time.perf_counter() - t0
-        out["pid"] = self.pid
+        out.seconds = time.perf_counter() - t0
+        out.pid = self.pid
         return out

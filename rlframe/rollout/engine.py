@@ -1,10 +1,12 @@
 """What every rollout backend provides, and the sample it returns."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol, Sequence
 
 import torch
+
+from rlframe.data.rollout_batch import Completion
 
 
 @dataclass
@@ -16,19 +18,6 @@ class SamplingSettings:
     max_new_tokens: int = 256
     repetition_penalty: float = 1.0
     seed: int | None = None
-
-
-@dataclass
-class Completion:
-    prompt_index: int
-    token_ids: list[int]
-    # log-prob of each sampled token under the sampling distribution (after temperature)
-    logprobs: list[float]
-    text: str = ""
-    finish_reason: str = ""
-    # which of the prompt's n samples (streams may return groups out of order)
-    sample_index: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class Engine(Protocol):

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import asdict
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
-import ray
 import torch
 
 from rlframe.config.schema import RolloutConfig
-from rlframe.learner.weight_sync import Digest, iter_verified, tensor_bytes
-from rlframe.rollout.engine import Completion, Engine, SamplingSettings
+from rlframe.data.rollout_batch import Completion
+from rlframe.rollout.engine import Engine, SamplingSettings
+from rlframe.weight_sync.buckets import SyncPayload, SyncReceipt
+from rlframe.weight_sync.receiver import receive
 
 
 def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_id: int, pad_id: int) -> Engine:
@@ -23,7 +22,7 @@ def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_
         return VLLMEngine(model_path, dtype=dtype, max_model_len=v.max_model_len, seed=seed, on_gpu=on_gpu,
                           gpu_memory_utilization=v.gpu_memory_utilization,
                           tensor_parallel_size=v.tensor_parallel_size, enforce_eager=v.enforce_eager,
-                          cpu_kv_cache_gb=v.cpu_kv_cache_gb, enable_sleep_mode=v.enable_sleep_mode)
+                          cpu_kv_cache_gb=v.cpu_kv_cache_gb)
     from rlframe.rollout.hf_engine import HFEngine
 
     return HFEngine(model_path, dtype=dtype, device="cuda" if on_gpu else "cpu", eos_token_id=eos_id,
@@ -59,52 +58,30 @@ class RolloutWorker:
         return self.pid
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings,
-                 first_index: int = 0) -> list[dict[str, Any]]:
+                 first_index: int = 0) -> list[Completion]:
         """Completions for a slice of the step's prompts, grouped; indices are global (first_index + i)."""
-        t0 = time.perf_counter()
-        result = self._as_dicts(self.engine.generate(prompts, params), first_index)
-        if result:
-            result[0]["extra"]["generate_seconds"] = time.perf_counter() - t0
-        return result
+        return self._finish(self.engine.generate(prompts, params), first_index)
 
     def generate_stream(self, prompts: Sequence[Sequence[int]], params: SamplingSettings,
-                        first_index: int = 0) -> Iterator[list[dict[str, Any]]]:
+                        first_index: int = 0) -> Iterator[list[Completion]]:
         """Like `generate`, but yields whole groups as they finish (a Ray streaming generator), so that
         the controller can score them while the rest are still being sampled."""
         for part in self.engine.generate_stream(prompts, params):
-            yield self._as_dicts(part, first_index)
+            yield self._finish(part, first_index)
 
-    def _as_dicts(self, outs: list[Completion], first_index: int) -> list[dict[str, Any]]:
+    def _finish(self, outs: list[Completion], first_index: int) -> list[Completion]:
         texts = self.tokenizer.batch_decode([c.token_ids for c in outs], skip_special_tokens=True)
-        result = []
         for c, text in zip(outs, texts):
             c.text = text
             c.prompt_index += first_index
-            d = asdict(c)
-            d["weight_version"] = self.version
-            result.append(d)
-        return result
+            c.weight_version = self.version
+        return outs
 
-    def update_weights(self, version: int, bucket_refs: list[ray.ObjectRef], expected_digest: str | None) -> dict:
+    def update_weights(self, version: int, payload: SyncPayload) -> SyncReceipt:
         """Pull the buckets from the object store, stream them into the engine, verify."""
-        t0 = time.perf_counter()
-        digest = Digest() if expected_digest is not None else None
-        nbytes = 0
-
-        def buckets():
-            nonlocal nbytes
-            for ref in bucket_refs:
-                bucket = ray.get(ref)
-                nbytes += sum(tensor_bytes(t) for _, t in bucket)
-                yield bucket
-
-        self.engine.load_weights(iter_verified(buckets(), digest))
-        got = digest.hexdigest() if digest is not None else None
-        if expected_digest is not None and got != expected_digest:
-            raise RuntimeError(f"weight sync v{version}: checksum mismatch on generator pid {self.pid}: "
-                               f"received {got}, learner sent {expected_digest}")
+        receipt = receive(self.engine, payload, version, f"generator pid {self.pid}")
         self.version = version
-        return {"version": version, "bytes": nbytes, "seconds": time.perf_counter() - t0, "digest": got}
+        return receipt
 
     def weight_version(self) -> int:
         return self.version

@@ -5,18 +5,16 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from rlframe.data.multimodal import Prompt, rows_vision_kwargs, vision_special_ids
-from rlframe.learner.losses import token_logprobs
-from rlframe.rollout.engine import Completion, SamplingSettings
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from rlframe.data.rollout_batch import Completion
+from rlframe.models.loading import DTYPES, load_policy
+from rlframe.models.logprobs import token_logprobs
+from rlframe.models.multimodal import Prompt, rows_vision_kwargs, vision_special_ids
+from rlframe.rollout.engine import SamplingSettings
 
 
 class HFEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", device: str = "cpu",
                  eos_token_id: int | None = None, pad_token_id: int = 0, batch_size: int = 64) -> None:
-        from rlframe.models_vl import load_policy
-
         self.device = torch.device(device)
         self.model = load_policy(model_path, DTYPES[dtype]).to(self.device).eval()  # causal LM or VLM
         self.eos = eos_token_id if eos_token_id is not None else self.model.config.eos_token_id

@@ -6,7 +6,8 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from rlframe.rollout.engine import Completion, SamplingSettings, in_order
+from rlframe.data.rollout_batch import Completion
+from rlframe.rollout.engine import SamplingSettings, in_order
 
 
 def configure_vllm_env(on_gpu: bool, cpu_kv_cache_gb: int) -> None:
@@ -22,8 +23,7 @@ def configure_vllm_env(on_gpu: bool, cpu_kv_cache_gb: int) -> None:
 class VLLMEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
                  seed: int = 0, on_gpu: bool = False, gpu_memory_utilization: float = 0.5,
-                 tensor_parallel_size: int = 1, enforce_eager: bool = True, cpu_kv_cache_gb: int = 1,
-                 enable_sleep_mode: bool = False) -> None:
+                 tensor_parallel_size: int = 1, enforce_eager: bool = True, cpu_kv_cache_gb: int = 1) -> None:
         configure_vllm_env(on_gpu, cpu_kv_cache_gb)
         from vllm import LLM
 
@@ -33,7 +33,7 @@ class VLLMEngine:
                       # logprobs of the distribution actually sampled from (after temperature)
                       logprobs_mode="processed_logprobs")
         if on_gpu:
-            kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=enable_sleep_mode)
+            kwargs.update(gpu_memory_utilization=gpu_memory_utilization)
         self.llm = LLM(**kwargs)
         self._batches = 0
 
@@ -89,9 +89,3 @@ class VLLMEngine:
         sp = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
         out = self.llm.generate([TokensPrompt(prompt_token_ids=list(token_ids))], sp, use_tqdm=False)[0]
         return [float(step[t].logprob) for step, t in zip(out.prompt_logprobs[1:], token_ids[1:])]
-
-    def sleep(self) -> None:
-        self.llm.sleep(level=1)
-
-    def wake_up(self) -> None:
-        self.llm.wake_up()

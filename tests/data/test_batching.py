@@ -26,14 +26,14 @@ def test_collate_shapes_padding_and_loss_mask():
     completions = [[6, 9, 7, 7], [8, 8, 8]]   # row 0: EOS at index 1, then 2 tokens dropped
     out = collate(prompts, completions, pad_id=PAD, eos_id=EOS)
     # sequences: [1,2,3,6,9] (len 5) and [4,5,8,8,8] (len 5) -> L = 5, mask width L-1 = 4
-    assert out["input_ids"].tolist() == [[1, 2, 3, 6, 9], [4, 5, 8, 8, 8]]
-    assert out["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+    assert out.input_ids.tolist() == [[1, 2, 3, 6, 9], [4, 5, 8, 8, 8]]
+    assert out.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
     # position t scores token t+1: row 0 completion tokens sit at 3, 4 -> mask positions 2, 3
     # row 1 completion tokens at 2, 3, 4 -> mask positions 1, 2, 3
-    assert out["loss_mask"].tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
-    assert out["input_ids"].dtype == torch.long
-    assert out["attention_mask"].dtype == torch.long
-    assert out["loss_mask"].dtype == torch.float32
+    assert out.loss_mask.tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
+    assert out.input_ids.dtype == torch.long
+    assert out.attention_mask.dtype == torch.long
+    assert out.loss_mask.dtype == torch.float32
 
 
 def test_collate_right_pads_with_pad_id():
@@ -41,22 +41,22 @@ def test_collate_right_pads_with_pad_id():
     completions = [[7], [8, 9, 10]]          # EOS 9 in row 1 -> [8, 9]; 10 dropped
     out = collate(prompts, completions, pad_id=-1, eos_id=EOS)
     # seq 0 = [1,2,7] (3), seq 1 = [3,4,5,6,8,9] (6) -> L = 6
-    assert out["input_ids"].tolist() == [[1, 2, 7, -1, -1, -1], [3, 4, 5, 6, 8, 9]]
-    assert out["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]]
+    assert out.input_ids.tolist() == [[1, 2, 7, -1, -1, -1], [3, 4, 5, 6, 8, 9]]
+    assert out.attention_mask.tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]]
     # row 0: token 7 at index 2 -> mask position 1; row 1: tokens at 4, 5 -> positions 3, 4
-    assert out["loss_mask"].tolist() == [[0, 1, 0, 0, 0], [0, 0, 0, 1, 1]]
-    assert out["loss_mask"].shape == (2, 5)
+    assert out.loss_mask.tolist() == [[0, 1, 0, 0, 0], [0, 0, 0, 1, 1]]
+    assert out.loss_mask.shape == (2, 5)
     # every masked position t predicts a completion token: input_ids[:, 1:][mask] are exactly them
-    targets = out["input_ids"][:, 1:][out["loss_mask"].bool()]
+    targets = out.input_ids[:, 1:][out.loss_mask.bool()]
     assert targets.tolist() == [7, 8, 9]
 
 
 def test_collate_without_eos_id_keeps_everything_and_empty_completion():
     out = collate([[1, 2], [3]], [[9, 5], []], pad_id=PAD)
     # no eos_id: [1,2,9,5] (4) and [3] (1)
-    assert out["input_ids"].tolist() == [[1, 2, 9, 5], [3, 0, 0, 0]]
+    assert out.input_ids.tolist() == [[1, 2, 9, 5], [3, 0, 0, 0]]
     # L = 4 -> mask width 3; row 0 completion at 2, 3 -> positions 1, 2; empty completion -> nothing
-    assert out["loss_mask"].tolist() == [[0, 1, 1], [0, 0, 0]]
+    assert out.loss_mask.tolist() == [[0, 1, 1], [0, 0, 0]]
 
 
 def test_collate_length_mismatch_raises():

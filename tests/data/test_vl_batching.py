@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rlframe.data.batching import collate, split_even
-from rlframe.data.multimodal import (
+from rlframe.models.multimodal import (
     IMAGE_PAD, VISION_END, VISION_START, Prompt, batch_vision_kwargs, check_prompt, collate_images,
     expand_image_pads, expand_image_pads_text, image_token_counts, pack_images, pixels, unpad_images, vision_kwargs,
     vision_special_ids)
@@ -74,22 +74,22 @@ def test_collate_keeps_each_rows_images_under_any_row_slice():
             Prompt([5, 9, 9, 9, 6], _images([(1, 2, 2), (1, 4, 4)], 2)),
             [5, 6, 6]]                                                  # text only
     batch = collate(rows, [[1, 2], [3], [4, 2, 7], [2]], pad_id=0, eos_id=2)
-    assert batch["pixel_values"].shape == (4, 4 + 16, D) and batch["image_grid_thw"].shape == (4, 2, 3)
-    assert batch["image_grid_thw"][3].sum() == 0 and batch["pixel_values"][3].abs().sum() == 0
+    assert batch.pixel_values.shape == (4, 4 + 16, D) and batch.image_grid_thw.shape == (4, 2, 3)
+    assert batch.image_grid_thw[3].sum() == 0 and batch.pixel_values[3].abs().sum() == 0
     # the flat form is the rows' images concatenated in row order
-    pv, grid = unpad_images(batch["pixel_values"], batch["image_grid_thw"])
+    pv, grid = unpad_images(batch.pixel_values, batch.image_grid_thw)
     want_pv, want_grid = pack_images([getattr(r, "images", None) for r in rows])
     torch.testing.assert_close(pv, want_pv)
     assert grid.tolist() == want_grid.tolist() == [[1, 2, 2], [1, 2, 2], [1, 2, 2], [1, 2, 2], [1, 4, 4]]
     # data-parallel shards and micro-batches slice rows: every slice keeps exactly its rows' images
-    for sl in split_even(4, 2):
-        shard = {k: v[sl] for k, v in batch.items()}
-        pv, grid = unpad_images(shard["pixel_values"], shard["image_grid_thw"])
+    for sl, shard in zip(split_even(4, 2), batch.shards(2)):
+        pv, grid = unpad_images(shard.pixel_values, shard.image_grid_thw)
         want = pack_images([getattr(r, "images", None) for r in rows[sl]])
         torch.testing.assert_close(pv, want[0])
         assert grid.tolist() == want[1].tolist()
     # text-only batches are unchanged
-    assert set(collate([[5, 6]], [[1]], pad_id=0)) == {"input_ids", "attention_mask", "loss_mask"}
+    text = collate([[5, 6]], [[1]], pad_id=0)
+    assert text.pixel_values is None and text.image_grid_thw is None
 
 
 def test_collate_images_rejects_a_grid_that_does_not_match_the_pixels():
@@ -111,8 +111,8 @@ def test_vision_kwargs_mark_image_tokens_and_skip_text_models():
     kw = batch_vision_kwargs(_Cfg(), batch)
     assert kw["mm_token_type_ids"].tolist() == [[0, 1, 1, 1, 1, 0, 0, 0, 0]]
     assert kw["pixel_values"].shape == (16, D) and kw["image_grid_thw"].tolist() == [[1, 4, 4]]
-    assert vision_kwargs(object(), batch["input_ids"], kw["pixel_values"], kw["image_grid_thw"]) == {}
-    assert batch_vision_kwargs(_Cfg(), {"input_ids": batch["input_ids"]}) == {}
+    assert vision_kwargs(object(), batch.input_ids, kw["pixel_values"], kw["image_grid_thw"]) == {}
+    assert batch_vision_kwargs(_Cfg(), collate([[7, 3]], [[4]], pad_id=0)) == {}
     assert vision_special_ids(_Cfg()) == [7, 8, 9] and vision_special_ids(object()) is None
 
 
@@ -120,12 +120,12 @@ def test_vision_kwargs_mark_image_tokens_and_skip_text_models():
 def tiny_vl(tmp_path_factory):
     """A tiny Qwen2.5-VL (random weights) and the image task's tokenizer/prompts on a small synthetic set."""
     from rlframe.config.schema import DataConfig, ModelConfig
-    from rlframe.models import build_tiny_model
+    from rlframe.models.tiny import build_tiny_model
     from rlframe.tasks.preference.vl_task import token_ids
     from rlframe.tasks.registry import TASKS
 
     cache = tmp_path_factory.mktemp("vlcache")
-    task = TASKS["preference_images"](DataConfig(task="preference_images", num_train=8, num_eval=2, num_history=2,
+    task = TASKS.get("preference_images").build(DataConfig(task="preference_images", num_train=8, num_eval=2, num_history=2,
                                                  verify_images=False), cache)
     tok = task.tokenizer
     prompts = task.vision.attach(task.train, [tok(s["prompt"], add_special_tokens=False)["input_ids"]
@@ -158,8 +158,8 @@ def test_image_task_prompts_hold_the_images_in_the_papers_order(tiny_vl):
 def test_tiny_vl_generate_matches_the_learner_forward(tiny_vl):
     """Rows with different image counts, left-padded for generate and right-padded for the learner: the
     sampling log-probs equal the log-probs of a forward over the collated batch."""
-    from rlframe.learner.losses import token_logprobs
-    from rlframe.models_vl import load_policy
+    from rlframe.models.logprobs import token_logprobs
+    from rlframe.models.loading import load_policy
     from rlframe.rollout.engine import SamplingSettings
     from rlframe.rollout.hf_engine import HFEngine
 
@@ -178,12 +178,12 @@ def test_tiny_vl_generate_matches_the_learner_forward(tiny_vl):
     model = load_policy(path)
     model.eval()
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                        **batch_vision_kwargs(model.config, batch)).logits[:, :-1]
-        no_images = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    lp = token_logprobs(logits, batch["input_ids"][:, 1:])
+        no_images = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    lp = token_logprobs(logits, batch.input_ids[:, 1:])
     for i, o in enumerate(outs):
-        pos = batch["loss_mask"][i].nonzero().flatten()
+        pos = batch.loss_mask[i].nonzero().flatten()
         torch.testing.assert_close(lp[i, pos], torch.tensor(o.logprobs), atol=1e-4, rtol=0)
     assert (logits - no_images).abs().max() > 1e-3          # the pixels do reach the language model
     probe = engine.probe_logprobs(list(prompts[0]) + o.token_ids, prompts[0].images)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlframe.learner.losses import token_logprobs
+from rlframe.models.logprobs import token_logprobs
 from rlframe.rollout.engine import SamplingSettings
 
 pytestmark = pytest.mark.integration

@@ -19,9 +19,16 @@ SAMPLES = [{"id": f"s{i}", "prompt": "p", "completion": "ab" * i} for i in range
 
 
 def pool(*fns: RewardFnConfig, **cfg):
+    """The reward role as a run starts it: rlframe's role-map entry, then the pool over its actors."""
+    from rlframe.cluster.roles import Roles
+    from rlframe.config.schema import RLConfig
     from rlframe.reward.pool import RewardPool
+    from rlframe.trainer.roles import ROLES
 
-    p = RewardPool(RewardConfig(fns=list(fns), **cfg))
+    rc = RewardConfig(fns=list(fns), **cfg)
+    roles = Roles({"reward": ROLES["reward"]}, RLConfig(reward=rc))
+    p = RewardPool(roles.start("reward", (list(rc.fns), rc.torch_threads, rc.on_error, rc.fallback_value)), rc)
+    p.stop = roles.stop_all
     p.wait_ready()
     return p
 
@@ -32,12 +39,12 @@ def test_batches_spread_over_workers_in_order(ray_session):
         first = p.submit(SAMPLES[:4])
         second = p.submit(SAMPLES[4:])
         out = p.gather([first, second])
-        assert len(set(out["components"]["which_pid/pid"][:4])) == 2     # 4 samples went to both workers
-        assert out["components"]["format"] == [0.0] * 6                   # not the output format
-        assert out["failures"] == {"which_pid": 0, "format": 0} and out["restarts"] == 0
-        assert out["worker_seconds"] > 0
+        assert len(set(out.components["which_pid/pid"][:4])) == 2     # 4 samples went to both workers
+        assert out.components["format"] == [0.0] * 6                   # not the output format
+        assert out.failures == {"which_pid": 0, "format": 0} and out.restarts == 0
+        assert out.seconds > 0
     finally:
-        p.kill()
+        p.stop()
 
 
 def test_a_worker_that_dies_is_restarted_and_its_batch_retried(ray_session, tmp_path):
@@ -46,10 +53,10 @@ def test_a_worker_that_dies_is_restarted_and_its_batch_retried(ray_session, tmp_
     try:
         out = p.score(SAMPLES)
         assert marker.exists()                                           # it did die once
-        assert out["components"]["die_once"] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
-        assert out["restarts"] == 1
+        assert out.components["die_once"] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+        assert out.restarts == 1
     finally:
-        p.kill()
+        p.stop()
 
 
 def test_a_worker_that_keeps_dying_is_reported(ray_session):
@@ -58,7 +65,7 @@ def test_a_worker_that_keeps_dying_is_reported(ray_session):
         with pytest.raises(RewardError, match=r"reward worker 0 died 2 times on a batch of 6 samples"):
             p.score(SAMPLES)
     finally:
-        p.kill()
+        p.stop()
 
 
 def test_errors_name_function_and_sample_and_fallback_counts(ray_session):
@@ -67,18 +74,18 @@ def test_errors_name_function_and_sample_and_fallback_counts(ray_session):
         with pytest.raises(RewardError, match=r"reward 'fails_on_c' raised on sample 's1': ValueError: cannot score 'ac'"):
             p.score([{**s, "completion": s["completion"].replace("b", "c")} for s in SAMPLES])
     finally:
-        p.kill()
+        p.stop()
     p = pool(RewardFnConfig(name="fails_on_c", path=FNS), on_error="fallback", fallback_value=-1.0)
     try:
         out = p.score([{"id": "x", "completion": "abc"}, {"id": "y", "completion": "ab"}])
-        assert out["components"]["fails_on_c"] == [-1.0, 1.0] and out["failures"] == {"fails_on_c": 1}
+        assert out.components["fails_on_c"] == [-1.0, 1.0] and out.failures == {"fails_on_c": 1}
     finally:
-        p.kill()
+        p.stop()
 
 
 def test_a_reward_failing_mid_run_stops_it_after_a_checkpoint(ray_session, tmp_path, tiny_model_dir):
     from rlframe.config import load_config
-    from rlframe.controller import Controller
+    from rlframe.trainer.driver import Driver
 
     cfg = load_config([
         "trainer.stages=[grpo]", "data.num_train=32", "data.num_eval=4", "trainer.max_steps=3",
@@ -86,7 +93,7 @@ def test_a_reward_failing_mid_run_stops_it_after_a_checkpoint(ray_session, tmp_p
         "trainer.progress=false", "algorithm.kl_coef=0", f"run.output_dir={tmp_path / 'run'}",
         f"reward.fns=[{{name:judge,path:'{FNS}',function:FailsFromSecondCall}}]"])
     with pytest.raises(RewardError, match=r"reward 'judge' raised on .*ConnectionError: judge service unavailable"):
-        Controller(cfg).run()
+        Driver(cfg).run()
     assert (tmp_path / "run" / "checkpoint-1" / "config.json").exists()   # step 1's policy is kept
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["stage"] == "grpo"] == [1]

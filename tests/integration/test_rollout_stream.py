@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from rlframe.cluster.ray_cluster import ActorGroup
 from rlframe.config.schema import RolloutConfig
-from rlframe.controller import Controller
+from rlframe.data.rollout_batch import RolloutBatch
+from rlframe.trainer.driver import Driver
 from rlframe.rollout.engine import SamplingSettings
 from rlframe.rollout.generator import RolloutWorker
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("backend", ["vllm", "hf"])
-def test_stream_from_two_generators_yields_whole_groups(ray_session, tiny_model_dir, tmp_path, backend):
+def test_stream_from_two_generators_yields_whole_groups(ray_session, start_role, tiny_model_dir, tmp_path, backend):
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
@@ -25,19 +25,18 @@ def test_stream_from_two_generators_yields_whole_groups(ray_session, tiny_model_
     tok.save_pretrained(tmp_path / "tok")
     cfg = RolloutConfig(backend=backend, torch_threads=1)
     cfg.vllm.max_model_len = 256
-    group = ActorGroup("rollout", RolloutWorker, 2, 0.5, 0, "PACK",
-                       args=(tiny_model_dir, str(tmp_path / "tok"), cfg, "float32", 0, 2, 0))
-    try:
-        prompts = [[10 + i, 20 + i, 30 + i] for i in range(6)]
-        params = SamplingSettings(n=3, temperature=1.0, max_new_tokens=12)
-        chunks = list(Controller.generate_stream(SimpleNamespace(generators=group), prompts, params))
-        comps = [c for chunk in chunks for c in chunk]
-        assert Counter(c["prompt_index"] for c in comps) == {i: 3 for i in range(6)}   # every sample, once
-        for chunk in chunks:                                   # a chunk never splits a group
-            counts = Counter(c["prompt_index"] for c in chunk)
-            assert set(counts.values()) == {3}
-        for i in range(6):
-            assert sorted(c["sample_index"] for c in comps if c["prompt_index"] == i) == [0, 1, 2]
-        assert all(0 < len(c["token_ids"]) <= 12 and len(c["logprobs"]) == len(c["token_ids"]) for c in comps)
-    finally:
-        group.kill()
+    group = start_role("rollout", RolloutWorker, 2, (tiny_model_dir, str(tmp_path / "tok"), cfg, "float32", 0, 2, 0))
+    prompts = [[10 + i, 20 + i, 30 + i] for i in range(6)]
+    params = SamplingSettings(n=3, temperature=1.0, max_new_tokens=12)
+    chunks = list(Driver.generate_stream(SimpleNamespace(generators=group), prompts, params))
+    comps = [c for chunk in chunks for c in chunk]
+    assert Counter(c.prompt_index for c in comps) == {i: 3 for i in range(6)}   # every sample, once
+    for chunk in chunks:                                   # a chunk never splits a group
+        counts = Counter(c.prompt_index for c in chunk)
+        assert set(counts.values()) == {3}
+    # the rollout batch places every sample in its slot, whatever order the groups arrived in
+    batch = RolloutBatch([{"id": i} for i in range(6)], prompts, 3)
+    for chunk in chunks:
+        batch.add(chunk)
+    assert [(c.prompt_index, c.sample_index) for c in batch.done()] == [(i, k) for i in range(6) for k in range(3)]
+    assert all(0 < len(c.token_ids) <= 12 and len(c.logprobs) == len(c.token_ids) for c in comps)

@@ -29,7 +29,7 @@ def reward_set(*fns, on_error="raise", fallback=0.0):
 def score(*fns, samples=SAMPLES, **kw):
     rs = reward_set(*fns, **kw)
     out = rs.score(samples)
-    return out["components"], combine(out["components"], rs.specs), out
+    return out.components, combine(out.components, rs.specs), out
 
 
 def test_weighted_total():
@@ -125,15 +125,15 @@ def test_fallback_scores_only_the_failing_samples_and_counts_them():
     comps, total, out = score(("f", 1.0, fn), ("flag", 1.0, flag_fn), on_error="fallback", fallback=-1.0)
     assert comps["f"] == [2.0, -1.0, 2.0]
     assert comps["f/extra"] == [7.0, -1.0, 7.0]
-    assert out["failures"] == {"f": 1, "flag": 0}
+    assert out.failures == {"f": 1, "flag": 0}
     assert total == [3.0, 0.0, 2.0]
-    assert any("'s1'" in e and "cannot parse" in e for e in out["errors"])
+    assert any("'s1'" in e and "cannot parse" in e for e in out.errors)
 
 
 def test_fallback_replaces_a_nan():
     comps, _, out = score(("n", 1.0, lambda s: [math.nan if x["id"] == "s0" else 1.0 for x in s]),
                           on_error="fallback")
-    assert comps["n"] == [0.0, 1.0, 1.0] and out["failures"] == {"n": 1}
+    assert comps["n"] == [0.0, 1.0, 1.0] and out.failures == {"n": 1}
 
 
 def test_timeout_fails_the_call_without_per_sample_retries():
@@ -151,7 +151,7 @@ def test_timeout_fails_the_call_without_per_sample_retries():
         score(("slow", 1.0, slow, {"timeout_s": 0.2}))
     assert time.perf_counter() - t0 < 2.5          # it did not wait for the 3 s call
     comps, _, out = score(("slow", 1.0, slow, {"timeout_s": 0.2}), on_error="fallback", fallback=0.5)
-    assert comps["slow"] == [0.5, 0.5, 0.5] and out["failures"] == {"slow": 3}
+    assert comps["slow"] == [0.5, 0.5, 0.5] and out.failures == {"slow": 3}
     assert calls == [3, 3]              # one call each time: a timeout is not retried per sample
 
 

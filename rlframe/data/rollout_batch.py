@@ -1,0 +1,106 @@
+"""What flows between the roles in one step, typed, growing phase by phase (pure: torch only).
+
+    generators -> Completion (token ids, sampling log-probs, weight version)
+    driver     -> RolloutBatch: completions placed in their slot (prompt i's G samples at i*G .. i*G+G-1,
+                  so order holds by construction, whatever order streams deliver them in), then reward
+                  components and totals, then advantages
+    learners   <- TrainBatch: padded tensors (inputs, completion mask, advantages, sampling log-probs,
+                  images); each rank adds its reference / old log-probs itself
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from rlframe.data.batching import TrainBatch, collate
+
+
+@dataclass
+class Completion:
+    prompt_index: int
+    token_ids: list[int]
+    # log-prob of each sampled token under the sampling distribution (after temperature)
+    logprobs: list[float]
+    text: str = ""
+    finish_reason: str = ""
+    # which of the prompt's n samples (streams may return groups out of order)
+    sample_index: int = 0
+    # the generator's weight version that sampled it
+    weight_version: int = 0
+
+
+@dataclass
+class RolloutBatch:
+    """One step's prompts and their G samples each, in slot order; the driver fills it phase by phase."""
+    records: list[dict[str, Any]]                 # one data record per prompt
+    prompts: list[list[int]]                      # prompt token ids (Prompt with images for VLMs)
+    group_size: int
+    completions: list[Completion | None] = field(default_factory=list)
+    components: dict[str, list[float]] = field(default_factory=dict)
+    rewards: list[float] = field(default_factory=list)
+    advantages: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not self.completions:
+            self.completions = [None] * (len(self.prompts) * self.group_size)
+
+    def __len__(self) -> int:
+        return len(self.completions)
+
+    def add(self, completions: Iterable[Completion]) -> list[int]:
+        """Place completions in their slots; returns the slots (a slot filled twice is an error)."""
+        slots = []
+        for c in completions:
+            if not 0 <= c.sample_index < self.group_size or not 0 <= c.prompt_index < len(self.prompts):
+                raise ValueError(f"completion (prompt {c.prompt_index}, sample {c.sample_index}) is outside a batch "
+                                 f"of {len(self.prompts)} prompts x {self.group_size}")
+            slot = c.prompt_index * self.group_size + c.sample_index
+            if self.completions[slot] is not None:
+                raise ValueError(f"completion (prompt {c.prompt_index}, sample {c.sample_index}) arrived twice")
+            self.completions[slot] = c
+            slots.append(slot)
+        return slots
+
+    def done(self) -> list[Completion]:
+        """Every completion, in slot order (raises if one is missing)."""
+        missing = [i for i, c in enumerate(self.completions) if c is None]
+        if missing:
+            raise ValueError(f"{len(missing)} of {len(self)} samples never arrived (first slot {missing[0]})")
+        return self.completions  # type: ignore[return-value]
+
+    def record(self, slot: int) -> dict[str, Any]:
+        return self.records[slot // self.group_size]
+
+    def reward_samples(self, slots: Sequence[int]) -> list[dict[str, Any]]:
+        """What a reward function sees: the data record, the completion text and ids."""
+        return [{**self.record(s), "completion": self.completions[s].text,
+                 "completion_ids": self.completions[s].token_ids} for s in slots]
+
+    def set_scores(self, slots: Sequence[int], components: dict[str, list[float]], fill: float = 0.0) -> None:
+        """Components of `slots` (in that order); a component some chunks lack reads `fill` there."""
+        for name, values in components.items():
+            column = self.components.setdefault(name, [fill] * len(self))
+            for s, v in zip(slots, values, strict=True):
+                column[s] = v
+
+    def train_batch(self, pad_id: int, eos_id: int | None) -> TrainBatch:
+        """The learners' tensors: prompt + completion per slot, the advantages and the sampling log-probs."""
+        comps = self.done()
+        batch = collate([self.prompts[i // self.group_size] for i in range(len(self))],
+                        [c.token_ids for c in comps], pad_id, eos_id)
+        batch.advantages = self.advantages
+        batch.sample_logp = place_rows([c.logprobs for c in comps], batch.loss_mask)
+        return batch
+
+
+def place_rows(rows: Sequence[Sequence[float]], mask: torch.Tensor) -> torch.Tensor:
+    """Each row's per-token values at its target positions (the 1s of `mask`) in a tensor like `mask`."""
+    out = torch.zeros_like(mask)
+    for i, row in enumerate(rows):
+        pos = mask[i].nonzero().flatten()
+        k = min(len(row), len(pos))
+        out[i, pos[:k]] = torch.tensor(list(row[:k]), dtype=out.dtype)
+    return out
+
