@@ -34,6 +34,9 @@ def available() -> dict[str, str]:
     return out
 
 
+HELP = "run a benchmark from benchmarks/ and append its JSON line to benchmarks/results/"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("name", nargs="?", help="benchmark (benchmarks/NAME.py), or 'table' to regenerate "

@@ -21,13 +21,19 @@ COMMANDS = {
             "writes eval.json and eval.md",
 }
 
-# Other subcommands live in their own modules, each with `add_arguments(parser)` and `run(args) -> int`
-# (imported only when that subcommand runs, so `rlframe --help` stays fast).
-TOOL_COMMANDS: dict[str, tuple[str, str]] = {
-    "serve-reward": ("rlframe.reward.server", "serve the configured reward functions over HTTP"),
-    "bench": ("rlframe.bench", "run a benchmark from benchmarks/ and append its JSON line to benchmarks/results/"),
-    "data": ("rlframe.data.synth_cli", "data tools: `rlframe data synth` writes a synthetic-user data set (images + JSONL)"),
+# Other subcommands live in their own modules, each with `add_arguments(parser)`, `run(args) -> int` and a
+# one-line `HELP` (heavy imports stay inside `run`, so `rlframe --help` stays fast). Tasks add theirs through
+# the `rlframe.commands` entry points (rlframe's example task adds `rlframe data`).
+TOOL_COMMANDS: dict[str, str] = {
+    "serve-reward": "rlframe.reward.server",
+    "bench": "rlframe.bench",
 }
+
+
+def tool_commands() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {**TOOL_COMMANDS, **{ep.name: ep.value for ep in entry_points(group="rlframe.commands")}}
 
 
 def _groups_help() -> str:
@@ -51,10 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("overrides", nargs="*", help="Hydra overrides (key=value, group=option)")
         sp.add_argument("--cfg", choices=["job"], help="print the resolved configuration and exit")
         sp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    for name, (module, text) in TOOL_COMMANDS.items():
-        sp = sub.add_parser(name, help=text, description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, module in tool_commands().items():
+        mod = _tool_module(module)
+        sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(_module=module)
-        _tool_module(module).add_arguments(sp)
+        mod.add_arguments(sp)
     return p
 
 
@@ -76,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         build_parser().print_help()
         return 2
-    if args.command in TOOL_COMMANDS:
+    if getattr(args, "_module", None):
         _setup_logging(getattr(args, "verbose", False))
         return int(_tool_module(args._module).run(args) or 0)
     from rlframe.config import ConfigError, load_config, to_yaml
@@ -98,12 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # say it, rather than let DeepSpeed warn
-    from rlframe.controller import Controller
-
-    from rlframe.reward.plugins import RewardError
+    from rlframe.errors import RewardError
+    from rlframe.trainer.driver import Driver
 
     try:
-        run_dir = Controller(cfg).run("eval" if args.command == "eval" else "train")
+        run_dir = Driver(cfg).run("eval" if args.command == "eval" else "train")
     except ConfigError as err:
         print(f"rlframe {args.command}: {err}", file=sys.stderr)
         return 2

@@ -1,9 +1,10 @@
-"""Fast tests of rlframe/evaluation.py: per-subset metrics and the table, against hand-computed values."""
+"""Fast tests of rlframe/trainer/evaluation.py: per-subset metrics and the table, against hand-computed values."""
 from __future__ import annotations
 
 import pytest
 
-from rlframe.evaluation import markdown_table, subset_metrics
+from rlframe.tasks.preference.rewards import EVAL_METRICS
+from rlframe.trainer.evaluation import markdown_table, subset_metrics
 
 
 def test_subset_metrics_against_a_known_answer_file():
@@ -17,7 +18,7 @@ def test_subset_metrics_against_a_known_answer_file():
             fmt.append(1.0)
             sim.append(0.5 if split.startswith("SP") else 0.9)
     out = subset_metrics(samples, {"accuracy": acc, "format": fmt, "profile_cosine_raw": sim, "total": acc,
-                                   "profile_exact": [s / 2 for s in sim]})
+                                   "profile_exact": [s / 2 for s in sim]}, EVAL_METRICS)
     assert out["subsets"]["SP_ID"] == {"n": 4, "accuracy": 0.75, "format_valid": 1.0, "profile_similarity": 0.5,
                                        "profile_exact": 0.25}
     assert out["subsets"]["MP_ID"]["accuracy"] == pytest.approx(1 / 3)
@@ -30,5 +31,10 @@ def test_subset_metrics_against_a_known_answer_file():
 
 
 def test_records_without_split_form_one_subset_and_missing_metrics_are_left_out():
-    out = subset_metrics([{}, {"split": None}], {"accuracy": [1.0, 0.0]})
+    out = subset_metrics([{}, {"split": None}], {"accuracy": [1.0, 0.0]}, EVAL_METRICS)
     assert out == {"subsets": {"eval": {"n": 2, "accuracy": 0.5}}, "mean": {"accuracy": 0.5}}
+
+
+def test_a_task_without_metric_names_reports_every_component_under_its_own_name():
+    out = subset_metrics([{"split": "x"}, {"split": "y"}], {"exact": [1.0, 0.0], "length": [3.0, 5.0]})
+    assert out["mean"] == {"exact": 0.5, "length": 4.0}

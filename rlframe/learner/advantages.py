@@ -5,6 +5,8 @@ from typing import Callable
 
 import torch
 
+from rlframe.registry import Registry
+
 Estimator = Callable[[torch.Tensor, int, float], torch.Tensor]
 
 
@@ -34,8 +36,11 @@ def rloo(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Ten
     return (g - others).view(-1)
 
 
-ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {"grpo": grpo, "dr_grpo": dr_grpo, "rloo": rloo}
+# `algorithm.name` picks one; a plugin adds its own with ADVANTAGE_ESTIMATORS.register("name", fn)
+ADVANTAGE_ESTIMATORS: Registry[Estimator] = Registry("advantage estimator")
+for _name, _fn in {"grpo": grpo, "dr_grpo": dr_grpo, "rloo": rloo}.items():
+    ADVANTAGE_ESTIMATORS.register(_name, _fn)
 
 
 def compute_advantages(name: str, rewards: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
-    return ADVANTAGE_ESTIMATORS[name](rewards, group_size, eps)
+    return ADVANTAGE_ESTIMATORS.get(name)(rewards, group_size, eps)

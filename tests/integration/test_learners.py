@@ -6,96 +6,88 @@ import random
 import pytest
 import torch
 
-from rlframe.cluster.ray_cluster import ActorGroup
+from rlframe.cluster.roles import ActorGroup
 from rlframe.config.schema import AlgorithmConfig, LearnerConfig
-from rlframe.data.batching import collate, split_even
+from rlframe.data.batching import TrainBatch, collate
 from rlframe.learner.learner import LearnerWorker
-from rlframe.learner.weight_sync import Digest
+from rlframe.weight_sync.buckets import Digest
 
 pytestmark = pytest.mark.integration
 WORLD = 2
 
 
-def start_learners(ray, model_dir: str, stage: int, ref: bool, lr: float = 1e-2) -> ActorGroup:
+def start_learners(ray, start_role, model_dir: str, stage: int, ref: bool, lr: float = 1e-2) -> ActorGroup:
     cfg = LearnerConfig(world_size=WORLD, zero_stage=stage, lr=lr, micro_batch_size=4, num_cpus_per_worker=0.5)
-    group = ActorGroup("learner", LearnerWorker, WORLD, 0.5, 0, "PACK", per_rank_args=True,
-                       args=[(r, WORLD, cfg, ".cache") for r in range(WORLD)])
+    group = start_role("learner", LearnerWorker, WORLD, [(r, WORLD, cfg, ".cache") for r in range(WORLD)],
+                       per_rank_args=True)
     addr, port = ray.get(group.actors[0].master_address.remote())
     infos = group.run("setup", addr, port, model_dir, "float32", 2, model_dir if ref else None)
     assert [i["backend"] for i in infos] == ["gloo", "gloo"]
     return group
 
 
-def fixed_batch(n: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+def fixed_batch(n: int = 16, seed: int = 0) -> TrainBatch:
     rng = random.Random(seed)
     prompts = [[rng.randrange(3, 500) for _ in range(rng.randrange(4, 9))] for _ in range(n)]
     comps = [[rng.randrange(3, 500) for _ in range(rng.randrange(3, 7))] + [2, 77, 78] for _ in range(n)]
     return collate(prompts, comps, pad_id=0, eos_id=2)
 
 
-def shards(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-    n = batch["input_ids"].shape[0]
-    return [{k: v[sl] for k, v in batch.items()} for sl in split_even(n, WORLD)]
+def shards(batch: TrainBatch) -> list[TrainBatch]:
+    return batch.shards(WORLD)
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_zero_learners_train_and_gather(ray_session, tiny_model_dir, tmp_path, stage):
+def test_zero_learners_train_and_gather(ray_session, start_role, tiny_model_dir, tmp_path, stage):
     ray = ray_session
-    group = start_learners(ray, tiny_model_dir, stage, ref=True)
-    try:
-        batch = fixed_batch()
-        # SFT on a fixed batch: the loss must fall
-        losses = []
-        for _ in range(6):
-            ms = ray.get(group.call_each("sft_step", [(sh, 1e-2) for sh in shards(batch)]))
-            losses.append(sum(m["loss"] for m in ms) / WORLD)
-        assert losses[-1] < losses[0] - 0.5, losses
+    group = start_learners(ray, start_role, tiny_model_dir, stage, ref=True)
+    batch = fixed_batch()
+    # SFT on a fixed batch: the loss must fall
+    losses = []
+    for _ in range(6):
+        ms = ray.get(group.call_each("sft_step", [(sh, 1e-2) for sh in shards(batch)]))
+        losses.append(sum(m["loss"] for m in ms) / WORLD)
+    assert losses[-1] < losses[0] - 0.5, losses
 
-        # GRPO: positive advantages on half the batch; KL to the frozen reference is now > 0
-        batch["advantages"] = torch.tensor([1.0, -1.0] * 8)
-        batch["sample_logp"] = torch.zeros_like(batch["loss_mask"])
-        refs = ray.get(group.call_each("ref_logprobs", [(sh, 1.0) for sh in shards(batch)]))
-        parts = shards(batch)
-        for sh, r in zip(parts, refs):
-            assert r is not None and r.shape == sh["loss_mask"].shape
-            sh["ref_logp"] = r
-        algo = AlgorithmConfig(kl_coef=0.04)
-        ms = ray.get(group.call_each("grpo_step", [(sh, 1e-3, algo, 1.0) for sh in parts]))
-        for m in ms:
-            assert m["kl"] > 0 and torch.isfinite(torch.tensor(m["loss"]))
-            assert m["grad_norm"] > 0
+    # RL: one call per rank does the reference pass and the update; positive advantages on half the
+    # batch; KL to the frozen reference (the SFT steps moved the policy away from it) is > 0
+    batch.advantages = torch.tensor([1.0, -1.0] * 8)
+    batch.sample_logp = torch.zeros_like(batch.loss_mask)
+    algo = AlgorithmConfig(kl_coef=0.04)
+    ms = ray.get(group.call_each("rl_step", [(sh, 1e-3, algo, 1.0) for sh in shards(batch)]))
+    for m in ms:
+        assert m["kl"] > 0 and torch.isfinite(torch.tensor(m["loss"]))
+        assert m["grad_norm"] > 0 and m["timing/ref"] > 0 and m["timing/train"] > 0
 
-        # full weights: gathered (ZeRO-3 included), hashed, equal to what save_hf writes
-        out = group.run("gather_weights", 0.05, True)
-        assert out[1] is None
-        info = out[0]
-        buckets = ray.get(info["refs"])
-        assert len(buckets) > 1  # 0.05 MB buckets split the 2.6 MB model
-        named = [nt for b in buckets for nt in b]
-        digest = Digest()
-        digest.update(named)
-        assert digest.hexdigest() == info["digest"]
-        assert info["bytes"] == sum(t.numel() * t.element_size() for _, t in named)
-        from transformers import AutoModelForCausalLM
+    # full weights: gathered (ZeRO-3 included), hashed, equal to what save_hf writes
+    out = group.run("gather_weights", 0.05, True)
+    assert out[1] is None
+    info = out[0]
+    buckets = ray.get(info.refs)
+    assert len(buckets) > 1  # 0.05 MB buckets split the 2.6 MB model
+    named = [nt for b in buckets for nt in b]
+    digest = Digest()
+    digest.update(named)
+    assert digest.hexdigest() == info.digest
+    assert info.bytes == sum(t.numel() * t.element_size() for _, t in named)
+    from transformers import AutoModelForCausalLM
 
-        ref_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        shapes = {n: tuple(t.shape) for n, t in ref_model.state_dict().items()}
-        assert {n: tuple(t.shape) for n, t in named} == shapes  # full, unsharded, tied alias included
-        group.run("save_hf", str(tmp_path / "saved"))
-        saved = AutoModelForCausalLM.from_pretrained(tmp_path / "saved").state_dict()
-        for n, t in named:
-            assert torch.equal(saved[n], t), n
-        assert not torch.equal(saved["model.norm.weight"], ref_model.state_dict()["model.norm.weight"]) or \
-            not torch.equal(saved["model.embed_tokens.weight"], ref_model.state_dict()["model.embed_tokens.weight"])
-    finally:
-        group.kill()
+    ref_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    shapes = {n: tuple(t.shape) for n, t in ref_model.state_dict().items()}
+    assert {n: tuple(t.shape) for n, t in named} == shapes  # full, unsharded, tied alias included
+    group.run("save_hf", str(tmp_path / "saved"))
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "saved").state_dict()
+    for n, t in named:
+        assert torch.equal(saved[n], t), n
+    assert not torch.equal(saved["model.norm.weight"], ref_model.state_dict()["model.norm.weight"]) or \
+        not torch.equal(saved["model.embed_tokens.weight"], ref_model.state_dict()["model.embed_tokens.weight"])
 
 
-def test_reference_model_is_skipped_without_kl(ray_session, tiny_model_dir):
+def test_without_a_reference_there_is_no_kl_term(ray_session, start_role, tiny_model_dir):
     ray = ray_session
-    group = start_learners(ray, tiny_model_dir, 2, ref=False)
-    try:
-        batch = fixed_batch(8)
-        assert ray.get(group.call_each("ref_logprobs", [(sh, 1.0) for sh in shards(batch)])) == [None, None]
-    finally:
-        group.kill()
+    group = start_learners(ray, start_role, tiny_model_dir, 2, ref=False)
+    batch = fixed_batch(8)
+    batch.advantages = torch.tensor([1.0, -1.0] * 4)
+    batch.sample_logp = torch.zeros_like(batch.loss_mask)
+    ms = ray.get(group.call_each("rl_step", [(sh, 1e-3, AlgorithmConfig(kl_coef=0.04), 1.0) for sh in shards(batch)]))
+    assert [m["kl"] for m in ms] == [0.0, 0.0] and all(m["loss"] != 0 for m in ms)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rlframe.config import load_config
-from rlframe.controller import Controller
+from rlframe.trainer.driver import Driver
 from rlframe.tracking import read_metrics
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(tmp_path: Path, *overrides: str) -> tuple[Path, list[dict]]:
     cfg = load_config([*SMALL, f"run.output_dir={tmp_path / 'run'}", *overrides])
-    run_dir = Controller(cfg).run()
+    run_dir = Driver(cfg).run()
     return run_dir, read_metrics(run_dir / "metrics.jsonl")
 
 
@@ -43,8 +43,8 @@ def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_pat
         assert r["weight_sync/bytes"] > 2_000_000
         assert 0 < r["response_length"] <= 48
         assert r["kl"] >= 0
-    # one version per sync: SFT evaluations at steps 2 and 4 (v1, v2), then one per GRPO update
-    assert [r["weight_sync/version"] for r in grpo] == [3, 4]
+    # one version per sync: SFT evaluations at steps 2 and 4 (v1, v2), GRPO's first sync (v3), one per update
+    assert [r["weight_sync/version"] for r in grpo] == [4, 5]
     syncs = [r for r in rows if r["stage"] == "weight_sync"]
     assert syncs and syncs[0]["weight_sync/probe_max_abs_diff"] < 1e-3
     evals = [r for r in rows if r["stage"] == "eval"]
@@ -79,7 +79,7 @@ def check_eval(run_dir: Path, tmp_path: Path) -> None:
 
     cfg = load_config([*SMALL, f"model.init_from={run_dir / 'final'}", f"run.output_dir={tmp_path / 'eval'}",
                        "eval.num_history=[3,5]", "eval.max_new_tokens=32"])
-    out = Controller(cfg).run("eval")
+    out = Driver(cfg).run("eval")
     result = json.loads((out / "eval.json").read_text())
     assert result["settings"]["repetition_penalty"] == 1.15 and result["settings"]["max_new_tokens"] == 32
     preds = [json.loads(line) for line in (out / "eval_predictions.jsonl").read_text().splitlines()]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rlframe.config import load_config
-from rlframe.controller import Controller
+from rlframe.trainer.driver import Driver
 from rlframe.tracking import read_metrics
 
 pytestmark = pytest.mark.integration
@@ -16,12 +16,12 @@ TINY = ["experiment=preferthinker_tiny_vl", "data.num_train=32", "data.num_eval=
         "trainer.sft.steps=6", "trainer.sft.batch_size=8", "trainer.sft.warmup_steps=1",
         "trainer.max_steps=2", "trainer.prompts_per_step=2", "algorithm.group_size=2",
         "rollout.max_new_tokens=16", "trainer.eval_every=2", "trainer.progress=false",
-        "trainer.loggers=[jsonl]", "reward.stream_batch=0"]
+        "trainer.loggers=[]", "reward.stream_batch=0"]
 
 
-def test_vl_sft_then_grpo_through_the_controller(ray_session, tmp_path: Path):
+def test_vl_sft_then_grpo_through_the_driver(ray_session, tmp_path: Path):
     cfg = load_config([*TINY, f"run.output_dir={tmp_path / 'run'}", f"run.cache_dir={tmp_path / 'cache'}"])
-    run_dir = Controller(cfg).run()
+    run_dir = Driver(cfg).run()
     rows = read_metrics(run_dir / "metrics.jsonl")
     sft = [r for r in rows if r["stage"] == "sft"]
     grpo = [r for r in rows if r["stage"] == "grpo"]
@@ -44,7 +44,7 @@ def test_vl_sft_then_grpo_through_the_controller(ray_session, tmp_path: Path):
     import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-    from rlframe.data.multimodal import IMAGE_PAD, batch_vision_kwargs
+    from rlframe.models.multimodal import IMAGE_PAD, batch_vision_kwargs
     from rlframe.data.batching import collate
 
     final = run_dir / "final"
@@ -53,11 +53,11 @@ def test_vl_sft_then_grpo_through_the_controller(ray_session, tmp_path: Path):
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     assert tok.convert_tokens_to_ids(IMAGE_PAD) == model.config.image_token_id
     assert any(n.startswith("model.visual.") for n, _ in model.named_parameters())
-    ctl = Controller(cfg)
+    ctl = Driver(cfg)
     ctl.run_dir = tmp_path / "again"
     ctl.prepare()          # cached data set: reused, same prompts with images
     batch = collate(ctl.eval_prompts[:1], [[tok.eos_token_id]], tok.pad_token_id)
     with torch.no_grad():
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     **batch_vision_kwargs(model.config, batch))
     assert torch.isfinite(out.logits).all()

@@ -1,12 +1,11 @@
-"""Fast tests of the pure helpers of rlframe/controller.py (importing it imports ray but starts nothing)."""
+"""The learning-rate schedule (pure: rlframe/trainer/schedule.py)."""
 from __future__ import annotations
 
 import math
 
 import pytest
-import torch
 
-from rlframe.controller import _pad_rows, lr_at
+from rlframe.trainer.schedule import lr_at
 
 
 # ------------------------------------------------------------------------------------ lr_at
@@ -49,35 +48,6 @@ def test_cosine_after_warmup():
     assert lr_at(5, 3, 1.0, 3, "cosine", 0.1) == 1.0
 
 
-# ------------------------------------------------------------------------------------ _pad_rows
-def test_pad_rows_places_values_at_mask_positions():
-    like = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.float32)
-    rows = [[-0.5, -1.5], [-1.0, -2.0, -3.0, -4.0], []]
-    out = _pad_rows(rows, like)
-    assert out.dtype == torch.float32 and out.shape == (3, 5)
-    assert out.tolist() == [[0.0, 0.0, -0.5, -1.5, 0.0],
-                            [0.0, -1.0, -2.0, -3.0, -4.0],
-                            [0.0, 0.0, 0.0, 0.0, 0.0]]
-
-
-def test_pad_rows_truncates_extra_values_and_leaves_missing_zero():
-    like = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 0]], dtype=torch.float32)
-    # row 0 has 3 values (e.g. log-probs of tokens after EOS) for 2 positions -> first 2 kept
-    # row 1 has 1 value for 3 positions -> the other 2 stay 0
-    out = _pad_rows([[-0.25, -0.75, -9.0], [-2.0]], like)
-    assert out.tolist() == [[0.0, -0.25, -0.75, 0.0], [-2.0, 0.0, 0.0, 0.0]]
-
-
-@pytest.mark.parametrize("overrides, expected", [
-    ([], True),                                                       # SFT then GRPO
-    (["trainer.stages=[sft]"], True),                                 # `rlframe sft` evaluates during SFT
-    (["trainer.stages=[sft]", "trainer.sft.eval_every=0", "trainer.sft.stop_threshold=null"], False),
-    (["trainer.stages=[grpo]"], True),
-])
-def test_generators_are_counted_whenever_they_are_started(overrides, expected):
-    """The CPUs Ray is started with must cover every role the run starts (a 2-core `rlframe sft` with
-    SFT evaluation once could not place its learners)."""
-    from rlframe.config import load_config
-    from rlframe.controller import Controller
-
-    assert Controller(load_config(overrides)).needs_generators() is expected
+def test_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
+        lr_at(0, 10, 1.0, 0, "linear")

@@ -1,0 +1,277 @@
+"""The driver process: set-up, the role groups, generation, scoring and weight sync, and the run's stages.
+
+The loops themselves are in sft.py and rl.py; this file holds what they share.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import ray
+import torch
+from omegaconf import OmegaConf
+
+from rlframe.cluster.ray_cluster import init_ray, shutdown_ray
+from rlframe.cluster.roles import ActorGroup, Roles
+from rlframe.config.schema import RLConfig
+from rlframe.data.batching import split_even
+from rlframe.data.rollout_batch import Completion, RolloutBatch
+from rlframe.errors import ConfigError, RewardError
+from rlframe.learner.learner import grad_accum_steps
+from rlframe.models.loading import model_source
+from rlframe.models.tiny import build_tiny_model
+from rlframe.reward.pool import RewardPool
+from rlframe.reward.scoring import Scores, combine
+from rlframe.rollout.engine import SamplingSettings
+from rlframe.tasks.registry import task_spec
+from rlframe.tracking import Tracker, format_summary, read_metrics, summarize
+from rlframe.trainer.evaluation import run_eval
+from rlframe.trainer.metrics import Timer, mean
+from rlframe.trainer.rl import run_rl
+from rlframe.trainer.roles import ROLES, needs_generators
+from rlframe.trainer.run_state import RunState
+from rlframe.trainer.sft import run_sft
+from rlframe.weight_sync.coordinator import WeightSync
+
+log = logging.getLogger("rlframe")
+
+
+class Driver:
+    def __init__(self, cfg: RLConfig) -> None:
+        self.cfg = cfg
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir = Path(cfg.run.output_dir or f"outputs/{cfg.run.name}-{stamp}").resolve()
+        self.cache_dir = Path(cfg.run.cache_dir or ".cache").resolve()
+        self.roles = Roles(ROLES, cfg, cfg.cluster.placement_strategy)
+        self.rewarders: RewardPool | None = None
+        self.tracker: Tracker | None = None
+        self.state = RunState()
+        self.weights = WeightSync(cfg.weight_sync)
+        self.owns_ray = False
+        self.last_checkpoint: str | None = None
+
+    @property
+    def generators(self) -> ActorGroup:
+        return self.roles["rollout"]
+
+    @property
+    def learners(self) -> ActorGroup:
+        return self.roles["learner"]
+
+    # ------------------------------------------------------------------ set-up
+    def prepare(self) -> None:
+        """Everything before Ray: run folder, resolved config, data, tokenizer, initial model."""
+        cfg = self.cfg
+        src = model_source(cfg.model)
+        if src is not None and not (Path(src) / "config.json").exists():
+            key = "model.init_from" if cfg.model.init_from else "model.path"
+            raise ConfigError(f"{key}={src!r}: not a Hugging Face model folder (no config.json there)")
+        for fn in cfg.reward.fns:   # reward workers may start elsewhere: pin files to where the run started
+            if fn.path:
+                fn.path = str(Path(fn.path).expanduser().resolve())
+            if fn.url:              # a reward service that is down should stop the run now, not after SFT
+                from rlframe.reward.remote import check_service
+
+                try:
+                    check_service(fn)
+                except RewardError as err:
+                    raise ConfigError(f"reward.fns: {err}") from None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        random.seed(cfg.run.seed)
+        torch.manual_seed(cfg.run.seed)
+        t0 = time.perf_counter()
+        self.task_spec = task_spec(cfg.data.task)
+        self.task = self.task_spec.build(cfg.data, self.cache_dir)
+        if src is not None and (Path(src) / "tokenizer_config.json").exists():
+            from transformers import AutoTokenizer
+
+            self.task.tokenizer = AutoTokenizer.from_pretrained(src)  # a checkpoint keeps its own tokenizer
+        tok = self.tokenizer = self.task.tokenizer
+        self.tokenizer_dir = self.run_dir / "tokenizer"
+        tok.save_pretrained(self.tokenizer_dir)
+        self.eos_id, self.pad_id = tok.eos_token_id, tok.pad_token_id
+        if src is None:
+            vision_ids = None if self.task.vision is None else self.task.vision.token_ids(tok)
+            src = str(build_tiny_model(cfg.model, len(tok), tok.bos_token_id, self.eos_id, self.pad_id,
+                                       self.run_dir / "init_model", seed=cfg.run.seed, vision_token_ids=vision_ids))
+        self.model_path = src
+        self.train_prompts = self.encode_prompts(self.task.train)
+        self.eval_prompts = self.encode_prompts(self.task.eval)
+        log.info("data: %d train / %d eval samples%s, vocab %d, prompt tokens %d-%d (%.1f s); model %s",
+                 len(self.task.train), len(self.task.eval),
+                 f" ({self.task.skipped} invalid records skipped)" if self.task.skipped else "", len(tok),
+                 min(map(len, self.train_prompts)), max(map(len, self.train_prompts)), time.perf_counter() - t0, src)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_prompts(self, records: list[dict[str, Any]], task: Any = None) -> list[list[int]]:
+        """Prompt token ids of `records`; for image tasks each prompt also carries its images' pixel inputs."""
+        vision = (task or self.task).vision
+        prompts = [self.encode(s["prompt"]) for s in records]
+        return prompts if vision is None else vision.attach(records, prompts, self.tokenizer)
+
+    def start_cluster(self) -> None:
+        cfg = self.cfg
+        self.owns_ray = init_ray(cfg.cluster, self.cache_dir, required_cpus=self.roles.required().get("CPU", 0.0))
+        self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+    def start_rollout_and_reward(self, model_path: str) -> None:
+        """Create generators and reward workers without waiting: their start-up overlaps SFT."""
+        cfg, r = self.cfg, self.cfg.rollout
+        self.roles.start("rollout", (model_path, str(self.tokenizer_dir), r, cfg.model.dtype, cfg.run.seed,
+                                     self.eos_id, self.pad_id))
+        rw = cfg.reward
+        self.rewarders = RewardPool(self.roles.start("reward", (list(rw.fns), rw.torch_threads, rw.on_error,
+                                                                rw.fallback_value)), rw)
+
+    def start_learners(self, model_path: str, ref_path: str | None, local_batch: int) -> None:
+        lc = self.cfg.learner
+        learners = self.roles.start("learner", [(rank, lc.world_size, lc, str(self.cache_dir))
+                                                for rank in range(lc.world_size)], per_rank_args=True)
+        self.weights.new_source()
+        addr, port = ray.get(learners.actors[0].master_address.remote())
+        infos = learners.run("setup", addr, port, model_path, self.cfg.model.dtype,
+                             grad_accum_steps(local_batch, lc.micro_batch_size), ref_path,
+                             self.cfg.model.gradient_checkpointing)
+        log.info("learners: %d x ZeRO-%d over %s, %.2fM parameters, ready in %.1f s%s", lc.world_size,
+                 lc.zero_stage, infos[0]["backend"], infos[0]["params"] / 1e6, max(i["seconds"] for i in infos),
+                 " (+ frozen reference)" if ref_path else "")
+
+    def wait_ready(self) -> None:
+        ray.get(self.generators.call("ready"))
+        self.rewarders.wait_ready()
+
+    # ------------------------------------------------------------------ generation and scoring
+    def generate(self, prompts: list[list[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
+        """Prompts split across the generators; yields each generator's completions (one part each)."""
+        slices = split_even(len(prompts), len(self.generators))
+        refs = [actor.generate.remote(prompts[sl], params, sl.start)
+                for actor, sl in zip(self.generators.actors, slices) if sl.stop > sl.start]
+        for ref in refs:
+            yield ray.get(ref)
+
+    def generate_stream(self, prompts: list[list[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
+        """Like `generate`, but yields whole groups from every generator as they finish (any order)."""
+        slices = split_even(len(prompts), len(self.generators))
+        pending = [actor.generate_stream.remote(prompts[sl], params, sl.start)
+                   for actor, sl in zip(self.generators.actors, slices) if sl.stop > sl.start]
+        while pending:
+            ready, _ = ray.wait(pending, num_returns=1)
+            for gen in ready:
+                try:
+                    ref = next(gen)
+                except StopIteration:
+                    pending.remove(gen)
+                    continue
+                yield ray.get(ref)
+
+    def rollout(self, batch: RolloutBatch, params: SamplingSettings, timer: Timer | None = None,
+                stream: int = 0) -> Scores:
+        """Generate the batch's samples and score them into it (components, then the weighted totals).
+
+        With `stream` > 0 finished groups go to the reward pool in chunks of at least `stream` samples while
+        the rest are generated; `reward_wait` is then the time left after the last completion."""
+        timer = timer or Timer()
+        tickets, slots, pending = [], [], []
+        with timer("generate"):
+            for part in (self.generate_stream if stream else self.generate)(batch.prompts, params):
+                pending += batch.add(part)
+                if stream and len(pending) >= stream:
+                    tickets.append(self.rewarders.submit(batch.reward_samples(pending)))
+                    slots, pending = slots + pending, []
+        with timer("reward_wait" if stream else "reward"):
+            if pending:
+                tickets.append(self.rewarders.submit(batch.reward_samples(pending)))
+                slots += pending
+            scores = self.rewarders.gather(tickets)
+        batch.done()
+        batch.set_scores(slots, scores.components, self.cfg.reward.fallback_value)
+        batch.rewards = combine(batch.components, self.cfg.reward.fns, self.cfg.reward.normalize)
+        for msg in scores.errors[:3]:
+            log.warning("reward fallback (reward.on_error=fallback): %s", msg)
+        return scores
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy decoding on the held-out records; every reward component's mean."""
+        params = SamplingSettings(n=1, temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens)
+        batch = RolloutBatch(self.task.eval, self.eval_prompts, 1)
+        self.rollout(batch, params)
+        return {f"eval/{k}": mean(v) for k, v in {**batch.components, "total": batch.rewards}.items()}
+
+    # ------------------------------------------------------------------ weights
+    def sync_weights(self) -> dict[str, float]:
+        """A new weight version from the learners to every generator (verified, probed when due)."""
+        self.state.weight_version += 1
+        return self.weights.sync(self.learners, self.generators, self.state.weight_version, self.probe_args())
+
+    def probe_args(self) -> tuple:
+        """A fixed held-out sequence (prompt + target) for the log-prob probe; a VLM's carries its images."""
+        prompt = self.eval_prompts[0]
+        images = getattr(prompt, "images", None)   # never cut a VLM prompt: its image tokens must stay whole
+        ids = (prompt + self.encode(self.task.eval[0].get("target", "")))[:128 if images is None else len(prompt) + 128]
+        return (ids,) if images is None else (ids, images)
+
+    def log_sync(self, sync: dict[str, float], step: int) -> None:
+        self.tracker.log({"step": step, "stage": "weight_sync", **sync})
+        log.info("weight sync v%d: %.2f MB in %.3f s, probe max |dlogp| %.2e", self.state.weight_version,
+                 sync["weight_sync/bytes"] / 1e6, sync["weight_sync/seconds"],
+                 sync.get("weight_sync/probe_max_abs_diff", float("nan")))
+
+    def save_policy(self, path: str) -> None:
+        self.learners.run("save_hf", path)
+        self.tokenizer.save_pretrained(path)
+        self.last_checkpoint = path
+        log.info("saved policy (Hugging Face format): %s", path)
+
+    # ------------------------------------------------------------------ the run
+    def run(self, mode: str = "train") -> Path:
+        """mode "train": trainer.stages in order; "eval": `rlframe eval` of the given model."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.prepare()
+        try:
+            self.start_cluster()
+            if mode == "eval":
+                self.start_rollout_and_reward(self.model_path)
+                self.wait_ready()
+                return run_eval(self)
+            policy = self.model_path
+            if needs_generators(cfg):
+                self.start_rollout_and_reward(policy)
+            for stage in cfg.trainer.stages:
+                self.state.enter(stage)
+                if stage == "sft":
+                    policy = run_sft(self)
+                else:
+                    run_rl(self, policy)
+                    policy = str(self.run_dir / "final")
+                    self.save_policy(policy)
+                self.roles.stop("learner")
+            if policy != self.model_path and Path(policy).name != "final":
+                shutil.copytree(policy, self.run_dir / "final", dirs_exist_ok=True)
+        except RewardError as err:
+            log.error("stopping the run: %s", err)
+            log.error("last checkpoint: %s", self.last_checkpoint or "(none yet)")
+            raise
+        finally:
+            if self.tracker is not None:
+                self.tracker.close()
+            self.roles.stop_all()
+            if self.owns_ray:
+                shutdown_ray()
+        summary = summarize(read_metrics(self.run_dir / "metrics.jsonl"))
+        summary["seconds"] = round(time.perf_counter() - t0, 1)
+        if self.task.skipped:
+            summary["skipped_records"] = self.task.skipped
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if "margin" in summary:
+            log.info("%s", format_summary(summary))
+        log.info("done in %.0f s: %s", summary["seconds"], self.run_dir)
+        return self.run_dir

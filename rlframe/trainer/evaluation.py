@@ -1,0 +1,88 @@
+"""`rlframe eval`: greedy decoding of the held-out sets through the rollout workers, metrics per subset.
+
+Subsets are the records' `split` field ("eval" when a record has none). Per subset, each reward component
+the task names in `TaskData.eval_metrics` (every component, under its own name, when the task names none),
+then their unweighted mean across subsets (the usual headline of multi-subset benchmarks).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rlframe.data.rollout_batch import RolloutBatch
+from rlframe.rollout.engine import SamplingSettings
+
+if TYPE_CHECKING:
+    from rlframe.trainer.driver import Driver
+
+log = logging.getLogger("rlframe")
+
+
+def subset_metrics(samples: list[dict[str, Any]], components: dict[str, list[float]],
+                   metrics: dict[str, str] | None = None) -> dict[str, Any]:
+    """{"subsets": {name: {n, metric: mean}}, "mean": {metric: unweighted mean over subsets}} (pure).
+
+    `metrics`: reward component -> reported name (None or empty: every component under its own name)."""
+    metrics = metrics or {k: k for k in components}
+    by_subset: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_subset.setdefault(str(s.get("split") or "eval"), []).append(i)
+    subsets = {}
+    for name in sorted(by_subset):
+        rows = by_subset[name]
+        subsets[name] = {"n": len(rows), **{metric: statistics.fmean(components[key][i] for i in rows)
+                                            for key, metric in metrics.items() if key in components}}
+    names = [m for m in metrics.values() if any(m in v for v in subsets.values())]
+    mean = {m: statistics.fmean(v[m] for v in subsets.values()) for m in names}
+    return {"subsets": subsets, "mean": mean}
+
+
+def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+    """One row per (num_history, subset), then the mean row of each sweep value."""
+    metrics = list(dict.fromkeys(m for r in results.values() for m in r["mean"]))
+    lines = ["| num_history | subset | n | " + " | ".join(metrics) + " |",
+             "|---|---|---|" + "---|" * len(metrics)]
+    for k, r in results.items():
+        for name, v in r["subsets"].items():
+            lines.append(f"| {k} | {name} | {v['n']} | " + " | ".join(f"{v[m]:.3f}" for m in metrics) + " |")
+        n = sum(v["n"] for v in r["subsets"].values())
+        lines.append(f"| {k} | **mean** | {n} | " + " | ".join(f"**{r['mean'][m]:.3f}**" for m in metrics) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_eval(d: Driver) -> Path:
+    """Evaluate `model.path` / `model.init_from` (the driver did the set-up); writes eval.json, eval.md
+    and eval_predictions.jsonl into the run folder."""
+    cfg = d.cfg
+    e = cfg.eval
+    params = SamplingSettings(n=1, temperature=0.0, max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
+                              repetition_penalty=e.repetition_penalty)
+    sweep = list(e.num_history) or [cfg.data.num_history]
+    results: dict[str, dict[str, Any]] = {}
+    with open(d.run_dir / "eval_predictions.jsonl", "w") as pred_file:
+        for k in sweep:
+            task = d.task if k == cfg.data.num_history else d.task_spec.build(replace(cfg.data, num_history=k),
+                                                                               d.cache_dir)
+            batch = RolloutBatch(task.eval, d.encode_prompts(task.eval, task), 1)
+            d.rollout(batch, params)
+            metrics = task.eval_metrics or {c: c for c in batch.components}
+            results[str(k)] = subset_metrics(task.eval, batch.components, metrics)
+            for j, (s, c) in enumerate(zip(task.eval, batch.done())):
+                pred_file.write(json.dumps({"num_history": k, "id": s.get("id"), "split": s.get("split") or "eval",
+                                            "answer": s.get("answer"), "completion": c.text,
+                                            **{m: batch.components[key][j] for key, m in metrics.items()
+                                               if key in batch.components}}) + "\n")
+            log.info("eval num_history=%d: %s", k, ", ".join(f"{m} {v:.3f}" for m, v in results[str(k)]["mean"].items()))
+    out = {"model": d.model_path, "settings": {"greedy": True, "max_new_tokens": params.max_new_tokens,
+                                                "repetition_penalty": params.repetition_penalty,
+                                                "rollout_workers": cfg.rollout.num_workers},
+           "num_history": results}
+    (d.run_dir / "eval.json").write_text(json.dumps(out, indent=2))
+    table = markdown_table(results)
+    (d.run_dir / "eval.md").write_text(f"# Evaluation of {d.model_path}\n\n{table}")
+    print(table, end="")
+    return d.run_dir

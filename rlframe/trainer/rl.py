@@ -1,0 +1,79 @@
+"""The RL stage (GRPO, Dr.GRPO, RLOO): one step = rollout -> rewards -> advantages -> learners -> weight sync.
+
+    sample prompts ─> generators (G samples each) ─> reward pool ─> advantages (here, on the driver: they
+    need every sample of a group) ─> learners (one call per rank: reference log-probs, then the update)
+    ─> weight sync to the generators ─> log (evaluate, save)
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import ray
+import torch
+
+from rlframe.data.rollout_batch import RolloutBatch
+from rlframe.errors import RewardError
+from rlframe.learner.advantages import compute_advantages
+from rlframe.rollout.engine import SamplingSettings
+from rlframe.trainer.metrics import Timer, merge_ranks, progress, reward_metrics
+from rlframe.trainer.schedule import lr_at
+
+if TYPE_CHECKING:
+    from rlframe.data.sampler import EpochSampler
+    from rlframe.trainer.driver import Driver
+
+
+def run_rl(d: Driver, policy_path: str) -> None:
+    cfg = d.cfg
+    a, t = cfg.algorithm, cfg.trainer
+    d.start_learners(policy_path, policy_path if a.kl_coef > 0 else None,
+                     t.prompts_per_step * a.group_size // cfg.learner.world_size)
+    d.wait_ready()
+    d.log_sync(d.sync_weights(), step=0)
+    if t.eval_every:
+        d.tracker.log({"step": 0, "stage": "eval", **d.evaluate()})
+    sampler = d.state.sampler("grpo", len(d.task.train), cfg.run.seed + 1)
+    params = SamplingSettings(n=a.group_size, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                              top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens)
+    bar = progress(t.max_steps, "grpo", t.progress)
+    for step in range(1, t.max_steps + 1):
+        metrics = rl_step(d, step, sampler, params)
+        bar.set_postfix(reward=f"{metrics['reward/total']:.3f}",
+                        acc=f"{metrics.get('reward/accuracy', float('nan')):.2f}")
+        bar.update()
+    bar.close()
+
+
+def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSettings) -> dict[str, float]:
+    cfg, a, t = d.cfg, d.cfg.algorithm, d.cfg.trainer
+    timer, t0 = Timer(), time.perf_counter()
+    idx = sampler.take(t.prompts_per_step)
+    batch = RolloutBatch([d.task.train[i] for i in idx], [d.train_prompts[i] for i in idx], a.group_size)
+    try:
+        scores = d.rollout(batch, params, timer, stream=cfg.reward.stream_batch)
+    except RewardError:
+        if step > 1:
+            d.save_policy(str(d.run_dir / f"checkpoint-{step - 1}"))
+        raise
+    batch.advantages = compute_advantages(a.name, torch.tensor(batch.rewards), a.group_size, a.adv_eps)
+    shards = batch.train_batch(d.pad_id, d.eos_id).shards(cfg.learner.world_size)
+    lr = lr_at(step - 1, t.max_steps, cfg.learner.lr, cfg.learner.warmup_steps, t.lr_schedule)
+    m = merge_ranks(ray.get(d.learners.call_each(
+        "rl_step", [(sh, lr, a, params.temperature, params.max_new_tokens) for sh in shards])))
+    timer.add("ref", m.pop("timing/ref"))
+    timer.add("train", m.pop("timing/train"))
+    with timer("weight_sync"):
+        sync = d.sync_weights()
+    d.state.step = step
+    metrics = {"step": step, "stage": "grpo", **reward_metrics(batch, scores), **m, **sync}
+    if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
+        with timer("eval"):
+            d.tracker.log({"step": step, "stage": "eval", **d.evaluate()})
+    if t.save_every and step % t.save_every == 0 and step < t.max_steps:
+        with timer("save"):
+            d.save_policy(str(d.run_dir / f"checkpoint-{step}"))
+    metrics.update(timer.metrics())
+    metrics["timing/step"] = round(time.perf_counter() - t0, 4)
+    d.tracker.log(metrics)
+    return metrics

@@ -1,0 +1,34 @@
+"""rlframe's role map: every role declared once. Placement, CPU accounting, start-up and shutdown all walk it
+(cluster/roles.py); adding a role (a critic, a second generator pool) is one entry here."""
+from __future__ import annotations
+
+from typing import Any
+
+from rlframe.cluster.roles import Resources, RoleSpec
+from rlframe.learner.learner import LearnerWorker
+from rlframe.reward.worker import RewardWorker
+from rlframe.rollout.generator import RolloutWorker
+
+
+def needs_generators(cfg: Any) -> bool:
+    """Whether a run starts generators and reward workers: for GRPO, or to evaluate during SFT."""
+    t = cfg.trainer
+    return "grpo" in t.stages or ("sft" in t.stages and bool(t.sft.eval_every))
+
+
+ROLES: dict[str, RoleSpec] = {
+    "rollout": RoleSpec(
+        "rollout", RolloutWorker, needed=needs_generators,
+        resources=lambda c: Resources(c.rollout.num_workers, c.rollout.num_cpus_per_worker,
+                                      c.rollout.num_gpus_per_worker)),
+    "reward": RoleSpec(
+        "reward", RewardWorker, needed=needs_generators,
+        resources=lambda c: Resources(c.reward.num_workers, c.reward.num_cpus_per_worker,
+                                      c.reward.num_gpus_per_worker),
+        # a reward worker that dies is restarted and its batch retried (reward/pool.py counts restarts)
+        options=lambda c: {"max_restarts": c.reward.max_restarts, "max_task_retries": c.reward.max_restarts}),
+    "learner": RoleSpec(
+        "learner", LearnerWorker,
+        resources=lambda c: Resources(c.learner.world_size, c.learner.num_cpus_per_worker,
+                                      c.learner.num_gpus_per_worker)),
+}

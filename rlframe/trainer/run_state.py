@@ -1,0 +1,62 @@
+"""Where a run is: stage, step, each stage's sampler position, the weight version, and the driver's RNG.
+
+Everything here is plain data with `state_dict` / `load_state_dict`, so that a checkpoint can hold it and a
+resumed run sees the same next prompts as an uninterrupted one (no Ray, no DeepSpeed).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlframe.data.sampler import EpochSampler
+
+
+def capture_rng() -> dict[str, Any]:
+    """The process's Python, NumPy and torch (CPU) generator states."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+@dataclass
+class RunState:
+    stage: str = ""
+    step: int = 0
+    weight_version: int = 0
+    samplers: dict[str, EpochSampler] = field(default_factory=dict)
+
+    def sampler(self, stage: str, size: int, seed: int) -> EpochSampler:
+        """The stage's sampler, created on first use (a restored one keeps its position)."""
+        if stage not in self.samplers:
+            self.samplers[stage] = EpochSampler(size, seed)
+        return self.samplers[stage]
+
+    def enter(self, stage: str) -> None:
+        self.stage, self.step = stage, 0
+
+    @property
+    def epoch(self) -> int:
+        s = self.samplers.get(self.stage)
+        return s.epoch if s is not None else 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "step": self.step, "weight_version": self.weight_version,
+                "samplers": {k: {"size": s.size, "seed": s.seed, **s.state_dict()} for k, s in self.samplers.items()},
+                "rng": capture_rng()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stage, self.step, self.weight_version = state["stage"], state["step"], state["weight_version"]
+        self.samplers = {}
+        for name, s in state["samplers"].items():
+            sampler = EpochSampler(s["size"], s["seed"])
+            sampler.load_state_dict(s)
+            self.samplers[name] = sampler
+        restore_rng(state["rng"])

@@ -1,0 +1,103 @@
+"""The shape of the package: no import cycles, the core never imports its example task, pure modules stay
+free of Ray / DeepSpeed / vLLM, and files stay small enough to read."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "rlframe"
+EXAMPLE = "rlframe.tasks.preference"
+CORE = ("rlframe.config", "rlframe.reward", "rlframe.rollout", "rlframe.learner", "rlframe.trainer",
+        "rlframe.cluster", "rlframe.data", "rlframe.models", "rlframe.weight_sync", "rlframe.registry",
+        "rlframe.errors", "rlframe.tracking", "rlframe.cli", "rlframe.tasks.registry")
+PURE = ("rlframe.errors", "rlframe.registry", "rlframe.config.schema", "rlframe.learner.losses",
+        "rlframe.learner.advantages", "rlframe.reward.scoring", "rlframe.reward.plugins", "rlframe.data.batching",
+        "rlframe.data.rollout_batch", "rlframe.data.sampler", "rlframe.trainer.schedule", "rlframe.trainer.run_state",
+        "rlframe.trainer.metrics", "rlframe.weight_sync.buckets", "rlframe.models.logprobs",
+        "rlframe.tasks.preference.parser", "rlframe.tasks.preference.rewards", "rlframe.tasks.registry")
+HEAVY = ("ray", "deepspeed", "vllm", EXAMPLE)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """rlframe modules `path` imports anywhere (functions included), except under `if TYPE_CHECKING:`."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for child in node.body for n in ast.walk(child)}
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in out if m.startswith("rlframe")}
+
+
+GRAPH = {module_name(p): imports(p) for p in PKG.rglob("*.py")}
+for deps in GRAPH.values():      # `from pkg import name` counts only when name is a module
+    deps.intersection_update(GRAPH)
+
+
+def test_no_import_cycles():
+    # the graph is the real one: function-level imports count, TYPE_CHECKING-only ones do not
+    assert "rlframe.trainer.rl" in GRAPH["rlframe.trainer.driver"]
+    assert "rlframe.trainer.driver" not in GRAPH["rlframe.trainer.rl"]
+    assert "rlframe.config.validate" in GRAPH["rlframe.config"]
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(GRAPH[m]):
+            if state.get(d) == 1:
+                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+            if d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(GRAPH):
+        if m not in state:
+            visit(m)
+
+
+def test_the_core_never_imports_the_example_task():
+    bad = {m: sorted(d for d in deps if d.startswith(EXAMPLE)) for m, deps in GRAPH.items()
+           if m.startswith(CORE) and any(d.startswith(EXAMPLE) for d in deps)}
+    assert not bad, bad
+    assert GRAPH["rlframe.errors"] == set()
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_modules_import_no_ray_deepspeed_vllm_or_example(module):
+    code = (f"import sys, json; import {module}; "
+            f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules and m != {module!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    if module.startswith(EXAMPLE):
+        loaded = [m for m in loaded if m != EXAMPLE]
+    assert loaded == [], f"{module} imports {loaded}"
+
+
+def test_files_and_package_stay_readable():
+    sizes = {str(p.relative_to(PKG.parent)): len(p.read_text().splitlines()) for p in PKG.rglob("*.py")}
+    assert {f: n for f, n in sizes.items() if n > 400} == {}
+    assert sum(sizes.values()) < 7000
