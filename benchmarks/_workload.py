@@ -18,12 +18,12 @@ ROLES = {"RolloutWorker": "generator", "LearnerWorker": "learner", "RewardWorker
 
 
 def prepare(name: str, overrides: list[str]) -> Any:
-    """A Controller after `prepare()`: the default run's tokenizer, prompts and (random) initial model."""
+    """A Driver after `prepare()`: the default run's tokenizer, prompts and (random) initial model."""
     from rlframe.config import load_config
-    from rlframe.controller import Controller
+    from rlframe.trainer.driver import Driver
 
     cfg = load_config([f"run.output_dir={OUT / name}", f"run.cache_dir={ROOT / '.cache'}", *overrides])
-    ctl = Controller(cfg)
+    ctl = Driver(cfg)
     ctl.prepare()
     return ctl
 
@@ -38,10 +38,7 @@ def start_ray(ctl: Any, cpus: float = 0) -> None:
 def stop_ray(ctl: Any) -> None:
     from rlframe.cluster.ray_cluster import shutdown_ray
 
-    for group in (ctl.learners, ctl.generators, ctl.rewarders):
-        if group is not None:
-            group.kill()
-    ctl.learners = ctl.generators = ctl.rewarders = None
+    ctl.roles.stop_all()
     if ctl.owns_ray:
         shutdown_ray()
 

@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from rlframe.cluster.ray_cluster import init_ray, shutdown_ray
     from rlframe.config.schema import ClusterConfig, RewardConfig, RewardFnConfig
+    from rlframe.cluster.roles import Roles
+    from rlframe.config.schema import RLConfig
     from rlframe.reward.pool import RewardPool
+    from rlframe.trainer.roles import ROLES
     from rlframe.tasks.preference.task import ProfileSimilarity
 
     torch.set_num_threads(1)
@@ -73,11 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     inproc_batched = ProfileSimilarity(shape="per_dimension")   # its own memo, as a worker has
     root = Path(__file__).resolve().parents[1]
     init_ray(ClusterConfig(num_cpus=max(2, max(args.workers) + 1)), root / ".cache")
-    pools = {}
+    pools, roles = {}, []
     try:
-        for w in args.workers:
-            pools[w] = RewardPool(RewardConfig(num_workers=w, torch_threads=1, num_cpus_per_worker=1,
-                                               num_gpus_per_worker=device_gpus, fns=[spec], stream_batch=0))
+        for w in args.workers:  # the reward role of a run, one pool of workers per worker count
+            rc = RewardConfig(num_workers=w, torch_threads=1, num_cpus_per_worker=1, num_gpus_per_worker=device_gpus,
+                              fns=[spec], stream_batch=0)
+            roles.append(Roles({"reward": ROLES["reward"]}, RLConfig(reward=rc)))
+            group = roles[-1].start("reward", ([spec], rc.torch_threads, rc.on_error, rc.fallback_value))
+            pools[w] = RewardPool(group, rc)
             pools[w].wait_ready()
         counter = {"i": 0}
 
@@ -100,15 +106,15 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
         # agreement: the pool and the per-sample loop compute the same rewards
         a = [x["profile_similarity"][0] for x in configs["per_sample"]()]
-        b = pools[args.workers[0]].score(current())["components"]["profile_similarity"]
+        b = pools[args.workers[0]].score(current()).components["profile_similarity"]
         max_diff = max(abs(x - y) for x, y in zip(a, b))
         bound = embedding_bound(current())
         memory = {"driver": peak_rss_mb(),
                   **{f"pool_w{w}_worker_max": max(peak_rss_mb_of(pid) or 0.0 for pid in p.pids)
                      for w, p in pools.items()}}
     finally:
-        for p in pools.values():
-            p.kill()
+        for r in roles:
+            r.stop_all()
         if ray.is_initialized():
             shutdown_ray()
     rates = {k: summarize(v) for k, v in runs.items()}

@@ -10,6 +10,7 @@ rollout layer keeps >= 95% of in-process vLLM's tokens/s with one worker.
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
@@ -39,11 +40,11 @@ def main() -> int:
     import torch
     from _workload import RoleMemory, prepare, start_ray, stop_ray
 
-    from rlframe.cluster.ray_cluster import ActorGroup
-    from rlframe.controller import Controller
+    from rlframe.cluster.roles import Roles
     from rlframe.rollout.engine import SamplingSettings
-    from rlframe.rollout.generator import RolloutWorker, make_engine, rollout_threads
+    from rlframe.rollout.generator import make_engine, rollout_threads
     from rlframe.rollout.hf_engine import HFEngine
+    from rlframe.trainer.roles import ROLES
 
     gpu = args.device == "cuda"
     ov = ["trainer.stages=[grpo]", f"data.num_train={max(args.batch_sizes)}", *args.overrides]
@@ -56,16 +57,19 @@ def main() -> int:
     threads = rollout_threads(r)  # the in-process engines get what one actor of a 1-worker group gets
     results: dict[str, dict] = {}
     with RoleMemory() as mem:
-        groups: dict = {}
+        pools: dict = {}
         start_ray(ctl, cpus=sum(args.workers) * r.num_cpus_per_worker)  # every group lives at once
         try:
-            groups = {w: ActorGroup("rollout", RolloutWorker, w, r.num_cpus_per_worker, r.num_gpus_per_worker,
-                                    cfg.cluster.placement_strategy,
-                                    args=(ctl.model_path, str(ctl.tokenizer_dir), r, cfg.model.dtype,
-                                          cfg.run.seed, ctl.eos_id, ctl.pad_id)) for w in args.workers}
             import ray
 
-            ray.get([a.ready.remote() for g in groups.values() for a in g.actors])
+            for w in args.workers:  # one generator role per worker count, each in a pool of its own
+                cfg_w = copy.deepcopy(cfg)
+                cfg_w.rollout.num_workers = w
+                pools[w] = Roles({"rollout": ROLES["rollout"]}, cfg_w, cfg.cluster.placement_strategy)
+                pools[w].start("rollout", (ctl.model_path, str(ctl.tokenizer_dir), r, cfg.model.dtype,
+                                           cfg.run.seed, ctl.eos_id, ctl.pad_id))
+            groups = {w: roles["rollout"] for w, roles in pools.items()}
+            ray.get([ref for g in groups.values() for ref in g.call("ready")])
             os.environ["OMP_NUM_THREADS"] = str(threads)  # what vLLM-CPU sizes its thread pool from
             torch.set_num_threads(threads)
             inproc = make_engine(ctl.model_path, r, cfg.model.dtype, cfg.run.seed, ctl.eos_id, ctl.pad_id)
@@ -74,19 +78,19 @@ def main() -> int:
                                                    pad_token_id=ctl.pad_id)
 
             def through_ray(workers: int, prompts, stream: bool = False):
-                ctl.generators = groups[workers]
-                if stream:  # what the GRPO loop uses when reward.stream_batch > 0 (groups as they finish)
-                    return [c for part in Controller.generate_stream(ctl, prompts, params) for c in part]
-                return Controller.generate(ctl, prompts, params)
+                ctl.roles.groups["rollout"] = groups[workers]
+                # stream: what the GRPO loop uses when reward.stream_batch > 0 (groups as they finish)
+                return [c for part in (ctl.generate_stream if stream else ctl.generate)(prompts, params)
+                        for c in part]
 
             for bs in args.batch_sizes:
                 prompts = ctl.train_prompts[:bs]
                 configs = {f"rlframe_ray_w{w}": (lambda p=prompts, w=w: through_ray(w, p)) for w in args.workers}
-                if 1 in groups and hasattr(Controller, "generate_stream"):
+                if 1 in groups:
                     configs["rlframe_ray_w1_stream"] = lambda p=prompts: through_ray(1, p, stream=True)
-                configs["vllm_inprocess"] = lambda p=prompts: [c.__dict__ for c in inproc.generate(p, params)]
+                configs["vllm_inprocess"] = lambda p=prompts: inproc.generate(p, params)
                 if hf is not None:
-                    configs["hf_generate"] = lambda p=prompts: [c.__dict__ for c in hf.generate(p, params)]
+                    configs["hf_generate"] = lambda p=prompts: hf.generate(p, params)
                 for fn in configs.values():  # warm-up: first calls pay allocations and kernel selection
                     fn()
                 runs = interleave({k: (lambda f=f: _measure(f)) for k, f in configs.items()}, args.repeats)
@@ -98,9 +102,9 @@ def main() -> int:
                       file=sys.stderr, flush=True)
             threads = torch.get_num_threads()  # what the in-process engines ran with
         finally:
-            ctl.generators = None
-            for g in groups.values():
-                g.kill()
+            ctl.roles.groups.pop("rollout", None)
+            for roles in pools.values():
+                roles.stop_all()
             stop_ray(ctl)
     default_bs = str(cfg.trainer.prompts_per_step if str(cfg.trainer.prompts_per_step) in results
                      else args.batch_sizes[-1])
@@ -137,7 +141,7 @@ def _measure(fn) -> tuple[float, float, float]:
     t0 = time.perf_counter()
     comps = fn()
     dt = time.perf_counter() - t0
-    tokens = sum(len(c["token_ids"]) for c in comps)
+    tokens = sum(len(c.token_ids) for c in comps)
     return tokens / dt, len(comps) / dt, tokens / max(1, len(comps))
 
 

@@ -6,7 +6,11 @@ learning rate, the same clipped token-level loss (TRL "dapo" = rlframe token_mea
 initial model, and the same cheap reward (the task's format reward). Each side runs in its own subprocess,
 interleaved rlframe, TRL, rlframe, TRL, ...; per-step time excludes start-up (reported apart).
 
-    rlframe bench step_time [--repeats 3] [--steps 6] [--quick] [--device cuda]
+    rlframe bench step_time [--repeats 3] [--steps 6] [--quick] [--device cuda] [--no-trl] [--baseline DIR]
+
+`--baseline DIR` adds a third side: the same rlframe run from another checkout of rlframe (an older commit,
+say `git worktree add DIR <sha>`), interleaved with this one, for a before/after of a change; the headline is
+then the median over interleaved pairs of baseline/current step time.
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--intermediate", type=int, default=1536)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--kl", type=float, default=0.04, help="KL beta (both frameworks then keep a reference model)")
+    p.add_argument("--no-trl", action="store_true", help="skip the TRL side (e.g. for a before/after only)")
+    p.add_argument("--baseline", metavar="DIR", help="another rlframe checkout to run interleaved with this one")
     p.add_argument("--worker", choices=["rlframe", "trl"], help=argparse_hidden())
     p.add_argument("--spec", help=argparse_hidden())
     args = p.parse_args(argv)
@@ -54,11 +60,11 @@ def argparse_hidden() -> str:
 
 # ---------------------------------------------------------------------- the two workers (subprocesses)
 def run_rlframe(spec: dict) -> dict:
-    """One `rlframe train` GRPO run through the Controller; per-step phases from its metrics.jsonl."""
+    """One `rlframe train` GRPO run through the Driver; per-step phases from its metrics.jsonl."""
     from _workload import OUT, RoleMemory
 
     from rlframe.config import load_config
-    from rlframe.controller import Controller
+    from rlframe.trainer.driver import Driver
 
     out = OUT / "step_time" / f"rlframe-{os.getpid()}"
     gpu = spec["device"] == "cuda"
@@ -67,12 +73,12 @@ def run_rlframe(spec: dict) -> dict:
         f"trainer.prompts_per_step={spec['prompts']}", f"data.num_train={spec['prompts']}",
         f"algorithm.group_size={spec['group_size']}", f"algorithm.kl_coef={spec['kl']}",
         f"rollout.max_new_tokens={spec['max_new_tokens']}", f"learner.lr={spec['lr']}", "learner.warmup_steps=0",
-        "trainer.eval_every=0", "trainer.progress=false", "trainer.loggers=[jsonl]",
+        "trainer.eval_every=0", "trainer.progress=false", "trainer.loggers=[]",
         "reward.fns=[{name: format, weight: 1.0}]", f"run.output_dir={out}",
         *(GPU_OVERRIDES if gpu else [])])
     t0 = time.perf_counter()
     with RoleMemory() as mem:
-        run_dir = Controller(cfg).run()
+        run_dir = Driver(cfg).run()
     total = time.perf_counter() - t0
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r.get("stage") == "grpo"]
@@ -90,9 +96,9 @@ def run_trl(spec: dict) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from _common import peak_rss_mb
-    from rlframe.reward.registry import load_builtin_rewards
+    from rlframe.reward.registry import REWARDS
 
-    fmt = load_builtin_rewards()["format"]()
+    fmt = REWARDS.get("format")()
 
     def format_reward(prompts, completions, **kw):
         out = fmt([{"completion": c} for c in completions])
@@ -148,16 +154,29 @@ def make_spec(args) -> dict:
     return spec
 
 
-def worker_run(kind: str, spec_path: Path) -> dict:
-    """Run one side in a fresh process: no state (threads, caches, Ray) leaks between the sides."""
+def worker_run(kind: str, spec_path: Path, tree: Path | None = None) -> dict:
+    """Run one side in a fresh process: no state (threads, caches, Ray) leaks between the sides.
+
+    With `tree` the rlframe worker runs from that checkout (its own benchmarks/step_time.py and rlframe/,
+    first on PYTHONPATH, so the driver and the Ray workers it starts import that tree's code)."""
+    root = Path(__file__).resolve().parents[1]
+    tree = (tree or root).resolve()
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, __file__, "--worker", kind, "--spec", str(spec_path)]
-    print(f"[step_time] {kind} run ...", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    if tree != root:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["RLFRAME_GIT_SHA"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, text=True,
+                                                capture_output=True).stdout.strip()
+    cmd = [sys.executable, str(tree / "benchmarks" / "step_time.py"), "--worker", kind, "--spec", str(spec_path)]
+    label = kind if tree == root else f"{kind}@{tree}"
+    print(f"[step_time] {label} run ...", file=sys.stderr, flush=True)
+    load = os.getloadavg()[0]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
     if proc.returncode != 0:
-        raise RuntimeError(f"{kind} worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{label} worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"[step_time] {kind}: steps {[round(s, 2) for s in res['step_seconds']]}", file=sys.stderr, flush=True)
+    res["load_avg_1m"] = [round(load, 2), round(os.getloadavg()[0], 2)]   # before and after the run
+    print(f"[step_time] {label}: steps {[round(s, 2) for s in res['step_seconds']]}, load {res['load_avg_1m']}",
+          file=sys.stderr, flush=True)
     return res
 
 
@@ -178,33 +197,46 @@ def main() -> int:
         return 0
     spec = make_spec(args)
     spec_path = Path(spec["out"]) / "spec.json"
-    runs = interleave({"rlframe": lambda: worker_run("rlframe", spec_path),
-                       "trl": lambda: worker_run("trl", spec_path)}, args.repeats)
+    sides = {"rlframe": lambda: worker_run("rlframe", spec_path)}
+    if args.baseline:
+        sides["baseline"] = lambda: worker_run("rlframe", spec_path, Path(args.baseline))
+    if not args.no_trl:
+        sides["trl"] = lambda: worker_run("trl", spec_path)
+    runs = interleave(sides, args.repeats)
     step = {k: summarize([steady(r) for r in v]) for k, v in runs.items()}
     startup = {k: summarize([r["total_seconds"] - sum(r["step_seconds"]) for r in v]) for k, v in runs.items()}
     phases = {ph: summarize([statistics_median(r["phases"][ph][1:] or r["phases"][ph]) for r in runs["rlframe"]])
               for ph in PHASES}
     memory = {k: {role: max(r["memory_mb"].get(role, 0.0) for r in v) for role in v[0]["memory_mb"]}
               for k, v in runs.items()}
-    # each interleaved pair ran side by side under the same load: its ratio is the robust statistic
-    pairs = [t / r for r, t in zip(step["rlframe"]["runs"], step["trl"]["runs"])]
-    speedup = statistics_median(pairs)
+    figures = ", ".join(f"{k} {step[k]['median']:.2f} s/step" for k in runs)
     record = {
         "config": {k: spec[k] for k in ("params", "steps", "prompts", "group_size", "max_new_tokens", "lr", "kl",
-                                        "prompt_tokens", "device")} | {"repeats": args.repeats, "quick": args.quick},
+                                        "prompt_tokens", "device")}
+        | {"repeats": args.repeats, "quick": args.quick, "baseline": args.baseline},
         "seconds_per_step": step, "startup_seconds": startup, "rlframe_phases": phases,
         "response_length": {k: summarize([statistics_median(r["response_length"]) for r in v])
                             for k, v in runs.items()},
-        "peak_rss_mb": memory, "trl_over_rlframe_step_time": speedup, "pair_ratios": pairs,
-        "ratio_of_medians": ratio(step["trl"], step["rlframe"]), "target": ">= 2.0 (median of pair ratios)",
-        "target_met": bool(speedup >= 2.0),
-        "headline": {"figures": f"rlframe {step['rlframe']['median']:.2f} s/step, TRL {step['trl']['median']:.2f} "
-                                f"s/step ({spec['params'] / 1e6:.0f}M params, {args.prompts}x{args.group_size} "
-                                f"samples x {args.max_new_tokens} tokens)",
-                     "ratios": {"TRL/rlframe step time (median of pairs)": speedup,
-                                "pairs": ", ".join(f"{x:.2f}" for x in pairs)},
-                     "target": "rlframe >= 2x faster", "target_met": bool(speedup >= 2.0)},
+        "load_avg_1m": {k: [r["load_avg_1m"] for r in v] for k, v in runs.items()},
+        "peak_rss_mb": memory,
+        "headline": {"figures": f"{figures} ({spec['params'] / 1e6:.0f}M params, {args.prompts}x{args.group_size} "
+                                f"samples x {args.max_new_tokens} tokens)", "ratios": {}},
     }
+    # each interleaved pair ran side by side under the same load: its ratio is the robust statistic
+    if "baseline" in runs:
+        pairs = [b / r for r, b in zip(step["rlframe"]["runs"], step["baseline"]["runs"])]
+        record |= {"baseline_over_rlframe_step_time": statistics_median(pairs), "baseline_pair_ratios": pairs}
+        record["headline"]["ratios"] |= {"baseline/current step time (median of pairs)": statistics_median(pairs),
+                                         "baseline pairs": ", ".join(f"{x:.2f}" for x in pairs)}
+    if "trl" in runs:
+        pairs = [t / r for r, t in zip(step["rlframe"]["runs"], step["trl"]["runs"])]
+        speedup = statistics_median(pairs)
+        record |= {"trl_over_rlframe_step_time": speedup, "pair_ratios": pairs,
+                   "ratio_of_medians": ratio(step["trl"], step["rlframe"]), "target": ">= 2.0 (median of pair ratios)",
+                   "target_met": bool(speedup >= 2.0)}
+        record["headline"]["ratios"] |= {"TRL/rlframe step time (median of pairs)": speedup,
+                                         "pairs": ", ".join(f"{x:.2f}" for x in pairs)}
+        record["headline"] |= {"target": "rlframe >= 2x faster", "target_met": bool(speedup >= 2.0)}
     plot(step, phases, args)
     emit("step_time", record, args)
     return 0
@@ -225,8 +257,11 @@ def plot(step: dict, phases: dict, args) -> None:
         bottom += v
     other = max(0.0, step["rlframe"]["median"] - bottom)
     ax.bar("rlframe", other, bottom=bottom, label="other", color="lightgrey")
-    ax.bar("TRL GRPOTrainer", step["trl"]["median"], color="black", label="TRL (total)")
-    for i, k in enumerate(("rlframe", "trl")):
+    others = {"baseline": ("baseline rlframe", "grey"), "trl": ("TRL GRPOTrainer", "black")}
+    for k, (label, color) in others.items():
+        if k in step:
+            ax.bar(label, step[k]["median"], color=color, label=f"{label} (total)")
+    for i, k in enumerate(k for k in ("rlframe", "baseline", "trl") if k in step):
         ax.errorbar(i, step[k]["median"], yerr=[[step[k]["median"] - step[k]["min"]],
                                                 [step[k]["max"] - step[k]["median"]]], color="red", capsize=4)
     ax.set_ylabel("seconds per GRPO step (median, min-max)")

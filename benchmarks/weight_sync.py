@@ -2,7 +2,7 @@
 
 For each model size (random-weight Qwen2s from the tiny default up to a few hundred million parameters),
 ZeRO-2 and ZeRO-3 learners (2 ranks) and several bucket sizes, the production path runs
-(Controller.sync_weights: gather full tensors, put buckets in Ray's object store, the vLLM actor pulls and
+(Driver.sync_weights: gather full tensors, put buckets in Ray's object store, the vLLM actor pulls and
 reloads them in place, checksum and version check). Interleaved with each, the same bytes in the same
 buckets go actor -> object store -> actor with a plain copy into a preallocated buffer: the raw speed of
 the transport on this machine at that moment. The ratio says how much of the transport the sync uses.
@@ -66,9 +66,6 @@ def main() -> int:
     import ray
     from _workload import OUT, RoleMemory, build_model, prepare, start_ray, stop_ray
 
-    from rlframe.cluster.ray_cluster import ActorGroup
-    from rlframe.rollout.generator import RolloutWorker
-
     gpu = args.device == "cuda"
     ov = ["trainer.stages=[grpo]", "data.num_train=16", "weight_sync.probe_every=0"]
     if gpu:  # one GPU: one learner rank beside the generator
@@ -76,6 +73,7 @@ def main() -> int:
                "rollout.vllm.gpu_memory_utilization=0.2"]
     ctl = prepare("weight_sync/prep", ov)
     cfg = ctl.cfg
+    cfg.rollout.num_workers = 1
     rows = []
     with RoleMemory() as mem:
         start_ray(ctl, cpus=cfg.learner.world_size * cfg.learner.num_cpus_per_worker + 3)
@@ -87,20 +85,16 @@ def main() -> int:
                 model, nparams = build_model(OUT / "weight_sync" / size, len(ctl.tokenizer), hidden, layers, inter,
                                              ctl.tokenizer)
                 r = cfg.rollout
-                ctl.generators = ActorGroup("rollout", RolloutWorker, 1, r.num_cpus_per_worker, r.num_gpus_per_worker,
-                                            cfg.cluster.placement_strategy,
-                                            args=(str(model), str(ctl.tokenizer_dir), r, cfg.model.dtype, 0,
-                                                  ctl.eos_id, ctl.pad_id))
+                ctl.roles.start("rollout", (str(model), str(ctl.tokenizer_dir), r, cfg.model.dtype, 0, ctl.eos_id,
+                                            ctl.pad_id))
                 ray.get(ctl.generators.call("ready"))
                 for stage in args.stages:
                     cfg.learner.zero_stage = stage
                     ctl.start_learners(str(model), None, 1)
-                    ctl.version += 1
                     first = ctl.sync_weights()  # warm-up, verified by the log-prob probe
                     for _ in range(args.repeats):
                         for bucket in args.buckets:
                             cfg.weight_sync.bucket_mb = bucket
-                            ctl.version += 1
                             s = ctl.sync_weights()
                             raw = _raw_copy(copier, int(s["weight_sync/bytes"]), int(bucket * 2**20))
                             rows.append({"size": size, "params": nparams, "zero_stage": stage, "bucket_mb": bucket,
@@ -111,9 +105,8 @@ def main() -> int:
                           f"{first.get('weight_sync/probe_max_abs_diff', float('nan')):.1e}, last "
                           f"{rows[-1]['seconds']:.3f} s vs raw {rows[-1]['raw_seconds']:.3f} s", file=sys.stderr,
                           flush=True)
-                    ctl.stop_learners()
-                ctl.generators.kill()
-                ctl.generators = None
+                    ctl.roles.stop("learner")
+                ctl.roles.stop("rollout")
         finally:
             for c in copier:
                 ray.kill(c)
