@@ -14,6 +14,19 @@ for key, value in {"VLLM_TARGET_DEVICE": "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING"
                    "HF_HUB_OFFLINE": "1", "TORCH_EXTENSIONS_DIR": str(CACHE / "torch_extensions")}.items():
     os.environ.setdefault(key, value)
 
+# Property-based tests (Hypothesis): a bounded default keeps the fast tier fast; the "large" profile is the
+# nightly-style run (HYPOTHESIS_PROFILE=large). Neither keeps a local example database in the checkout.
+try:
+    from hypothesis import HealthCheck, settings
+
+    _COMMON = dict(deadline=None, database=None, derandomize=False,
+                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    settings.register_profile("ci", max_examples=100, **_COMMON)
+    settings.register_profile("large", max_examples=3000, **_COMMON)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:   # hypothesis is in the test extra; without it only the property tests fail to import
+    pass
+
 VOCAB = 512
 EOS = 2
 PAD = 0

@@ -17,7 +17,7 @@ before its score; free text has no newline, tags or parentheses), then both tota
 ``parse_completion`` is tolerant (whitespace, typographic, single or missing quotes, tag case and spacing,
 ``ArtisticMedium`` / ``artistic medium`` for ``Artistic Medium``, missing or unclosed sections): it lists the
 sections it found in ``found`` and what was missing or malformed in ``errors``. The answer is read with the
-SPEC normalisation only (strip, trailing period, case), as the accuracy reward demands.
+paper's normalisation only (strip, trailing period, case), as the accuracy reward demands.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class ParsedCompletion:
     errors: list = field(default_factory=list)
     #: the addends written in ``total_score=a1+...+a5=T`` (None when absent)
     total_terms: dict = field(default_factory=lambda: {k: None for k in IMAGES})
-    #: sections present, in SPEC order: "preference profile", "non-preference profile", "think", "answer"
+    #: sections present, in output order: "preference profile", "non-preference profile", "think", "answer"
     found: list = field(default_factory=list)
 
 
@@ -98,8 +98,10 @@ def canonical_dimension(key: str) -> str | None:
     """The dimension a written key names ("art_styles", "Colour", ...), or None."""
     return _KEYS.get(_norm_key(key))
 
+# Keys and quoted values are bounded: an unbounded lazy run re-scans the rest of the text from every start
+# position, and a policy's 20 kB profile of plain words then took 8 s (found by tests/tasks/test_parser_fuzz.py).
 _PAIR_RE = re.compile(
-    r"""["']?\s*([A-Za-z][A-Za-z _\-]*?)\s*["']?\s*:\s*(?:"([^"<>]*)"|'([^'<>]*)'|([^,"'<>\n]*))"""
+    r"""["']?\s*([A-Za-z][A-Za-z _\-]{0,40}?)\s*["']?\s*:\s*(?:"([^"<>]{0,500})"|'([^'<>]{0,500})'|([^,"'<>\n]*))"""
 )
 # typographic quotes and odd spaces that models (and people) write for ASCII ones
 _CLEAN = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
@@ -107,7 +109,7 @@ _CLEAN = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '
 
 
 def normalize_answer(s: str | None) -> str:
-    """SPEC normalisation of an answer: strip, drop a trailing period, lowercase."""
+    """The paper's normalisation of an answer: strip, drop a trailing period, lowercase."""
     if s is None:
         return ""
     s = s.strip()
@@ -167,9 +169,11 @@ def _parse_profile(body: str) -> dict:
 
 
 _DIM_HEAD = re.compile(r"(Art\s*Styles?|Colou?r|Artistic\s*Medium|Saturation|Detail)\s*:", re.IGNORECASE)
-_IMG_SCORE = {k: re.compile(rf"{k.replace(' ', r'[ _]*')}[^()<>;]*?\(\s*(\d+)\s*\)", re.IGNORECASE) for k in IMAGES}
-_TOTAL = {k: re.compile(rf"{k.replace(' ', r'[ _]*')}\s*:\s*total_score\s*=\s*([\d\s+]*?)\s*=\s*(\d+)",
-                        re.IGNORECASE) for k in IMAGES}
+# bounded runs for the same reason as _PAIR_RE (linear time on any input)
+_IMG_SCORE = {k: re.compile(rf"{k.replace(' ', r'[ _]{0,4}')}[^()<>;]{{0,200}}?\(\s{{0,10}}(\d{{1,3}})\s{{0,10}}\)",
+                            re.IGNORECASE) for k in IMAGES}
+_TOTAL = {k: re.compile(rf"{k.replace(' ', r'[ _]{0,4}')}\s{{0,10}}:\s{{0,10}}total_score\s{{0,10}}=\s{{0,10}}"
+                        rf"([\d\s+]{{0,80}}?)\s{{0,10}}=\s{{0,10}}(\d{{1,4}})", re.IGNORECASE) for k in IMAGES}
 
 
 def _parse_think(think: str, p: ParsedCompletion) -> None:
@@ -234,7 +238,7 @@ def parse_completion(text: str) -> ParsedCompletion:
         p.errors.append("missing answer")
     else:
         p.found.append("answer")
-        canon = {"image a": "Image A", "image b": "Image B"}.get(normalize_answer(raw))  # SPEC normalisation only
+        canon = {"image a": "Image A", "image b": "Image B"}.get(normalize_answer(raw))  # paper's normalisation only
         if canon is None:
             p.errors.append(f"unrecognised answer {raw.strip()!r}")
             p.answer = raw.strip()

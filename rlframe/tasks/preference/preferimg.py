@@ -53,23 +53,44 @@ class _Bad(Exception):
 
 
 def _read(path: Path) -> list[tuple[str, Any]]:
-    """(location, parsed record or a _Bad) per record; location is ``line N`` (JSONL) or ``record index N``."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
+    """(location, parsed record or a _Bad) per record; location is ``line N`` (JSONL) or ``record index N``.
+
+    Bytes that are not UTF-8, nesting too deep for the JSON parser and numbers too long to convert are bad
+    records like any other (named by line), not tracebacks."""
+    raw = path.read_bytes()
+    # a JSON list, unless it does not parse and has several lines: then JSONL whose first line is broken
+    if raw.lstrip().startswith(b"[") and not (_json_fails(raw) and len(raw.strip().splitlines()) > 1):
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise RecordError(f"{path}: line {line}: not UTF-8 text (byte {err.start})") from None
         except json.JSONDecodeError as err:
             raise RecordError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from None
+        except (ValueError, RecursionError) as err:
+            raise RecordError(f"{path}: not usable JSON: {type(err).__name__}: {str(err)[:200]}") from None
         return [(f"record index {i}", rec) for i, rec in enumerate(data)]
     out: list[tuple[str, Any]] = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            out.append((f"line {n}", json.loads(line)))
+            out.append((f"line {n}", json.loads(line.decode("utf-8"))))
+        except UnicodeDecodeError as err:
+            out.append((f"line {n}", _Bad("<json>", f"expected UTF-8 text (bad byte at column {err.start + 1})")))
         except json.JSONDecodeError as err:
             out.append((f"line {n}", _Bad("<json>", f"expected one JSON object per line ({err.msg})")))
+        except (ValueError, RecursionError) as err:
+            out.append((f"line {n}", _Bad("<json>", f"not usable JSON ({type(err).__name__}: {str(err)[:120]})")))
     return out
+
+
+def _json_fails(raw: bytes) -> bool:
+    try:
+        json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return True
+    return False
 
 
 def _profile(rec: dict, name: str) -> dict[str, str]:
@@ -124,10 +145,13 @@ class _ImageChecker:
 
     def __call__(self, field_name: str, rel: Any) -> str:
         if not isinstance(rel, str) or not rel:
-            raise _Bad(field_name, f"expected an image path (a non-empty string), got {rel!r}")
-        path = (self.root / rel).resolve()
-        if path not in self.seen:
-            self.seen[path] = self._problem(path)
+            raise _Bad(field_name, f"expected an image path (a non-empty string), got {rel!r:.80}")
+        try:
+            path = (self.root / rel).resolve()
+            if path not in self.seen:
+                self.seen[path] = self._problem(path)
+        except (OSError, ValueError) as err:   # NUL bytes, names too long, ...
+            raise _Bad(field_name, f"expected an image path, got {rel!r:.80} ({type(err).__name__}: {err})") from None
         if self.seen[path]:
             raise _Bad(field_name, f"expected a readable image at {rel!r} under {self.root}: {self.seen[path]}")
         return str(path)
@@ -217,7 +241,10 @@ def load_preferimg(path: str | Path, image_root: str | Path | None = None, num_h
         raise RecordError(f"{path}: image root {root} is not a folder")
     check = _ImageChecker(root, verify_images)
     result = LoadResult(records=[], path=str(path))
-    for i, (where, rec) in enumerate(_read(path)):
+    records = _read(path)
+    if not records:
+        raise RecordError(f"{path}: no records (expected a JSON list of objects or one JSON object per line)")
+    for i, (where, rec) in enumerate(records):
         try:
             result.records.append(normalize_record(rec, num_history, check, f"{path.stem}-{i}"))
         except _Bad as bad:
