@@ -73,8 +73,12 @@ def _tool_module(name: str):
 
 
 def _setup_logging(verbose: bool) -> None:
+    from rlframe.config.secrets import ScrubFilter
+
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s [rlframe] %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:   # no token reaches a log line
+        handler.addFilter(ScrubFilter())
     for noisy in ("ray", "deepspeed", "DeepSpeed", "vllm", "transformers", "torch", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -92,10 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(args.overrides)
     if args.command == "sft":
         overrides.append("trainer.stages=[sft]")
-    try:
-        cfg = load_config(overrides)
+    from rlframe.config.secrets import scrub
+
+    try:   # printing a config never imports (runs) the user's reward files
+        cfg = load_config(overrides, import_rewards=args.cfg != "job")
     except ConfigError as err:
-        print(f"rlframe {args.command}: {err}", file=sys.stderr)
+        print(f"rlframe {args.command}: {scrub(str(err))}", file=sys.stderr)
         return 2
     if args.cfg == "job":
         print(to_yaml(cfg), end="")
@@ -112,10 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_dir = Driver(cfg).run("eval" if args.command == "eval" else "train")
     except ConfigError as err:
-        print(f"rlframe {args.command}: {err}", file=sys.stderr)
+        print(f"rlframe {args.command}: {scrub(str(err))}", file=sys.stderr)
         return 2
     except RewardError as err:
-        print(f"rlframe {args.command}: stopped by a reward failure: {err}\n"
+        print(f"rlframe {args.command}: stopped by a reward failure: {scrub(str(err))}\n"
               f"(reward.on_error=fallback scores failing samples with reward.fallback_value instead)", file=sys.stderr)
         return 1
     print(f"run folder: {run_dir}")

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlframe.config.schema import RLConfig
 from rlframe.errors import ConfigError
 
-__all__ = ["RLConfig", "ConfigError", "CONF_DIR", "compose", "load_config", "config_groups", "to_yaml"]
+__all__ = ["RLConfig", "ConfigError", "CONF_DIR", "compose", "load_config", "config_groups", "to_yaml", "to_dict"]
 
 CONF_DIR = Path(os.environ.get("RLFRAME_CONF_DIR", Path(__file__).resolve().parents[2] / "conf"))
 _GROUPS = ("model", "data", "rollout", "reward", "algorithm", "learner", "cluster", "trainer", "experiment")
@@ -36,7 +36,8 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as err:
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError, KeyError) as err:
+        # Hydra raises plain ValueErrors too (e.g. for the override `=0`): every one is a bad command line
         raise ConfigError(f"invalid configuration: {_explain(err)}") from None
     finally:
         GlobalHydra.instance().clear()
@@ -60,19 +61,35 @@ def _explain(err: Exception) -> str:
     return "\n  ".join(parts)
 
 
-def load_config(overrides: Sequence[str] = ()) -> RLConfig:
-    """Compose, convert to the typed dataclass tree, and validate values."""
+def load_config(overrides: Sequence[str] = (), import_rewards: bool = True) -> RLConfig:
+    """Compose, convert to the typed dataclass tree, and validate values (`import_rewards=False`: without
+    importing user reward files, for a config that is only printed)."""
     from rlframe.config.validate import validate   # imports torch: not needed by `rlframe --help`
 
+    from omegaconf.errors import OmegaConfBaseException
+
     cfg = compose(overrides)
-    OmegaConf.resolve(cfg)
-    obj = OmegaConf.to_object(cfg)
+    try:
+        OmegaConf.resolve(cfg)
+        obj = OmegaConf.to_object(cfg)
+    except (OmegaConfBaseException, ValueError, TypeError) as err:   # e.g. an interpolation that names no key
+        raise ConfigError(f"invalid configuration: {_explain(err)}") from None
     assert isinstance(obj, RLConfig)
-    return validate(obj)
+    to_dict(obj)   # remembers the config's secrets, so logs and errors mask them from here on
+    return validate(obj, import_rewards=import_rewards)
 
 
 def to_yaml(cfg: RLConfig | DictConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg) if isinstance(cfg, RLConfig) else cfg)
+    """The config as YAML with secrets masked (what config.yaml and `--cfg job` show)."""
+    return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
+
+
+def to_dict(cfg: RLConfig | DictConfig) -> dict:
+    """The config as plain containers with secrets masked (what trackers such as W&B receive)."""
+    from rlframe.config.secrets import redact
+
+    node = OmegaConf.structured(cfg) if isinstance(cfg, RLConfig) else cfg
+    return redact(OmegaConf.to_container(node, resolve=True))
 
 
 def config_groups() -> dict[str, list[str]]:

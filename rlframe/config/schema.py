@@ -123,7 +123,7 @@ class RewardFnConfig:
     # the record field given as OpenRLHF `labels` / veRL `ground_truth` (when no reward_model.ground_truth)
     label_key: str = "answer"
     # remote only: bearer token (or the env var RLFRAME_REWARD_TOKEN), retries with exponential backoff
-    token: Optional[str] = None
+    token: Optional[str] = field(default=None, repr=False)   # never in a repr, config.yaml or a log
     retries: int = 3
     backoff_s: float = 0.5
 

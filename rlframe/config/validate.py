@@ -85,8 +85,11 @@ def _check_vision(e: list[str], cfg: RLConfig, task: TaskSpec | None) -> None:
                  "vLLM cannot serve Qwen2.5-VL on CPU; use rollout=hf (transformers generate) on CPU-only machines")
 
 
-def validate(cfg: RLConfig) -> RLConfig:
-    """Raise ConfigError listing every invalid value; return cfg unchanged otherwise."""
+def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
+    """Raise ConfigError listing every invalid value; return cfg unchanged otherwise.
+
+    `import_rewards=False` checks reward entries without importing (running) the user's reward files:
+    for printing a config (`--cfg job`), which must not execute code it only displays."""
     e: list[str] = []
     m, r, a, lr, t = cfg.model, cfg.rollout, cfg.algorithm, cfg.learner, cfg.trainer
 
@@ -141,6 +144,8 @@ def validate(cfg: RLConfig) -> RLConfig:
         _at_least(e, f"{key}.timeout_s", fn.timeout_s, 0.0)
         if not math.isfinite(fn.weight):
             e.append(f"{key}.weight={fn.weight!r}: must be a finite number")
+        if not import_rewards:
+            continue
         try:   # imports user code (cheap) to fail here rather than inside a worker
             check_reward(fn)
         except RewardError as err:

@@ -14,10 +14,10 @@ from typing import Any, Iterator
 
 import ray
 import torch
-from omegaconf import OmegaConf
 
 from rlframe.cluster.ray_cluster import init_ray, shutdown_ray
 from rlframe.cluster.roles import ActorGroup, Roles
+from rlframe.config import to_dict, to_yaml
 from rlframe.config.schema import RLConfig
 from rlframe.data.batching import split_even
 from rlframe.data.rollout_batch import Completion, RolloutBatch
@@ -82,7 +82,7 @@ class Driver:
                 except RewardError as err:
                     raise ConfigError(f"reward.fns: {err}") from None
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        (self.run_dir / "config.yaml").write_text(to_yaml(cfg))   # secrets masked
         random.seed(cfg.run.seed)
         torch.manual_seed(cfg.run.seed)
         t0 = time.perf_counter()
@@ -120,7 +120,7 @@ class Driver:
     def start_cluster(self) -> None:
         cfg = self.cfg
         self.owns_ray = init_ray(cfg.cluster, self.cache_dir, required_cpus=self.roles.required().get("CPU", 0.0))
-        self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, OmegaConf.to_container(OmegaConf.structured(cfg)))
+        self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, to_dict(cfg))
 
     def start_rollout_and_reward(self, model_path: str) -> None:
         """Create generators and reward workers without waiting: their start-up overlaps SFT."""
