@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from typing import Sequence
 
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # say it, rather than let DeepSpeed warn
-    from rlframe.errors import RewardError
+    from rlframe.errors import RewardError, RunInterrupted
     from rlframe.trainer.driver import Driver
 
     try:
@@ -120,6 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"rlframe {args.command}: {scrub(str(err))}", file=sys.stderr)
         return 2
+    except RunInterrupted as err:
+        keep = [o for o in args.overrides if not o.startswith(("trainer.resume=", "run.output_dir="))]
+        again = " ".join(["rlframe", args.command, *map(shlex.quote, keep), "trainer.resume=auto",
+                          f"run.output_dir={shlex.quote(err.run_dir)}"])
+        print(f"rlframe {args.command}: {err}; last complete checkpoint: {err.checkpoint or '(none)'}\n"
+              f"resume with:\n  {again}", file=sys.stderr)
+        return 128 + int(err.signum)
     except RewardError as err:
         print(f"rlframe {args.command}: stopped by a reward failure: {scrub(str(err))}\n"
               f"(reward.on_error=fallback scores failing samples with reward.fallback_value instead)", file=sys.stderr)

@@ -20,3 +20,11 @@ class RewardTimeout(RewardError):
 
 class RewardShapeError(RewardError):
     """A reward result of the wrong length or form: a property of the whole call, not of one sample."""
+
+
+class RunInterrupted(RuntimeError):
+    """SIGTERM/SIGINT stopped the run; `checkpoint` is the complete checkpoint to resume from (or None)."""
+
+    def __init__(self, signum: int, checkpoint: str | None, run_dir: str, note: str = "") -> None:
+        super().__init__(f"stopped by signal {signum}{note}")
+        self.signum, self.checkpoint, self.run_dir = signum, checkpoint, run_dir

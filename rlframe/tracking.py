@@ -3,13 +3,24 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 
 class Tracker:
-    def __init__(self, run_dir: Path, loggers: Sequence[str], config: dict[str, Any] | None = None) -> None:
+    """`resume_at`: a resumed run's metrics.jsonl is cut back to that byte offset (what the checkpoint had
+    logged; later rows are redone) and TensorBoard is rebuilt from it, so no step appears twice."""
+
+    def __init__(self, run_dir: Path, loggers: Sequence[str], config: dict[str, Any] | None = None,
+                 resume_at: int | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
+        replay: list[dict[str, Any]] = []
+        if resume_at is not None and self.path.exists():
+            with self.path.open("r+b") as f:
+                f.truncate(resume_at)
+            replay = read_metrics(self.path)
+            shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
         self._file = self.path.open("a")
         self._tb = None
         self._wandb = None
@@ -17,15 +28,25 @@ class Tracker:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            for row in replay:
+                self._scalars(row, to_wandb=False)
         if "wandb" in loggers:
             import wandb
 
             self._wandb = wandb.init(project="rlframe", dir=str(run_dir), config=config)
 
+    def offset(self) -> int:
+        """Bytes of metrics.jsonl written so far (a checkpoint records it)."""
+        self._file.flush()
+        return self._file.tell()
+
     def log(self, metrics: dict[str, Any]) -> None:
         """`metrics` must hold "step" and "stage"; scalars go to TensorBoard as <stage>/<key>."""
         self._file.write(json.dumps(metrics, sort_keys=True) + "\n")
         self._file.flush()
+        self._scalars(metrics)
+
+    def _scalars(self, metrics: dict[str, Any], to_wandb: bool = True) -> None:
         step, stage = metrics["step"], metrics["stage"]
         scalars = {f"{stage}/{k}": float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"
@@ -33,7 +54,7 @@ class Tracker:
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, v, step)
-        if self._wandb is not None:
+        if self._wandb is not None and to_wandb:
             self._wandb.log(scalars)
 
     def close(self) -> None:

@@ -217,7 +217,14 @@ class TrainerConfig:
     prompts_per_step: int = 16
     lr_schedule: str = "constant"
     eval_every: int = 0
+    # a complete checkpoint (learner state, run state, policy) every N steps of a stage, and at its end
     save_every: int = 0
+    # complete checkpoints kept in <run.output_dir>/checkpoints (the newest K)
+    keep_last: int = 2
+    # "never" (a new run), "auto" (the newest complete checkpoint in run.output_dir), or a checkpoint folder
+    resume: str = "never"
+    # after SIGTERM/SIGINT: seconds the current step may take before the run exits without a new checkpoint
+    signal_grace_s: float = 120.0
     progress: bool = True
     # besides metrics.jsonl (always written): tensorboard, wandb
     loggers: List[str] = field(default_factory=lambda: ["tensorboard"])

@@ -179,6 +179,17 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
         else:
             _choice(e, f"trainer.loggers[{i}]", name, LOGGERS)
     _at_least(e, "trainer.max_steps", t.max_steps, 0)
+    _at_least(e, "trainer.save_every", t.save_every, 0)
+    _at_least(e, "trainer.keep_last", t.keep_last, 1)
+    _at_least(e, "trainer.signal_grace_s", t.signal_grace_s, 0.0)
+    if t.resume not in ("never", "auto"):
+        from rlframe.trainer.checkpoint import checkpoint_problem
+
+        problem = checkpoint_problem(t.resume)
+        if problem:
+            e.append(f"trainer.resume={t.resume!r}: {problem} (or use 'auto' or 'never')")
+    elif t.resume == "auto" and not cfg.run.output_dir:
+        e.append("trainer.resume=auto: needs run.output_dir (the folder whose checkpoints to continue from)")
     _at_least(e, "trainer.prompts_per_step", t.prompts_per_step, 1)
     _choice(e, "trainer.lr_schedule", t.lr_schedule, ["constant", "cosine"])
     if (t.prompts_per_step * a.group_size) % lr.world_size:

@@ -209,6 +209,18 @@ class LearnerWorker:
                 break
         return ids[len(token_ids):]
 
+    def save_checkpoint(self, path: str) -> None:
+        """DeepSpeed's own checkpoint of this rank (weights, ZeRO partitions, optimizer; all ranks must call)."""
+        self.engine.save_checkpoint(path, tag="state")
+        torch.distributed.barrier()
+
+    def load_checkpoint(self, path: str) -> None:
+        """Restore what `save_checkpoint` wrote (same world size and ZeRO stage; all ranks must call)."""
+        load_path, _ = self.engine.load_checkpoint(path, tag="state", load_optimizer_states=True,
+                                                   load_lr_scheduler_states=True)
+        if load_path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {path} (tag 'state')")
+
     def save_hf(self, path: str) -> str | None:
         """Save the full policy in Hugging Face format (gathered under ZeRO-3; all ranks must call)."""
         import deepspeed

@@ -8,6 +8,7 @@ import torch
 
 from rlframe.config.schema import RolloutConfig
 from rlframe.data.rollout_batch import Completion
+from rlframe.rng import capture_rng, restore_rng
 from rlframe.rollout.engine import Engine, SamplingSettings
 from rlframe.weight_sync.buckets import SyncPayload, SyncReceipt
 from rlframe.weight_sync.receiver import receive
@@ -47,6 +48,7 @@ class RolloutWorker:
         # vLLM-CPU sizes its thread pool from OMP_NUM_THREADS (Ray sets 1 in every worker), not from torch
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+        torch.manual_seed(seed)   # unseeded sampling (transformers) draws from this process's generator
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
@@ -82,6 +84,13 @@ class RolloutWorker:
         receipt = receive(self.engine, payload, version, f"generator pid {self.pid}")
         self.version = version
         return receipt
+
+    def rng_state(self) -> dict:
+        """This process's RNG (what unseeded sampling draws from), for a checkpoint."""
+        return capture_rng()
+
+    def set_rng_state(self, state: dict) -> None:
+        restore_rng(state)
 
     def weight_version(self) -> int:
         return self.version

@@ -4,10 +4,13 @@ The loops themselves are in sft.py and rl.py; this file holds what they share.
 """
 from __future__ import annotations
 
+import _thread
 import json
 import logging
 import random
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +24,7 @@ from rlframe.config import to_dict, to_yaml
 from rlframe.config.schema import RLConfig
 from rlframe.data.batching import split_even
 from rlframe.data.rollout_batch import Completion, RolloutBatch
-from rlframe.errors import ConfigError, RewardError
+from rlframe.errors import ConfigError, RewardError, RunInterrupted
 from rlframe.learner.learner import grad_accum_steps
 from rlframe.models.loading import model_source
 from rlframe.models.tiny import build_tiny_model
@@ -30,6 +33,7 @@ from rlframe.reward.scoring import Scores, combine
 from rlframe.rollout.engine import SamplingSettings
 from rlframe.tasks.registry import task_spec
 from rlframe.tracking import Tracker, format_summary, read_metrics, summarize
+from rlframe.trainer.checkpoint import find_latest, load_state, write_checkpoint
 from rlframe.trainer.evaluation import run_eval
 from rlframe.trainer.metrics import Timer, mean
 from rlframe.trainer.rl import run_rl
@@ -54,6 +58,11 @@ class Driver:
         self.weights = WeightSync(cfg.weight_sync)
         self.owns_ray = False
         self.last_checkpoint: str | None = None
+        # a resumed run: the checkpoint folder and what it saved (trainer.resume)
+        self.resume_path: Path | None = None
+        self.resumed: dict[str, Any] | None = None
+        self.stop_signal: int | None = None
+        self._grace: threading.Timer | None = None
 
     @property
     def generators(self) -> ActorGroup:
@@ -120,7 +129,8 @@ class Driver:
     def start_cluster(self) -> None:
         cfg = self.cfg
         self.owns_ray = init_ray(cfg.cluster, self.cache_dir, required_cpus=self.roles.required().get("CPU", 0.0))
-        self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, to_dict(cfg))
+        self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, to_dict(cfg),
+                               resume_at=self.resumed["metrics_offset"] if self.resumed else None)
 
     def start_rollout_and_reward(self, model_path: str) -> None:
         """Create generators and reward workers without waiting: their start-up overlaps SFT."""
@@ -230,37 +240,135 @@ class Driver:
         self.last_checkpoint = path
         log.info("saved policy (Hugging Face format): %s", path)
 
+    # ------------------------------------------------------------------ checkpoints, resume, signals
+    def checkpoint(self, state: dict[str, Any] | None = None) -> str:
+        """A complete checkpoint of where the run is now (all learner ranks, policy, run state, RNG)."""
+        gens = self.roles.get("rollout")
+        saved = {"run": state or self.state.state_dict(), "metrics_offset": self.tracker.offset(),
+                 "generator_rng": ray.get(gens.call("rng_state")) if gens else None}
+
+        def save(folder: Path) -> None:
+            self.learners.run("save_checkpoint", str(folder / "learner"))
+            self.save_policy(str(folder / "policy"))
+
+        st = saved["run"]
+        self.last_checkpoint = str(write_checkpoint(self.run_dir, st["stage"], st["step"], save, saved,
+                                                    self.cfg.trainer.keep_last))
+        return self.last_checkpoint
+
+    def load_resume(self) -> None:
+        """trainer.resume: restore the run state of the newest (or the given) complete checkpoint."""
+        how = self.cfg.trainer.resume
+        if how == "never":
+            return
+        path = find_latest(self.run_dir) if how == "auto" else Path(how)
+        if path is None:
+            log.info("trainer.resume=auto: no complete checkpoint in %s, starting from the beginning", self.run_dir)
+            return
+        self.resumed, self.resume_path = load_state(path), path
+        self.state.load_state_dict(self.resumed["run"])
+        log.info("resuming from %s (stage %s, step %d; done: %s)", path, self.state.stage, self.state.step,
+                 ", ".join(self.state.completed) or "-")
+
+    def resuming(self, stage: str) -> bool:
+        """Whether `stage` continues from the checkpoint (its learners then load their saved state)."""
+        return self.resumed is not None and self.state.stage == stage and stage not in self.state.completed
+
+    def restore_learners(self, stage: str) -> int:
+        """Load the checkpoint's learner state when resuming `stage`; the step to continue after."""
+        if not self.resuming(stage):
+            return 0
+        self.learners.run("load_checkpoint", str(self.resume_path / "learner"))
+        log.info("%s: learner state restored, continuing after step %d", stage, self.state.step)
+        return self.state.step
+
+    def restore_generator_rng(self) -> None:
+        rng = (self.resumed or {}).get("generator_rng")
+        if rng and len(rng) == len(self.generators):
+            ray.get(self.generators.call_each("set_rng_state", [(r,) for r in rng]))
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: finish the step, checkpoint, stop; a second one (or the grace period) stops now."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            log.warning("%s received: finishing the current step (at most %.0f s), then writing a checkpoint; "
+                        "send it again to stop at once", signal.Signals(signum).name, self.cfg.trainer.signal_grace_s)
+            self._grace = threading.Timer(self.cfg.trainer.signal_grace_s, self._grace_expired)
+            self._grace.daemon = True
+            self._grace.start()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+
+    def _grace_expired(self) -> None:
+        log.error("the step did not finish within trainer.signal_grace_s=%.0f s: abandoning it",
+                  self.cfg.trainer.signal_grace_s)
+        _thread.interrupt_main()
+
+    def check_stop(self) -> None:
+        """Between steps: after a signal, write a checkpoint and stop the run."""
+        if self.stop_signal is None:
+            return
+        if self._grace is not None:
+            self._grace.cancel()
+        path = self.checkpoint()
+        raise RunInterrupted(self.stop_signal, path, str(self.run_dir))
+
     # ------------------------------------------------------------------ the run
     def run(self, mode: str = "train") -> Path:
         """mode "train": trainer.stages in order; "eval": `rlframe eval` of the given model."""
         cfg = self.cfg
         t0 = time.perf_counter()
         self.prepare()
+        if mode == "train":
+            self.load_resume()
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start_cluster()
             if mode == "eval":
                 self.start_rollout_and_reward(self.model_path)
                 self.wait_ready()
                 return run_eval(self)
-            policy = self.model_path
+            self.install_signal_handlers()
+            policy = self.state.policy or self.model_path
             if needs_generators(cfg):
                 self.start_rollout_and_reward(policy)
             for stage in cfg.trainer.stages:
-                self.state.enter(stage)
+                if stage in self.state.completed:
+                    continue
+                if not self.resuming(stage):
+                    self.state.enter(stage)
                 if stage == "sft":
                     policy = run_sft(self)
                 else:
                     run_rl(self, policy)
                     policy = str(self.run_dir / "final")
                     self.save_policy(policy)
+                self.state.completed.append(stage)
+                self.state.policy = policy
+                self.checkpoint()   # the end of every stage
                 self.roles.stop("learner")
+                self.check_stop()
             if policy != self.model_path and Path(policy).name != "final":
                 shutil.copytree(policy, self.run_dir / "final", dirs_exist_ok=True)
         except RewardError as err:
             log.error("stopping the run: %s", err)
             log.error("last checkpoint: %s", self.last_checkpoint or "(none yet)")
             raise
+        except KeyboardInterrupt:   # a second signal, or the grace period ran out: no new checkpoint
+            raise RunInterrupted(self.stop_signal or signal.SIGINT, self.last_checkpoint, str(self.run_dir),
+                                 " (the step in progress was abandoned)") from None
         finally:
+            if self._grace is not None:
+                self._grace.cancel()
+            for sig, handler in handlers.items():
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(sig, handler)
             if self.tracker is not None:
                 self.tracker.close()
             self.roles.stop_all()

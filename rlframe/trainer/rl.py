@@ -29,32 +29,39 @@ def run_rl(d: Driver, policy_path: str) -> None:
     a, t = cfg.algorithm, cfg.trainer
     d.start_learners(policy_path, policy_path if a.kl_coef > 0 else None,
                      t.prompts_per_step * a.group_size // cfg.learner.world_size)
+    first = d.restore_learners("grpo")
     d.wait_ready()
-    d.log_sync(d.sync_weights(), step=0)
-    if t.eval_every:
+    # a resumed run's generators get the checkpoint's weights here, verified like any sync
+    d.log_sync(d.sync_weights(), step=first)
+    if t.eval_every and first == 0:
         d.tracker.log({"step": 0, "stage": "eval", **d.evaluate()})
+    if first:
+        d.restore_generator_rng()
     sampler = d.state.sampler("grpo", len(d.task.train), cfg.run.seed + 1)
     params = SamplingSettings(n=a.group_size, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                               top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens)
     bar = progress(t.max_steps, "grpo", t.progress)
-    for step in range(1, t.max_steps + 1):
+    bar.update(first)
+    for step in range(first + 1, t.max_steps + 1):
         metrics = rl_step(d, step, sampler, params)
         bar.set_postfix(reward=f"{metrics['reward/total']:.3f}",
                         acc=f"{metrics.get('reward/accuracy', float('nan')):.2f}")
         bar.update()
+        d.check_stop()
     bar.close()
 
 
 def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSettings) -> dict[str, float]:
     cfg, a, t = d.cfg, d.cfg.algorithm, d.cfg.trainer
     timer, t0 = Timer(), time.perf_counter()
+    before = d.state.state_dict()   # where the run was before this step (a checkpoint if rewards fail)
     idx = sampler.take(t.prompts_per_step)
     batch = RolloutBatch([d.task.train[i] for i in idx], [d.train_prompts[i] for i in idx], a.group_size)
     try:
         scores = d.rollout(batch, params, timer, stream=cfg.reward.stream_batch)
     except RewardError:
-        if step > 1:
-            d.save_policy(str(d.run_dir / f"checkpoint-{step - 1}"))
+        if step > 1:   # the learners have not updated yet: the state before this step is consistent
+            d.checkpoint(before)
         raise
     batch.advantages = compute_advantages(a.name, torch.tensor(batch.rewards), a.group_size, a.adv_eps)
     shards = batch.train_batch(d.pad_id, d.eos_id).shards(cfg.learner.world_size)
@@ -70,10 +77,9 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
     if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
         with timer("eval"):
             d.tracker.log({"step": step, "stage": "eval", **d.evaluate()})
-    if t.save_every and step % t.save_every == 0 and step < t.max_steps:
-        with timer("save"):
-            d.save_policy(str(d.run_dir / f"checkpoint-{step}"))
     metrics.update(timer.metrics())
     metrics["timing/step"] = round(time.perf_counter() - t0, 4)
     d.tracker.log(metrics)
+    if t.save_every and step % t.save_every == 0 and step < t.max_steps:
+        d.checkpoint()   # after the step's row: a resumed run continues with the next step
     return metrics

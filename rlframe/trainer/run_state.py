@@ -5,25 +5,11 @@ resumed run sees the same next prompts as an uninterrupted one (no Ray, no DeepS
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
-
 from rlframe.data.sampler import EpochSampler
-
-
-def capture_rng() -> dict[str, Any]:
-    """The process's Python, NumPy and torch (CPU) generator states."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+from rlframe.rng import capture_rng, restore_rng
 
 
 @dataclass
@@ -32,6 +18,9 @@ class RunState:
     step: int = 0
     weight_version: int = 0
     samplers: dict[str, EpochSampler] = field(default_factory=dict)
+    # stages finished, and the policy folder the next stage starts from ("" = the initial model)
+    completed: list[str] = field(default_factory=list)
+    policy: str = ""
 
     def sampler(self, stage: str, size: int, seed: int) -> EpochSampler:
         """The stage's sampler, created on first use (a restored one keeps its position)."""
@@ -50,10 +39,11 @@ class RunState:
     def state_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "step": self.step, "weight_version": self.weight_version,
                 "samplers": {k: {"size": s.size, "seed": s.seed, **s.state_dict()} for k, s in self.samplers.items()},
-                "rng": capture_rng()}
+                "completed": list(self.completed), "policy": self.policy, "rng": capture_rng()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stage, self.step, self.weight_version = state["stage"], state["step"], state["weight_version"]
+        self.completed, self.policy = list(state.get("completed", [])), state.get("policy", "")
         self.samplers = {}
         for name, s in state["samplers"].items():
             sampler = EpochSampler(s["size"], s["seed"])

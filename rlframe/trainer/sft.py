@@ -22,10 +22,12 @@ def run_sft(d: Driver) -> str:
     cfg, s = d.cfg, d.cfg.trainer.sft
     world = cfg.learner.world_size
     d.start_learners(d.model_path, None, s.batch_size // world)
+    first = d.restore_learners("sft")
     sampler = d.state.sampler("sft", len(d.task.train), cfg.run.seed)
     targets: dict[int, list[int]] = {}
     bar = progress(s.steps, "sft", cfg.trainer.progress)
-    for step in range(s.steps):
+    bar.update(first)
+    for step in range(first, s.steps):
         timer = Timer()
         with timer("data"):
             idx = sampler.take(s.batch_size)
@@ -42,6 +44,9 @@ def run_sft(d: Driver) -> str:
         bar.update()
         if s.eval_every and step + 1 >= s.min_steps and (step + 1) % s.eval_every == 0 and should_stop(d, step + 1):
             break
+        if cfg.trainer.save_every and (step + 1) % cfg.trainer.save_every == 0 and step + 1 < s.steps:
+            d.checkpoint()
+        d.check_stop()
     bar.close()
     out = str(d.run_dir / "sft")
     d.save_policy(out)

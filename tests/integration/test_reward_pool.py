@@ -94,7 +94,10 @@ def test_a_reward_failing_mid_run_stops_it_after_a_checkpoint(ray_session, tmp_p
         f"reward.fns=[{{name:judge,path:'{FNS}',function:FailsFromSecondCall}}]"])
     with pytest.raises(RewardError, match=r"reward 'judge' raised on .*ConnectionError: judge service unavailable"):
         Driver(cfg).run()
-    assert (tmp_path / "run" / "checkpoint-1" / "config.json").exists()   # step 1's policy is kept
+    # a complete checkpoint of the state after step 1 (the failing step 2 never updated the learners)
+    ckpt = tmp_path / "run" / "checkpoints" / "0001-grpo-step000001"
+    assert (ckpt / "COMPLETE").exists() and (ckpt / "policy" / "config.json").exists()
+    assert (ckpt / "learner" / "state").is_dir()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["stage"] == "grpo"] == [1]
 
