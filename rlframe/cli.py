@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # say it, rather than let DeepSpeed warn
-    from rlframe.errors import RewardError, RunInterrupted
+    from rlframe.errors import RewardError, RoleFailure, RunInterrupted
     from rlframe.trainer.driver import Driver
 
     try:
@@ -128,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rlframe {args.command}: {err}; last complete checkpoint: {err.checkpoint or '(none)'}\n"
               f"resume with:\n  {again}", file=sys.stderr)
         return 128 + int(err.signum)
+    except RoleFailure as err:
+        print(f"rlframe {args.command}: {scrub(str(err))}\nthe last complete checkpoint stands; continue with "
+              f"trainer.resume=auto (and the same run.output_dir)", file=sys.stderr)
+        return 1
     except RewardError as err:
         print(f"rlframe {args.command}: stopped by a reward failure: {scrub(str(err))}\n"
               f"(reward.on_error=fallback scores failing samples with reward.fallback_value instead)", file=sys.stderr)

@@ -28,3 +28,15 @@ class RunInterrupted(RuntimeError):
     def __init__(self, signum: int, checkpoint: str | None, run_dir: str, note: str = "") -> None:
         super().__init__(f"stopped by signal {signum}{note}")
         self.signum, self.checkpoint, self.run_dir = signum, checkpoint, run_dir
+
+
+class RoleFailure(RuntimeError):
+    """An actor of a role died or missed its deadline; the message names the role, rank, node and phase."""
+
+
+class RoleTimeout(RoleFailure):
+    pass
+
+
+class RoleDied(RoleFailure):
+    pass

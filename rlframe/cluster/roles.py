@@ -9,12 +9,15 @@ shutdown all walk the same map, so a new role is one entry.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from rlframe.errors import RoleDied, RoleTimeout
 
 log = logging.getLogger("rlframe")
 PLACEMENT_TIMEOUT_S = 120
@@ -54,10 +57,10 @@ class RoleSpec:
 
 
 class ActorGroup:
-    """A role's actors; `call` fans a method out to all of them."""
+    """A role's actors; `call` fans a method out to all of them, `wait` collects under a deadline."""
 
-    def __init__(self, name: str, actors: list[Any], pool: "ResourcePool") -> None:
-        self.name, self.actors, self.pool = name, actors, pool
+    def __init__(self, name: str, actors: list[Any], pool: "ResourcePool", heartbeat_s: float = 60.0) -> None:
+        self.name, self.actors, self.pool, self.heartbeat_s = name, actors, pool, heartbeat_s
 
     def __len__(self) -> int:
         return len(self.actors)
@@ -68,8 +71,74 @@ class ActorGroup:
     def call_each(self, method: str, per_actor_args: Sequence[Sequence[Any]], **kwargs: Any) -> list[ray.ObjectRef]:
         return [getattr(a, method).remote(*args, **kwargs) for a, args in zip(self.actors, per_actor_args)]
 
-    def run(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        return ray.get(self.call(method, *args, **kwargs))
+    def run(self, method: str, *args: Any, timeout: float = 600.0, **kwargs: Any) -> list[Any]:
+        return self.wait(self.call(method, *args, **kwargs), method, timeout)
+
+    def wait(self, refs: Sequence[ray.ObjectRef], phase: str, timeout: float, key: str = "",
+             ranks: Sequence[int] | None = None) -> list[Any]:
+        """Results of `refs` (ref i from actor `ranks[i]`, default i). Logs every heartbeat which actors have not
+        answered; an actor that died or a deadline that passed raises an error naming the role, rank, node,
+        phase and time."""
+        refs = list(refs)
+        rank_of = dict(zip(refs, ranks if ranks is not None else range(len(refs))))
+        t0, pending = time.monotonic(), list(refs)
+        while pending:
+            elapsed = time.monotonic() - t0
+            ready, pending = ray.wait(pending, num_returns=len(pending),
+                                      timeout=max(0.0, min(self.heartbeat_s, timeout - elapsed)))
+            # a dead actor surfaces here, even while its peers block in a collective; when a peer's collective
+            # fails because of it (gloo: connection reset), the dead rank is the error to report
+            failed = [r for r in ready if self._task_error(r)]
+            for ref in ready:
+                if ref not in failed:
+                    self.check(ref, rank_of[ref], phase)
+            if failed:
+                others, _ = ray.wait(pending, num_returns=len(pending), timeout=10) if pending else ([], [])
+                for ref in others:
+                    if not self._task_error(ref):
+                        self.check(ref, rank_of[ref], phase)
+                ray.get(failed[0])     # no dead peer: the actor's own error, as it is
+            elapsed = time.monotonic() - t0
+            if pending and elapsed >= timeout:
+                late = [rank_of[r] for r in pending]
+                raise RoleTimeout(
+                    f"{self.name} {self.where(late)}: no answer to {phase} after {elapsed:.0f} s "
+                    f"(deadline {timeout:.0f} s{f', cluster.timeouts.{key}' if key else ''}); check that node's "
+                    f"load and memory and the actor's log (Ray dashboard or `ray logs`), or raise the deadline")
+            if pending:
+                log.warning("%s: waiting %.0f s for %s %s (deadline %.0f s)", phase, elapsed, self.name,
+                            self.where([rank_of[r] for r in pending]), timeout)
+        return [ray.get(r) for r in refs]
+
+    @staticmethod
+    def _task_error(ref: ray.ObjectRef) -> bool:
+        try:
+            ray.get(ref, timeout=0)
+        except ray.exceptions.RayTaskError:
+            return True
+        except Exception:  # noqa: BLE001 - other failures are check()'s business
+            return False
+        return False
+
+    def check(self, ref: ray.ObjectRef, rank: int, phase: str) -> None:
+        """Raise RoleDied if `ref` failed because its actor died (other errors propagate as they are)."""
+        try:
+            ray.get(ref, timeout=0)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
+            lines = [x for x in (getattr(err, "error_msg", None) or str(err)).strip().splitlines() if x.strip()]
+            # a constructor that raised: its exception is the traceback's last line; a killed process: the first
+            cause = (lines[-1] if any("Traceback" in x for x in lines) else lines[0]) if lines else type(err).__name__
+            raise RoleDied(f"{self.name} {self.where([rank])} died during {phase}: {cause.strip()}") from None
+
+    def where(self, ranks: Sequence[int]) -> str:
+        """'rank 1 on node 10.0.0.5': actor i sits in bundle i of its pool's placement group, which GCS maps
+        to a node (no dashboard needed); 'unknown node' if Ray cannot say."""
+        try:
+            bundles = ray.util.placement_group_table(self.pool.pg).get("bundles_to_node_id", {})
+            ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        except Exception:  # noqa: BLE001 - naming the node is best effort; the error itself must still come
+            bundles, ips = {}, {}
+        return ", ".join(f"rank {i} on node {ips.get(bundles.get(i), 'unknown')}" for i in ranks)
 
     def kill(self) -> None:
         for a in self.actors:
@@ -113,8 +182,9 @@ class ResourcePool:
 class Roles:
     """The live side of a role map: which roles this run needs, their pools, their groups."""
 
-    def __init__(self, role_map: dict[str, RoleSpec], cfg: Any, strategy: str = "PACK") -> None:
-        self.map, self.cfg, self.strategy = role_map, cfg, strategy
+    def __init__(self, role_map: dict[str, RoleSpec], cfg: Any, strategy: str = "PACK",
+                 heartbeat_s: float = 60.0) -> None:
+        self.map, self.cfg, self.strategy, self.heartbeat_s = role_map, cfg, strategy, heartbeat_s
         self.groups: dict[str, ActorGroup] = {}
         self.pools: dict[str, ResourcePool] = {}
 
@@ -144,7 +214,7 @@ class Roles:
                         **({"resources": dict(res.custom)} if res.custom else {}), **spec.options(self.cfg))
             a = args[i] if per_rank_args else args
             actors.append(ray.remote(spec.actor_cls).options(**opts).remote(*a))
-        group = self.groups[name] = ActorGroup(name, actors, pool)
+        group = self.groups[name] = ActorGroup(name, actors, pool, self.heartbeat_s)
         return group
 
     def __getitem__(self, name: str) -> ActorGroup:

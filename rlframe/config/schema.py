@@ -181,6 +181,20 @@ class LearnerConfig:
 
 
 @dataclass
+class TimeoutsConfig:
+    """Deadlines of the remote calls that can hang (seconds); `*_per_sample_s` scales with the call's samples."""
+    startup_s: float = 900.0          # actor start-up: model loads, process group, engines
+    generate_s: float = 300.0
+    generate_per_sample_s: float = 2.0
+    reward_s: float = 120.0
+    reward_per_sample_s: float = 1.0
+    train_s: float = 300.0            # reference pass + update (or an SFT step) on each learner rank
+    train_per_sample_s: float = 5.0
+    weight_sync_s: float = 600.0      # gather on the learners, load on the generators, probe
+    checkpoint_s: float = 1800.0
+
+
+@dataclass
 class ClusterConfig:
     # null: start a local Ray; "auto": join the cluster this machine belongs to; or ray://host:port
     address: Optional[str] = None
@@ -191,6 +205,9 @@ class ClusterConfig:
     temp_dir: Optional[str] = None
     # Ray's own processes are quiet unless this is true
     log_to_driver: bool = False
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    # while waiting on actors, log every N seconds which have not answered yet
+    heartbeat_s: float = 60.0
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Value checks that types alone cannot express; run before Ray starts."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, Iterable
@@ -168,6 +169,10 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     _at_least(e, "learner.lr", lr.lr, 0.0)
     _at_least(e, "learner.micro_batch_size", lr.micro_batch_size, 1)
 
+    _at_least(e, "cluster.heartbeat_s", cfg.cluster.heartbeat_s, 1.0)
+    for f in dataclasses.fields(cfg.cluster.timeouts):
+        value = getattr(cfg.cluster.timeouts, f.name)
+        _at_least(e, f"cluster.timeouts.{f.name}", value, 0.0 if f.name.endswith("per_sample_s") else 1.0)
     _choice(e, "cluster.placement_strategy", cfg.cluster.placement_strategy,
             ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
 

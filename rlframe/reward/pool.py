@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
 from rlframe.cluster.roles import ActorGroup
-from rlframe.config.schema import RewardConfig
-from rlframe.errors import RewardError
+from rlframe.config.schema import RewardConfig, TimeoutsConfig
+from rlframe.errors import RewardError, RoleDied, RoleTimeout
 from rlframe.reward.scoring import Scores
 
 log = logging.getLogger("rlframe")
@@ -30,8 +31,9 @@ class Ticket:
 class RewardPool:
     """Load balancing and restart accounting over the reward role's actors (RewardWorker)."""
 
-    def __init__(self, group: ActorGroup, cfg: RewardConfig) -> None:
+    def __init__(self, group: ActorGroup, cfg: RewardConfig, timeouts: TimeoutsConfig | None = None) -> None:
         self.cfg = cfg
+        self.timeouts = timeouts or TimeoutsConfig()
         self.group = group
         self.in_flight = [0] * len(group)
         self.pids: list[int | None] = [None] * len(group)
@@ -43,13 +45,12 @@ class RewardPool:
     def ready(self) -> list[ray.ObjectRef]:
         return self.group.call("ready")
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, timeout: float = 900.0) -> None:
         """Block until every worker has built its rewards; remember their pids (to count restarts)."""
         try:
-            pids = ray.get(self.ready())
-        except ray.exceptions.RayActorError as err:   # a reward failed to build (import, model load, ...)
-            cause = getattr(err, "error_msg", None) or str(err)
-            raise RewardError(f"a reward worker failed to start: {cause.strip().splitlines()[-1]}") from None
+            pids = self.group.wait(self.ready(), "start-up", timeout, "startup_s")
+        except RoleDied as err:   # a reward failed to build (import, model load, ...)
+            raise RewardError(f"a reward worker failed to start: {str(err).split(': ', 1)[-1]}") from None
         for i, pid in enumerate(pids):
             self.pids[i] = self.pids[i] or pid
 
@@ -72,10 +73,18 @@ class RewardPool:
         merged = Scores()
         components = merged.components
         done = 0
+        t0 = time.monotonic()
+        n_all = sum(n for ticket in tickets for _, _, n in ticket.parts)
+        deadline = t0 + self.timeouts.reward_s + self.timeouts.reward_per_sample_s * n_all / max(1, len(self))
         for ticket in tickets:
             for w, ref, n in ticket.parts:
                 try:
-                    out = ray.get(ref)
+                    out = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+                except ray.exceptions.GetTimeoutError:
+                    raise RoleTimeout(f"reward {self.group.where([w])}: no scores for a batch of {n} samples within "
+                                      f"{deadline - t0:.0f} s (cluster.timeouts.reward_s + reward_per_sample_s); "
+                                      f"check the reward functions (a remote service that hangs?) and that "
+                                      f"worker's log") from None
                 except ray.exceptions.RayTaskError as err:
                     cause = getattr(err, "cause", None)
                     raise RewardError(str(cause) if isinstance(cause, RewardError) else str(err)) from None

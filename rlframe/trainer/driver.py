@@ -4,13 +4,11 @@ The loops themselves are in sft.py and rl.py; this file holds what they share.
 """
 from __future__ import annotations
 
-import _thread
 import json
 import logging
 import random
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +22,7 @@ from rlframe.config import to_dict, to_yaml
 from rlframe.config.schema import RLConfig
 from rlframe.data.batching import split_even
 from rlframe.data.rollout_batch import Completion, RolloutBatch
-from rlframe.errors import ConfigError, RewardError, RunInterrupted
+from rlframe.errors import ConfigError, RewardError, RoleFailure, RoleTimeout, RunInterrupted
 from rlframe.learner.learner import grad_accum_steps
 from rlframe.models.loading import model_source
 from rlframe.models.tiny import build_tiny_model
@@ -33,13 +31,13 @@ from rlframe.reward.scoring import Scores, combine
 from rlframe.rollout.engine import SamplingSettings
 from rlframe.tasks.registry import task_spec
 from rlframe.tracking import Tracker, format_summary, read_metrics, summarize
-from rlframe.trainer.checkpoint import find_latest, load_state, write_checkpoint
 from rlframe.trainer.evaluation import run_eval
 from rlframe.trainer.metrics import Timer, mean
 from rlframe.trainer.rl import run_rl
 from rlframe.trainer.roles import ROLES, needs_generators
 from rlframe.trainer.run_state import RunState
 from rlframe.trainer.sft import run_sft
+from rlframe.trainer.survival import RunGuard
 from rlframe.weight_sync.coordinator import WeightSync
 
 log = logging.getLogger("rlframe")
@@ -51,18 +49,15 @@ class Driver:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(cfg.run.output_dir or f"outputs/{cfg.run.name}-{stamp}").resolve()
         self.cache_dir = Path(cfg.run.cache_dir or ".cache").resolve()
-        self.roles = Roles(ROLES, cfg, cfg.cluster.placement_strategy)
+        self.roles = Roles(ROLES, cfg, cfg.cluster.placement_strategy, cfg.cluster.heartbeat_s)
+        self.timeouts = cfg.cluster.timeouts
         self.rewarders: RewardPool | None = None
         self.tracker: Tracker | None = None
         self.state = RunState()
-        self.weights = WeightSync(cfg.weight_sync)
+        self.weights = WeightSync(cfg.weight_sync, cfg.cluster.timeouts.weight_sync_s)
         self.owns_ray = False
         self.last_checkpoint: str | None = None
-        # a resumed run: the checkpoint folder and what it saved (trainer.resume)
-        self.resume_path: Path | None = None
-        self.resumed: dict[str, Any] | None = None
-        self.stop_signal: int | None = None
-        self._grace: threading.Timer | None = None
+        self.guard = RunGuard(self)
 
     @property
     def generators(self) -> ActorGroup:
@@ -130,7 +125,7 @@ class Driver:
         cfg = self.cfg
         self.owns_ray = init_ray(cfg.cluster, self.cache_dir, required_cpus=self.roles.required().get("CPU", 0.0))
         self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, to_dict(cfg),
-                               resume_at=self.resumed["metrics_offset"] if self.resumed else None)
+                               resume_at=self.guard.resumed["metrics_offset"] if self.guard.resumed else None)
 
     def start_rollout_and_reward(self, model_path: str) -> None:
         """Create generators and reward workers without waiting: their start-up overlaps SFT."""
@@ -139,47 +134,61 @@ class Driver:
                                      self.eos_id, self.pad_id))
         rw = cfg.reward
         self.rewarders = RewardPool(self.roles.start("reward", (list(rw.fns), rw.torch_threads, rw.on_error,
-                                                                rw.fallback_value)), rw)
+                                                                rw.fallback_value)), rw, cfg.cluster.timeouts)
 
     def start_learners(self, model_path: str, ref_path: str | None, local_batch: int) -> None:
         lc = self.cfg.learner
         learners = self.roles.start("learner", [(rank, lc.world_size, lc, str(self.cache_dir))
                                                 for rank in range(lc.world_size)], per_rank_args=True)
         self.weights.new_source()
-        addr, port = ray.get(learners.actors[0].master_address.remote())
-        infos = learners.run("setup", addr, port, model_path, self.cfg.model.dtype,
-                             grad_accum_steps(local_batch, lc.micro_batch_size), ref_path,
-                             self.cfg.model.gradient_checkpointing)
+        startup = self.timeouts.startup_s
+        addr, port = learners.wait([learners.actors[0].master_address.remote()], "start-up", startup, "startup_s")[0]
+        infos = learners.wait(learners.call("setup", addr, port, model_path, self.cfg.model.dtype,
+                                            grad_accum_steps(local_batch, lc.micro_batch_size), ref_path,
+                                            self.cfg.model.gradient_checkpointing), "start-up", startup, "startup_s")
         log.info("learners: %d x ZeRO-%d over %s, %.2fM parameters, ready in %.1f s%s", lc.world_size,
                  lc.zero_stage, infos[0]["backend"], infos[0]["params"] / 1e6, max(i["seconds"] for i in infos),
                  " (+ frozen reference)" if ref_path else "")
 
     def wait_ready(self) -> None:
-        ray.get(self.generators.call("ready"))
-        self.rewarders.wait_ready()
+        self.generators.wait(self.generators.call("ready"), "start-up", self.timeouts.startup_s, "startup_s")
+        self.rewarders.wait_ready(self.timeouts.startup_s)
 
     # ------------------------------------------------------------------ generation and scoring
+    def generate_deadline(self, samples: int) -> float:
+        t = self.timeouts
+        return t.generate_s + t.generate_per_sample_s * samples / max(1, len(self.generators))
+
     def generate(self, prompts: list[list[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
         """Prompts split across the generators; yields each generator's completions (one part each)."""
         slices = split_even(len(prompts), len(self.generators))
-        refs = [actor.generate.remote(prompts[sl], params, sl.start)
-                for actor, sl in zip(self.generators.actors, slices) if sl.stop > sl.start]
-        for ref in refs:
-            yield ray.get(ref)
+        busy = [(i, sl) for i, sl in enumerate(slices) if sl.stop > sl.start]
+        refs = [self.generators.actors[i].generate.remote(prompts[sl], params, sl.start) for i, sl in busy]
+        yield from self.generators.wait(refs, "generate", self.generate_deadline(len(prompts) * params.n),
+                                        "generate_s", ranks=[i for i, _ in busy])
 
     def generate_stream(self, prompts: list[list[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
         """Like `generate`, but yields whole groups from every generator as they finish (any order)."""
         slices = split_even(len(prompts), len(self.generators))
-        pending = [actor.generate_stream.remote(prompts[sl], params, sl.start)
-                   for actor, sl in zip(self.generators.actors, slices) if sl.stop > sl.start]
+        rank = {self.generators.actors[i].generate_stream.remote(prompts[sl], params, sl.start): i
+                for i, sl in enumerate(slices) if sl.stop > sl.start}
+        pending, t0 = list(rank), time.monotonic()
+        deadline = self.generate_deadline(len(prompts) * params.n)
         while pending:
-            ready, _ = ray.wait(pending, num_returns=1)
+            ready, _ = ray.wait(pending, num_returns=1, timeout=self.cfg.cluster.heartbeat_s)
+            if not ready:
+                late, elapsed = self.generators.where([rank[g] for g in pending]), time.monotonic() - t0
+                if elapsed >= deadline:
+                    raise RoleTimeout(f"rollout {late}: generation not finished after {elapsed:.0f} s (deadline "
+                                      f"{deadline:.0f} s, cluster.timeouts.generate_s/generate_per_sample_s)")
+                log.warning("generate: waiting %.0f s for rollout %s", elapsed, late)
             for gen in ready:
                 try:
                     ref = next(gen)
                 except StopIteration:
                     pending.remove(gen)
                     continue
+                self.generators.check(ref, rank[gen], "generate")
                 yield ray.get(ref)
 
     def rollout(self, batch: RolloutBatch, params: SamplingSettings, timer: Timer | None = None,
@@ -235,89 +244,10 @@ class Driver:
                  sync.get("weight_sync/probe_max_abs_diff", float("nan")))
 
     def save_policy(self, path: str) -> None:
-        self.learners.run("save_hf", path)
+        self.learners.run("save_hf", path, timeout=self.timeouts.checkpoint_s)
         self.tokenizer.save_pretrained(path)
         self.last_checkpoint = path
         log.info("saved policy (Hugging Face format): %s", path)
-
-    # ------------------------------------------------------------------ checkpoints, resume, signals
-    def checkpoint(self, state: dict[str, Any] | None = None) -> str:
-        """A complete checkpoint of where the run is now (all learner ranks, policy, run state, RNG)."""
-        gens = self.roles.get("rollout")
-        saved = {"run": state or self.state.state_dict(), "metrics_offset": self.tracker.offset(),
-                 "generator_rng": ray.get(gens.call("rng_state")) if gens else None}
-
-        def save(folder: Path) -> None:
-            self.learners.run("save_checkpoint", str(folder / "learner"))
-            self.save_policy(str(folder / "policy"))
-
-        st = saved["run"]
-        self.last_checkpoint = str(write_checkpoint(self.run_dir, st["stage"], st["step"], save, saved,
-                                                    self.cfg.trainer.keep_last))
-        return self.last_checkpoint
-
-    def load_resume(self) -> None:
-        """trainer.resume: restore the run state of the newest (or the given) complete checkpoint."""
-        how = self.cfg.trainer.resume
-        if how == "never":
-            return
-        path = find_latest(self.run_dir) if how == "auto" else Path(how)
-        if path is None:
-            log.info("trainer.resume=auto: no complete checkpoint in %s, starting from the beginning", self.run_dir)
-            return
-        self.resumed, self.resume_path = load_state(path), path
-        self.state.load_state_dict(self.resumed["run"])
-        log.info("resuming from %s (stage %s, step %d; done: %s)", path, self.state.stage, self.state.step,
-                 ", ".join(self.state.completed) or "-")
-
-    def resuming(self, stage: str) -> bool:
-        """Whether `stage` continues from the checkpoint (its learners then load their saved state)."""
-        return self.resumed is not None and self.state.stage == stage and stage not in self.state.completed
-
-    def restore_learners(self, stage: str) -> int:
-        """Load the checkpoint's learner state when resuming `stage`; the step to continue after."""
-        if not self.resuming(stage):
-            return 0
-        self.learners.run("load_checkpoint", str(self.resume_path / "learner"))
-        log.info("%s: learner state restored, continuing after step %d", stage, self.state.step)
-        return self.state.step
-
-    def restore_generator_rng(self) -> None:
-        rng = (self.resumed or {}).get("generator_rng")
-        if rng and len(rng) == len(self.generators):
-            ray.get(self.generators.call_each("set_rng_state", [(r,) for r in rng]))
-
-    def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT: finish the step, checkpoint, stop; a second one (or the grace period) stops now."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_signal(signum: int, _frame: Any) -> None:
-            if self.stop_signal is not None:
-                raise KeyboardInterrupt
-            self.stop_signal = signum
-            log.warning("%s received: finishing the current step (at most %.0f s), then writing a checkpoint; "
-                        "send it again to stop at once", signal.Signals(signum).name, self.cfg.trainer.signal_grace_s)
-            self._grace = threading.Timer(self.cfg.trainer.signal_grace_s, self._grace_expired)
-            self._grace.daemon = True
-            self._grace.start()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, on_signal)
-
-    def _grace_expired(self) -> None:
-        log.error("the step did not finish within trainer.signal_grace_s=%.0f s: abandoning it",
-                  self.cfg.trainer.signal_grace_s)
-        _thread.interrupt_main()
-
-    def check_stop(self) -> None:
-        """Between steps: after a signal, write a checkpoint and stop the run."""
-        if self.stop_signal is None:
-            return
-        if self._grace is not None:
-            self._grace.cancel()
-        path = self.checkpoint()
-        raise RunInterrupted(self.stop_signal, path, str(self.run_dir))
 
     # ------------------------------------------------------------------ the run
     def run(self, mode: str = "train") -> Path:
@@ -326,22 +256,21 @@ class Driver:
         t0 = time.perf_counter()
         self.prepare()
         if mode == "train":
-            self.load_resume()
-        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+            self.guard.load_resume()
         try:
             self.start_cluster()
             if mode == "eval":
                 self.start_rollout_and_reward(self.model_path)
                 self.wait_ready()
                 return run_eval(self)
-            self.install_signal_handlers()
+            self.guard.install()
             policy = self.state.policy or self.model_path
             if needs_generators(cfg):
                 self.start_rollout_and_reward(policy)
             for stage in cfg.trainer.stages:
                 if stage in self.state.completed:
                     continue
-                if not self.resuming(stage):
+                if not self.guard.resuming(stage):
                     self.state.enter(stage)
                 if stage == "sft":
                     policy = run_sft(self)
@@ -351,24 +280,20 @@ class Driver:
                     self.save_policy(policy)
                 self.state.completed.append(stage)
                 self.state.policy = policy
-                self.checkpoint()   # the end of every stage
+                self.guard.checkpoint()   # the end of every stage
                 self.roles.stop("learner")
-                self.check_stop()
+                self.guard.check_stop()
             if policy != self.model_path and Path(policy).name != "final":
                 shutil.copytree(policy, self.run_dir / "final", dirs_exist_ok=True)
-        except RewardError as err:
+        except (RewardError, RoleFailure) as err:
             log.error("stopping the run: %s", err)
             log.error("last checkpoint: %s", self.last_checkpoint or "(none yet)")
             raise
         except KeyboardInterrupt:   # a second signal, or the grace period ran out: no new checkpoint
-            raise RunInterrupted(self.stop_signal or signal.SIGINT, self.last_checkpoint, str(self.run_dir),
+            raise RunInterrupted(self.guard.stop_signal or signal.SIGINT, self.last_checkpoint, str(self.run_dir),
                                  " (the step in progress was abandoned)") from None
         finally:
-            if self._grace is not None:
-                self._grace.cancel()
-            for sig, handler in handlers.items():
-                if threading.current_thread() is threading.main_thread():
-                    signal.signal(sig, handler)
+            self.guard.uninstall()
             if self.tracker is not None:
                 self.tracker.close()
             self.roles.stop_all()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import ray
 import torch
 
 from rlframe.data.rollout_batch import RolloutBatch
@@ -29,14 +28,14 @@ def run_rl(d: Driver, policy_path: str) -> None:
     a, t = cfg.algorithm, cfg.trainer
     d.start_learners(policy_path, policy_path if a.kl_coef > 0 else None,
                      t.prompts_per_step * a.group_size // cfg.learner.world_size)
-    first = d.restore_learners("grpo")
+    first = d.guard.restore_learners("grpo")
     d.wait_ready()
     # a resumed run's generators get the checkpoint's weights here, verified like any sync
     d.log_sync(d.sync_weights(), step=first)
     if t.eval_every and first == 0:
         d.tracker.log({"step": 0, "stage": "eval", **d.evaluate()})
     if first:
-        d.restore_generator_rng()
+        d.guard.restore_generator_rng()
     sampler = d.state.sampler("grpo", len(d.task.train), cfg.run.seed + 1)
     params = SamplingSettings(n=a.group_size, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                               top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens)
@@ -47,7 +46,7 @@ def run_rl(d: Driver, policy_path: str) -> None:
         bar.set_postfix(reward=f"{metrics['reward/total']:.3f}",
                         acc=f"{metrics.get('reward/accuracy', float('nan')):.2f}")
         bar.update()
-        d.check_stop()
+        d.guard.check_stop()
     bar.close()
 
 
@@ -61,13 +60,15 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
         scores = d.rollout(batch, params, timer, stream=cfg.reward.stream_batch)
     except RewardError:
         if step > 1:   # the learners have not updated yet: the state before this step is consistent
-            d.checkpoint(before)
+            d.guard.checkpoint(before)
         raise
     batch.advantages = compute_advantages(a.name, torch.tensor(batch.rewards), a.group_size, a.adv_eps)
     shards = batch.train_batch(d.pad_id, d.eos_id).shards(cfg.learner.world_size)
     lr = lr_at(step - 1, t.max_steps, cfg.learner.lr, cfg.learner.warmup_steps, t.lr_schedule)
-    m = merge_ranks(ray.get(d.learners.call_each(
-        "rl_step", [(sh, lr, a, params.temperature, params.max_new_tokens) for sh in shards])))
+    to = cfg.cluster.timeouts
+    m = merge_ranks(d.learners.wait(
+        d.learners.call_each("rl_step", [(sh, lr, a, params.temperature, params.max_new_tokens) for sh in shards]),
+        "rl_step", to.train_s + to.train_per_sample_s * len(shards[0]), "train_s"))
     timer.add("ref", m.pop("timing/ref"))
     timer.add("train", m.pop("timing/train"))
     with timer("weight_sync"):
@@ -81,5 +82,5 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
     metrics["timing/step"] = round(time.perf_counter() - t0, 4)
     d.tracker.log(metrics)
     if t.save_every and step % t.save_every == 0 and step < t.max_steps:
-        d.checkpoint()   # after the step's row: a resumed run continues with the next step
+        d.guard.checkpoint()   # after the step's row: a resumed run continues with the next step
     return metrics

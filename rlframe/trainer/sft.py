@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import ray
 
 from rlframe.data.batching import collate
 from rlframe.errors import ConfigError
@@ -22,7 +21,7 @@ def run_sft(d: Driver) -> str:
     cfg, s = d.cfg, d.cfg.trainer.sft
     world = cfg.learner.world_size
     d.start_learners(d.model_path, None, s.batch_size // world)
-    first = d.restore_learners("sft")
+    first = d.guard.restore_learners("sft")
     sampler = d.state.sampler("sft", len(d.task.train), cfg.run.seed)
     targets: dict[int, list[int]] = {}
     bar = progress(s.steps, "sft", cfg.trainer.progress)
@@ -37,7 +36,10 @@ def run_sft(d: Driver) -> str:
             batch = collate([d.train_prompts[i] for i in idx], [targets[i] for i in idx], d.pad_id)
         lr = lr_at(step, s.steps, s.lr, s.warmup_steps, "cosine", s.min_lr_ratio)
         with timer("train"):
-            m = merge_ranks(ray.get(d.learners.call_each("sft_step", [(sh, lr) for sh in batch.shards(world)])))
+            to = cfg.cluster.timeouts
+            m = merge_ranks(d.learners.wait(d.learners.call_each("sft_step", [(sh, lr) for sh in batch.shards(world)]),
+                                            "sft_step", to.train_s + to.train_per_sample_s * s.batch_size / world,
+                                            "train_s"))
         d.state.step = step + 1
         d.tracker.log({"step": step + 1, "stage": "sft", **m, "epoch": sampler.epoch, **timer.metrics()})
         bar.set_postfix(loss=f"{m['loss']:.3f}")
@@ -45,8 +47,8 @@ def run_sft(d: Driver) -> str:
         if s.eval_every and step + 1 >= s.min_steps and (step + 1) % s.eval_every == 0 and should_stop(d, step + 1):
             break
         if cfg.trainer.save_every and (step + 1) % cfg.trainer.save_every == 0 and step + 1 < s.steps:
-            d.checkpoint()
-        d.check_stop()
+            d.guard.checkpoint()
+        d.guard.check_stop()
     bar.close()
     out = str(d.run_dir / "sft")
     d.save_policy(out)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-import ray
 import torch
 
 from rlframe.config.schema import WeightSyncConfig
@@ -16,8 +15,8 @@ class WeightSync:
     first sync from a new weight source (new learners) is always probed: the log-probs of a fixed sequence
     under the learner and under every generator must agree."""
 
-    def __init__(self, cfg: WeightSyncConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: WeightSyncConfig, timeout_s: float = 600.0) -> None:
+        self.cfg, self.timeout_s = cfg, timeout_s
         self.syncs = 0
         self.probe_next = True
 
@@ -27,9 +26,12 @@ class WeightSync:
     def sync(self, learners: Any, generators: Any, version: int, probe_args: Sequence[Any]) -> dict[str, float]:
         """Send the learners' weights to every generator as `version`, check versions (and the probe)."""
         t0 = time.perf_counter()
-        payload = learners.run("gather_weights", self.cfg.bucket_mb, self.cfg.checksum)[0]
-        receipts = ray.get(generators.call("update_weights", version, payload))
-        versions = ray.get(generators.call("weight_version"))
+        deadline = self.timeout_s
+        payload = learners.wait(learners.call("gather_weights", self.cfg.bucket_mb, self.cfg.checksum),
+                                "weight gather", deadline, "weight_sync_s")[0]
+        receipts = generators.wait(generators.call("update_weights", version, payload), "weight load", deadline,
+                                   "weight_sync_s")
+        versions = generators.wait(generators.call("weight_version"), "weight version", deadline, "weight_sync_s")
         if any(v != version for v in versions):
             raise WeightSyncError(f"weight sync: generators report versions {versions}, learner is at {version}")
         probe = {}
@@ -45,9 +47,11 @@ class WeightSync:
 
     def probe(self, learners: Any, generators: Any, version: int, probe_args: Sequence[Any]) -> float:
         """Largest |log-prob difference| on the probe sequence; above probe_tolerance the run stops."""
-        mine = torch.tensor(learners.run("probe_logprobs", *probe_args)[0])
+        mine = torch.tensor(learners.wait(learners.call("probe_logprobs", *probe_args), "probe", self.timeout_s,
+                                          "weight_sync_s")[0])
         worst = 0.0
-        for theirs in ray.get(generators.call("probe_logprobs", *probe_args)):
+        for theirs in generators.wait(generators.call("probe_logprobs", *probe_args), "probe", self.timeout_s,
+                                      "weight_sync_s"):
             worst = max(worst, float((mine - torch.tensor(theirs)).abs().max()))
         if worst > self.cfg.probe_tolerance:
             raise WeightSyncError(

@@ -75,7 +75,7 @@ def test_any_insertion_into_a_valid_completion(at, junk):
 
 def _seconds(text: str) -> float:
     best = float("inf")
-    for _ in range(3):   # the best of three: the property is about the algorithm, not the machine's noise
+    for _ in range(5):   # the best of five: the property is about the algorithm, not the machine's noise
         t0 = time.perf_counter()
         parse_completion(text)
         is_well_formed(text)
@@ -94,9 +94,9 @@ prefixes = st.lists(st.sampled_from(PIECES), max_size=6).map("".join)
 def test_parse_time_is_linear_in_the_length(prefix, chunk):
     """A prefix and a chunk repeated 8x more times must cost about 8x, not 64x: no pattern rescans the text
     from every position (the bound allows 3x noise over linear, and a floor for timer resolution)."""
-    k = max(1, 2_500 // len(chunk))
+    k = max(1, 4_000 // len(chunk))
     t_small, t_large = _seconds(prefix + chunk * k), _seconds(prefix + chunk * 8 * k)
-    assert t_large <= 24 * max(t_small, 2e-4), (prefix, chunk, t_small, t_large)
+    assert t_large <= 24 * max(t_small, 1e-3), (prefix, chunk, t_small, t_large)
     assert t_large < 2.0
 
 

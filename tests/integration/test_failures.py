@@ -1,0 +1,69 @@
+"""Real failures: a generator that hangs is reported within its deadline, naming it; a learner rank killed
+mid-run stops the run naming the rank and the last checkpoint, and the run resumes to the end."""
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import time
+
+import psutil
+import pytest
+import ray.cloudpickle
+
+from rlframe.config import load_config
+from rlframe.errors import RoleTimeout
+from rlframe.rollout.generator import RolloutWorker
+from rlframe.tracking import read_metrics
+from rlframe.trainer.driver import Driver
+from rlframe.trainer.roles import ROLES
+from test_resume import finish, rows, start, wait_for_row
+
+pytestmark = pytest.mark.integration
+
+
+class HangingRolloutWorker(RolloutWorker):
+    """Test-only: a generator whose generation never returns (the real call, made to hang)."""
+
+    def generate(self, *args, **kwargs):
+        time.sleep(3600)
+
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the actor process cannot import this file
+
+
+def test_a_hanging_generator_is_reported_within_its_deadline_naming_it(ray_session, tmp_path, caplog):
+    cfg = load_config(["trainer.stages=[grpo]", "data.num_train=16", "data.num_eval=4", "trainer.max_steps=2",
+                       "trainer.prompts_per_step=4", "algorithm.group_size=2", "rollout.max_new_tokens=8",
+                       "trainer.eval_every=0", "trainer.progress=false", "reward.stream_batch=0",
+                       "cluster.timeouts.generate_s=6", "cluster.timeouts.generate_per_sample_s=0",
+                       "cluster.heartbeat_s=2", f"run.output_dir={tmp_path / 'run'}"])
+    d = Driver(cfg)
+    d.roles.map = {**d.roles.map, "rollout": dataclasses.replace(ROLES["rollout"], actor_cls=HangingRolloutWorker)}
+    with pytest.raises(RoleTimeout) as info:
+        d.run()
+    msg = str(info.value)
+    assert msg.startswith("rollout rank 0 on node ") and "no answer to generate after" in msg
+    waited = float(msg.split("after ")[1].split(" s")[0])
+    assert 6 <= waited < 9, msg                                    # reported at its deadline, not later
+    assert "deadline 6 s, cluster.timeouts.generate_s" in msg
+    assert "generate: waiting" in caplog.text                      # the heartbeat named it before that
+    assert not [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["stage"] == "grpo"]
+
+
+def test_a_learner_rank_killed_mid_run_stops_it_naming_the_rank_then_resume_finishes(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, "trainer.stages=[grpo]")
+    wait_for_row(run_dir, "grpo", 3, proc)
+    learners = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if "LearnerWorker" in " ".join(p.cmdline()[:1])]
+    assert len(learners) == 2
+    learners[-1].send_signal(signal.SIGKILL)
+    rc, err = finish(proc)
+    assert rc == 1, err[-3000:]
+    assert "learner rank " in err and " on node " in err and "died during" in err
+    assert "last checkpoint: " in err and "checkpoints/" in err and "trainer.resume=auto" in err
+
+    rc, err = finish(start(run_dir, "trainer.stages=[grpo]", "trainer.resume=auto"))
+    assert rc == 0, err[-3000:]
+    assert [r["step"] for r in rows(run_dir, "grpo")] == [1, 2, 3, 4, 5, 6]
