@@ -40,3 +40,7 @@ class RoleTimeout(RoleFailure):
 
 class RoleDied(RoleFailure):
     pass
+
+
+class RoleRestarting(RoleDied):
+    """The actor died and Ray is restarting it (calls fail until its constructor has run again)."""

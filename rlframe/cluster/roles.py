@@ -17,7 +17,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rlframe.errors import RoleDied, RoleTimeout
+from rlframe.errors import RoleDied, RoleRestarting, RoleTimeout
 
 log = logging.getLogger("rlframe")
 PLACEMENT_TIMEOUT_S = 120
@@ -128,7 +128,8 @@ class ActorGroup:
             lines = [x for x in (getattr(err, "error_msg", None) or str(err)).strip().splitlines() if x.strip()]
             # a constructor that raised: its exception is the traceback's last line; a killed process: the first
             cause = (lines[-1] if any("Traceback" in x for x in lines) else lines[0]) if lines else type(err).__name__
-            raise RoleDied(f"{self.name} {self.where([rank])} died during {phase}: {cause.strip()}") from None
+            kind = RoleRestarting if isinstance(err, ray.exceptions.ActorUnavailableError) else RoleDied
+            raise kind(f"{self.name} {self.where([rank])} died during {phase}: {cause.strip()}") from None
 
     def where(self, ranks: Sequence[int]) -> str:
         """'rank 1 on node 10.0.0.5': actor i sits in bundle i of its pool's placement group, which GCS maps

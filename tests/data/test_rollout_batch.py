@@ -79,3 +79,13 @@ def testplace_rows_truncates_extra_values_and_leaves_missing_zero():
     assert out.tolist() == [[0.0, -0.25, -0.75, 0.0], [-2.0, 0.0, 0.0, 0.0]]
 
 
+
+
+def test_masked_samples_take_their_whole_group_out_of_the_loss():
+    batch = RolloutBatch([{}, {}], [[10, 11], [12]], group_size=2)
+    batch.add([comp(i, k, [20 + i, 2]) for i in range(2) for k in range(2)])
+    batch.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    batch.masked = {3}                           # the reward failed on prompt 1, sample 1
+    tb = batch.train_batch(pad_id=0, eos_id=2)
+    assert batch.masked_groups() == [1]
+    assert tb.loss_mask[:2].sum() > 0 and tb.loss_mask[2:].sum() == 0

@@ -67,3 +67,24 @@ def test_a_learner_rank_killed_mid_run_stops_it_naming_the_rank_then_resume_fini
     rc, err = finish(start(run_dir, "trainer.stages=[grpo]", "trainer.resume=auto"))
     assert rc == 0, err[-3000:]
     assert [r["step"] for r in rows(run_dir, "grpo")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_generator_killed_mid_run_is_restarted_resynced_and_the_run_finishes(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, "trainer.stages=[grpo]", "trainer.save_every=0")
+    wait_for_row(run_dir, "grpo", 2, proc)
+    generators = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                  if "RolloutWorker" in " ".join(p.cmdline()[:1])]
+    assert len(generators) == 1
+    generators[0].send_signal(signal.SIGKILL)
+    rc, err = finish(proc)
+    assert rc == 0, err[-3000:]
+    assert "restart 1 of 2; syncing the current weights" in err
+    grpo = rows(run_dir, "grpo")
+    assert [r["step"] for r in grpo] == [1, 2, 3, 4, 5, 6]          # every step completed
+    assert grpo[-1]["rollout/restarts"] == 1 and grpo[0]["rollout/restarts"] == 0
+    # the restarted engine got the current weights, checked by checksum and by the log-prob probe (logged with
+    # the step's sync if it died between steps, as a weight_sync row if it died while generating)
+    probed = [r for r in read_metrics(run_dir / "metrics.jsonl")
+              if r["stage"] in ("grpo", "weight_sync") and r["step"] >= 2 and "weight_sync/probe_max_abs_diff" in r]
+    assert probed and probed[0]["weight_sync/probe_max_abs_diff"] < 1e-3

@@ -81,6 +81,12 @@ def test_errors_name_function_and_sample_and_fallback_counts(ray_session):
         assert out.components["fails_on_c"] == [-1.0, 1.0] and out.failures == {"fails_on_c": 1}
     finally:
         p.stop()
+    p = pool(RewardFnConfig(name="fails_on_c", path=FNS), on_error="mask", num_workers=2)
+    try:   # two batches on two workers: the failing sample's index is the merged one
+        out = p.gather([p.submit([{"id": "y", "completion": "ab"}]), p.submit([{"id": "x", "completion": "abc"}])])
+        assert out.failed == [1] and out.failures == {"fails_on_c": 1}
+    finally:
+        p.stop()
 
 
 def test_a_reward_failing_mid_run_stops_it_after_a_checkpoint(ray_session, tmp_path, tiny_model_dir):
@@ -122,3 +128,20 @@ def test_serve_reward_process(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_reward_on_error_mask_takes_failed_groups_out_of_the_loss(ray_session, tmp_path):
+    from rlframe.config import load_config
+    from rlframe.trainer.driver import Driver
+
+    cfg = load_config([
+        "trainer.stages=[grpo]", "data.num_train=32", "data.num_eval=4", "trainer.max_steps=2",
+        "trainer.prompts_per_step=4", "algorithm.group_size=2", "rollout.max_new_tokens=8", "trainer.eval_every=0",
+        "trainer.progress=false", "algorithm.kl_coef=0", f"run.output_dir={tmp_path / 'run'}", "reward.on_error=mask",
+        f"reward.fns=[{{name:judge,path:'{FNS}',function:FailsFromSecondCall}}]"])
+    Driver(cfg).run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, second = [r for r in rows if r["stage"] == "grpo"]
+    assert "reward/masked_samples" not in first
+    assert second["reward/masked_samples"] == 8 and second["reward/masked_groups"] == 4
+    assert second["loss"] == 0.0 and second["grad_norm"] == 0.0    # nothing left to learn from at step 2

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rlframe.config.schema import RolloutConfig
+from rlframe.config.schema import ClusterConfig, RolloutConfig
 from rlframe.data.rollout_batch import RolloutBatch
 from rlframe.trainer.driver import Driver
 from rlframe.rollout.engine import SamplingSettings
@@ -28,7 +28,9 @@ def test_stream_from_two_generators_yields_whole_groups(ray_session, start_role,
     group = start_role("rollout", RolloutWorker, 2, (tiny_model_dir, str(tmp_path / "tok"), cfg, "float32", 0, 2, 0))
     prompts = [[10 + i, 20 + i, 30 + i] for i in range(6)]
     params = SamplingSettings(n=3, temperature=1.0, max_new_tokens=12)
-    chunks = list(Driver.generate_stream(SimpleNamespace(generators=group), prompts, params))
+    driver = SimpleNamespace(generators=group, generate_deadline=lambda samples: 600.0,
+                             cfg=SimpleNamespace(cluster=ClusterConfig()))   # what generate_stream reads
+    chunks = list(Driver.generate_stream(driver, prompts, params))
     comps = [c for chunk in chunks for c in chunk]
     assert Counter(c.prompt_index for c in comps) == {i: 3 for i in range(6)}   # every sample, once
     for chunk in chunks:                                   # a chunk never splits a group

@@ -171,3 +171,15 @@ def test_numpy_scores_are_accepted():
     comps, total, _ = score(("np", 2.0, lambda s: np.array([0.5, 1.0], np.float32)),
                             samples=[{"id": "a"}, {"id": "b"}])
     assert comps["np"] == [0.5, 1.0] and total == [1.0, 2.0]
+
+
+def test_mask_lists_the_samples_any_function_failed_on():
+    def fn(samples):
+        if any(s["id"] == "s1" for s in samples):
+            raise ValueError("cannot parse")
+        return [1.0] * len(samples)
+
+    comps, _, out = score(("f", 1.0, fn), ("g", 1.0, lambda s: [math.nan if x["id"] == "s2" else 0.5 for x in s]),
+                          on_error="mask", fallback=0.0)
+    assert comps["f"] == [1.0, 0.0, 1.0] and out.failures == {"f": 1, "g": 1}
+    assert out.failed == [1, 2]
