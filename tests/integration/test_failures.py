@@ -88,3 +88,45 @@ def test_a_generator_killed_mid_run_is_restarted_resynced_and_the_run_finishes(t
     probed = [r for r in read_metrics(run_dir / "metrics.jsonl")
               if r["stage"] in ("grpo", "weight_sync") and r["step"] >= 2 and "weight_sync/probe_max_abs_diff" in r]
     assert probed and probed[0]["weight_sync/probe_max_abs_diff"] < 1e-3
+
+
+@pytest.mark.parametrize("second_signal", [False, True])
+def test_sigterm_during_a_hung_step_abandons_it(ray_session, tmp_path, second_signal):
+    """The step in flight cannot finish (its generator hangs): after trainer.signal_grace_s the run stops
+    without a new checkpoint; a second signal stops it at once."""
+    import os
+    import threading
+
+    from rlframe.errors import RunInterrupted
+
+    grace = 30.0 if second_signal else 3.0
+    cfg = load_config(["trainer.stages=[grpo]", "data.num_train=16", "data.num_eval=4", "trainer.max_steps=2",
+                       "trainer.prompts_per_step=4", "algorithm.group_size=2", "rollout.max_new_tokens=8",
+                       "trainer.eval_every=0", "trainer.progress=false", "reward.stream_batch=0",
+                       "cluster.timeouts.generate_s=300", "cluster.heartbeat_s=1", f"trainer.signal_grace_s={grace}",
+                       f"run.output_dir={tmp_path / 'run'}"])
+    d = Driver(cfg)
+    d.roles.map = {**d.roles.map, "rollout": dataclasses.replace(ROLES["rollout"], actor_cls=HangingRolloutWorker)}
+    sent: list[float] = []
+
+    def signal_when_generating() -> None:   # the first sync is logged right before step 1 generates
+        metrics = tmp_path / "run" / "metrics.jsonl"
+        while not (metrics.exists() and "weight_sync" in metrics.read_text()):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)
+        if second_signal:
+            time.sleep(1.0)
+            sent.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_when_generating, daemon=True).start()
+    with pytest.raises(RunInterrupted) as info:
+        d.run()
+    stopped = time.monotonic() - sent[-1]
+    assert info.value.signum == signal.SIGTERM and info.value.checkpoint is None
+    assert "abandoned" in str(info.value)
+    assert stopped < (3.0 if second_signal else grace + 3.0), stopped
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or not callable(signal.getsignal(signal.SIGTERM)) \
+        or signal.getsignal(signal.SIGTERM).__name__ != "on_signal"       # the run's handlers are gone

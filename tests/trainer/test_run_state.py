@@ -36,3 +36,18 @@ def test_each_stage_keeps_its_own_sampler():
     assert state.sampler("sft", 5, 0) is a and b.pos == 0
     state.enter("sft")
     assert state.epoch == 0 and state.step == 0
+
+
+def test_a_run_resumed_exactly_at_an_epoch_boundary_trains_the_next_epoch():
+    """veRL's failure mode: a checkpoint taken at the end of an epoch resumes into zero steps."""
+    from rlframe.trainer.run_state import RunState
+
+    whole, first = RunState(), RunState()
+    for s in (whole, first):
+        s.sampler("grpo", 8, seed=3).take(8)       # exactly one epoch: position 8 of 8
+    saved = first.state_dict()
+    resumed = RunState()
+    resumed.load_state_dict(saved)
+    nxt = resumed.sampler("grpo", 8, seed=3).take(8)
+    assert nxt == whole.samplers["grpo"].take(8)   # the same next epoch, reshuffled, every index once
+    assert sorted(nxt) == list(range(8)) and resumed.samplers["grpo"].epoch == 1
