@@ -65,6 +65,8 @@ class DataConfig:
     # held-out records in the same format; several files comma-separated, e.g. "SP_ID.jsonl,SP_OD.jsonl"
     # (a record without a `split` field is reported under its file's name); null = none
     eval_path: Optional[str] = None
+    # without data.eval_path: hold out this fraction of data.path's records (shuffled by data.seed) for evaluation
+    val_split_ratio: float = 0.0
     # image paths in the records are relative to this folder; null = the data file's folder
     image_root: Optional[str] = None
     # a bad record: error (stop, naming file, line, field) or skip (drop it, count and report it)

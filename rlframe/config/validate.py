@@ -41,6 +41,14 @@ def _check_task(e: list[str], cfg: RLConfig) -> TaskSpec | None:
     except (KeyError, ImportError, AttributeError) as err:
         e.append(f"data.task={cfg.data.task!r}: {str(err).strip(chr(34))} (or give 'pkg.module:builder')")
         return None
+    d = cfg.data
+    if not 0.0 <= d.val_split_ratio < 1.0:
+        e.append(f"data.val_split_ratio={d.val_split_ratio!r}: must be in [0, 1)")
+    elif d.val_split_ratio and d.eval_path:
+        e.append(f"data.val_split_ratio={d.val_split_ratio!r} and data.eval_path are both set: hold out a part of "
+                 f"data.path or read data.eval_path, not both")
+    elif d.val_split_ratio and not d.path:
+        e.append(f"data.val_split_ratio={d.val_split_ratio!r}: splits data.path, which is not set")
     if not spec.reads_files:
         for key in ("path", "eval_path", "image_root"):
             if getattr(cfg.data, key):
@@ -80,10 +88,11 @@ def _check_vision(e: list[str], cfg: RLConfig, task: TaskSpec | None) -> None:
     elif task is not None and vlm and src is None:
         e.append(f"model.arch=qwen2_5_vl: data.task={cfg.data.task!r} has no images; use a task with images "
                  f"({_tasks_with('vision')})")
-    if vlm and r.backend == "vllm" and r.num_gpus_per_worker <= 0:
-        # measured: vLLM-CPU's model registry imports torchvision for Qwen2.5-VL, which breaks it here
-        e.append("rollout=vllm with a vision-language policy needs GPUs (rollout.num_gpus_per_worker > 0): "
-                 "vLLM cannot serve Qwen2.5-VL on CPU; use rollout=hf (transformers generate) on CPU-only machines")
+    if vlm and r.backend == "vllm":
+        # refused before anything starts: rlframe's vLLM engine does not pass images (multi_modal_data) yet, so
+        # the run would stop after SFT; and vLLM-CPU's registry imports torchvision for Qwen2.5-VL (measured)
+        e.append("rollout.backend=vllm with a vision-language policy: rlframe's vLLM engine does not pass images "
+                 "yet; use rollout=hf (transformers generate, CPU or GPU)")
 
 
 def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:

@@ -109,6 +109,9 @@ class Driver:
         self.model_path = src
         self.train_prompts = self.encode_prompts(self.task.train)
         self.eval_prompts = self.encode_prompts(self.task.eval)
+        if not self.task.eval and (cfg.trainer.eval_every or cfg.trainer.sft.eval_every):
+            log.warning("no held-out records (data.eval_path or data.val_split_ratio): evaluation is skipped%s",
+                        " and SFT runs all trainer.sft.steps" if cfg.trainer.sft.stop_threshold is not None else "")
         log.info("data: %d train / %d eval samples%s, vocab %d, prompt tokens %d-%d (%.1f s); model %s",
                  len(self.task.train), len(self.task.eval),
                  f" ({self.task.skipped} invalid records skipped)" if self.task.skipped else "", len(tok),
@@ -128,6 +131,9 @@ class Driver:
         self.owns_ray = init_ray(cfg.cluster, self.cache_dir, required_cpus=self.roles.required().get("CPU", 0.0))
         self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, to_dict(cfg),
                                resume_at=self.guard.resumed["metrics_offset"] if self.guard.resumed else None)
+        if self.task.skipped and not self.guard.resumed:   # data.on_invalid=skip: in the metrics too
+            self.tracker.log({"step": 0, "stage": "data", "data/skipped_records": self.task.skipped,
+                              "data/train_records": len(self.task.train), "data/eval_records": len(self.task.eval)})
 
     def start_rollout_and_reward(self, model_path: str) -> None:
         """Create generators and reward workers without waiting: their start-up overlaps SFT."""
@@ -263,7 +269,9 @@ class Driver:
         self.weights.new_source()   # a new engine: probe it
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy decoding on the held-out records; every reward component's mean."""
+        """Greedy decoding on the held-out records; every reward component's mean ({} without held-out records)."""
+        if not self.task.eval:
+            return {}
         params = SamplingSettings(n=1, temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens)
         batch = RolloutBatch(self.task.eval, self.eval_prompts, 1)
         self.rollout(batch, params)
@@ -282,10 +290,12 @@ class Driver:
             return self.weights.sync(self.learners, self.generators, self.state.weight_version, self.probe_args())
 
     def probe_args(self) -> tuple:
-        """A fixed held-out sequence (prompt + target) for the log-prob probe; a VLM's carries its images."""
-        prompt = self.eval_prompts[0]
+        """A fixed sequence (prompt + target) for the log-prob probe: the first held-out record, or the first
+        training record when there is no held-out set; a VLM's carries its images."""
+        prompt, record = (self.eval_prompts[0], self.task.eval[0]) if self.task.eval else \
+            (self.train_prompts[0], self.task.train[0])
         images = getattr(prompt, "images", None)   # never cut a VLM prompt: its image tokens must stay whole
-        ids = (prompt + self.encode(self.task.eval[0].get("target", "")))[:128 if images is None else len(prompt) + 128]
+        ids = (prompt + self.encode(record.get("target", "")))[:128 if images is None else len(prompt) + 128]
         return (ids,) if images is None else (ids, images)
 
     def log_sync(self, sync: dict[str, float], step: int) -> None:

@@ -32,7 +32,7 @@ def run_rl(d: Driver, policy_path: str) -> None:
     d.wait_ready()
     # a resumed run's generators get the checkpoint's weights here, verified like any sync
     d.log_sync(d.sync_weights(), step=first)
-    if t.eval_every and first == 0:
+    if t.eval_every and first == 0 and d.task.eval:
         d.tracker.log({"step": 0, "stage": "eval", **d.evaluate()})
     if first:
         d.guard.restore_generator_rng()
@@ -76,7 +76,7 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
     d.state.step = step
     metrics = {"step": step, "stage": "grpo", **reward_metrics(batch, scores), **m, **sync,
                "rollout/restarts": d.generator_restarts}
-    if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
+    if t.eval_every and d.task.eval and (step % t.eval_every == 0 or step == t.max_steps):
         with timer("eval"):
             d.tracker.log({"step": step, "stage": "eval", **d.evaluate()})
     metrics.update(timer.metrics())

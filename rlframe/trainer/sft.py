@@ -44,7 +44,8 @@ def run_sft(d: Driver) -> str:
         d.tracker.log({"step": step + 1, "stage": "sft", **m, "epoch": sampler.epoch, **timer.metrics()})
         bar.set_postfix(loss=f"{m['loss']:.3f}")
         bar.update()
-        if s.eval_every and step + 1 >= s.min_steps and (step + 1) % s.eval_every == 0 and should_stop(d, step + 1):
+        if s.eval_every and d.task.eval and step + 1 >= s.min_steps and (step + 1) % s.eval_every == 0 \
+                and should_stop(d, step + 1):
             break
         if cfg.trainer.save_every and (step + 1) % cfg.trainer.save_every == 0 and step + 1 < s.steps:
             d.guard.checkpoint()

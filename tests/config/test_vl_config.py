@@ -12,10 +12,11 @@ def test_vl_experiment_composes_with_the_hf_rollout_and_the_image_task():
     assert cfg.model.vision.patch_size == 14 and cfg.model.vision.spatial_merge_size == 2
 
 
-def test_vllm_serves_a_vlm_only_with_gpus():
-    with pytest.raises(ConfigError, match="vLLM cannot serve Qwen2.5-VL on CPU; use rollout=hf"):
-        load_config(["experiment=preferthinker_tiny_vl", "rollout=vllm"])
-    load_config(["experiment=preferthinker_tiny_vl", "rollout=vllm", "rollout.num_gpus_per_worker=1"])
+def test_vllm_with_a_vlm_is_refused_before_anything_starts_gpus_or_not():
+    # the vLLM engine does not pass images yet: accepted, it would fail after SFT with NotImplementedError
+    for extra in ([], ["rollout.num_gpus_per_worker=1"]):
+        with pytest.raises(ConfigError, match="rollout.backend=vllm with a vision-language policy: .* use rollout=hf"):
+            load_config(["experiment=preferthinker_tiny_vl", "rollout=vllm", *extra])
 
 
 def test_image_task_needs_a_vlm_and_a_vlm_needs_images():

@@ -40,18 +40,18 @@ def test_parser_profile_of_plain_words_is_linear_not_quadratic():
 
 def test_parser_total_with_endless_addends_is_linear():
     """Repeated unfinished totals cost quadratic time (_TOTAL): 8x the text took 64x, now about 8x."""
-    from test_parser_fuzz import _seconds
+    from test_parser_fuzz import cpu_seconds
 
     chunk = "Image A: total_score=1+ "
-    small, large = _seconds("<think>" + chunk * 500), _seconds("<think>" + chunk * 4_000)
+    small, large = cpu_seconds("<think>" + chunk * 500, "<think>" + chunk * 4_000)
     assert large <= 24 * max(small, 2e-4), (small, large)
 
 
 def test_parser_image_without_a_score_is_linear():
     """"Image A" never followed by "(score)" in a dimension's line cost quadratic time (_IMG_SCORE)."""
-    from test_parser_fuzz import _seconds
+    from test_parser_fuzz import cpu_seconds
 
-    small, large = _seconds("<think>Color: " + "Image A x" * 500), _seconds("<think>Color: " + "Image A x" * 4_000)
+    small, large = cpu_seconds("<think>Color: " + "Image A x" * 500, "<think>Color: " + "Image A x" * 4_000)
     assert large <= 24 * max(small, 2e-4), (small, large)
 
 

@@ -61,3 +61,32 @@ def test_vl_sft_then_grpo_through_the_driver(ray_session, tmp_path: Path):
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     **batch_vision_kwargs(model.config, batch))
     assert torch.isfinite(out.logits).all()
+
+
+def test_a_users_own_data_file_without_an_eval_file_trains_and_reports_skips(ray_session, tmp_path: Path):
+    """`data.path` alone (no eval file) used to crash after SFT (the probe took an eval record); with
+    data.val_split_ratio a held-out set is carved; skipped records reach the metrics."""
+    from rlframe.cli import main
+
+    synth = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(synth), "--num-users", "8", "--samples-per-user", "4",
+                 "--num-history", "2", "--image-size", "56", "--no-progress"]) == 0
+    lines = (synth / "train.jsonl").read_text().splitlines()
+    (synth / "mine.jsonl").write_text("\n".join(lines + ['{"user_id": "broken"}']) + "\n")
+    base = [o for o in TINY if not o.startswith(("data.num_eval", "trainer.eval_every"))]
+    user = [f"data.path={synth / 'mine.jsonl'}", "data.on_invalid=skip", "trainer.sft.eval_every=0",
+            "trainer.sft.stop_threshold=null"]
+    run_dir = Driver(load_config([*base, *user, "trainer.eval_every=2", f"run.output_dir={tmp_path / 'a'}",
+                                  f"run.cache_dir={tmp_path / 'cache'}"])).run()       # no held-out set at all
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["stage"] == "grpo"] == [1, 2]
+    assert not [r for r in rows if r["stage"] == "eval"]                                # skipped, with a note
+    data = [r for r in rows if r["stage"] == "data"]
+    assert data and data[0]["data/skipped_records"] == 1
+    cfg = load_config([*base, *user, "data.val_split_ratio=0.25", "trainer.eval_every=2", "trainer.max_steps=2",
+                       f"run.output_dir={tmp_path / 'b'}", f"run.cache_dir={tmp_path / 'cache'}"])
+    rows = read_metrics(Driver(cfg).run() / "metrics.jsonl")
+    evals = [r for r in rows if r["stage"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 2] and "eval/accuracy" in evals[-1]
+    data = [r for r in rows if r["stage"] == "data"][0]
+    assert data["data/eval_records"] >= 1 and data["data/train_records"] >= 3 * data["data/eval_records"] - 3

@@ -143,6 +143,15 @@ def _question(rec: dict[str, Any]) -> str:
     return question(rec["num_prefered"], rec["num_non_prefered"])
 
 
+def split_held_out(records: list[dict[str, Any]], ratio: float, seed: int) -> tuple[list, list]:
+    """(train, held-out): a seeded shuffle, then `ratio` of the records (at least one) held out as split "val"."""
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    k = min(len(records) - 1, max(1, round(ratio * len(records))))
+    held = [{**records[i], "split": records[i].get("split") or "val"} for i in order[:k]]
+    return [records[i] for i in sorted(order[k:])], held
+
+
 @register_task("preference_images", vision=True, reads_files=True)
 def build_preference_images(cfg: DataConfig, cache_dir: Path) -> TaskData:
     skipped: list[int] = []
@@ -158,6 +167,8 @@ def build_preference_images(cfg: DataConfig, cache_dir: Path) -> TaskData:
             for r in recs:     # a record without a subset is reported under its file's name (SP_ID.jsonl)
                 r["split"] = r.get("split") or Path(path).stem
             evals += recs
+    if cfg.path is not None and not evals and cfg.val_split_ratio > 0:
+        train, evals = split_held_out(train, cfg.val_split_ratio, cfg.seed)
     train, evals = train[: cfg.num_train], evals[: cfg.num_eval]
     if not train:
         raise ConfigError(f"data.task=preference_images: no training records (data.path={cfg.path!r})")
