@@ -343,7 +343,7 @@ class Driver:
                 self.state.policy = policy
                 self.guard.checkpoint()   # the end of every stage
                 self.roles.stop("learner")
-                self.guard.check_stop()
+                self.guard.check_stop()   # (this stage's checkpoint is written: no second one)
             if policy != self.model_path and Path(policy).name != "final":
                 shutil.copytree(policy, self.run_dir / "final", dirs_exist_ok=True)
         except (RewardError, RoleFailure) as err:

@@ -32,6 +32,7 @@ class RunGuard:
         self.stop_signal: int | None = None
         self._grace: threading.Timer | None = None
         self._handlers: dict[int, Any] = {}
+        self._written: tuple[str, int] | None = None   # (stage, step) of the last checkpoint written
 
     def checkpoint(self, state: dict[str, Any] | None = None) -> str:
         """A complete checkpoint of where the run is now (all learner ranks, policy, run state, RNG)."""
@@ -44,6 +45,7 @@ class RunGuard:
             self.d.save_policy(str(folder / "policy"))
 
         st = saved["run"]
+        self._written = (st["stage"], st["step"])
         self.d.last_checkpoint = str(write_checkpoint(self.d.run_dir, st["stage"], st["step"], save, saved,
                                                       self.d.cfg.trainer.keep_last))
         return self.d.last_checkpoint
@@ -107,12 +109,13 @@ class RunGuard:
         _thread.interrupt_main()
 
     def check_stop(self) -> None:
-        """Between steps: after a signal, write a checkpoint and stop the run."""
+        """Between steps: after a signal, write a checkpoint (unless this step's is written) and stop the run."""
         if self.stop_signal is None:
             return
         if self._grace is not None:
             self._grace.cancel()
-        path = self.checkpoint()
+        here = (self.d.state.stage, self.d.state.step)
+        path = self.d.last_checkpoint if self._written == here else self.checkpoint()
         raise RunInterrupted(self.stop_signal, path, str(self.d.run_dir))
 
     def uninstall(self) -> None:

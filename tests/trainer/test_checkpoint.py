@@ -71,3 +71,26 @@ def test_resume_settings_are_checked_before_anything_starts(tmp_path):
         load_config([f"trainer.resume={tmp_path / 'half'}"])
     with pytest.raises(ConfigError, match=r"trainer.keep_last=0: must be >= 1"):
         load_config(["trainer.keep_last=0"])
+
+
+def test_a_signal_right_after_a_checkpoint_does_not_write_a_second_one(tmp_path):
+    """After the stage-end checkpoint the learners are gone: check_stop must reuse it, not save again."""
+    from types import SimpleNamespace
+
+    from rlframe.errors import RunInterrupted
+    from rlframe.trainer.run_state import RunState
+    from rlframe.trainer.survival import RunGuard
+
+    state = RunState(stage="grpo", step=6)
+    d = SimpleNamespace(state=state, last_checkpoint="ckpt-6", run_dir=tmp_path)
+    guard = RunGuard(d)
+    guard.checkpoint = lambda *a: pytest.fail("wrote a second checkpoint")
+    guard.stop_signal, guard._written = 15, ("grpo", 6)
+    with pytest.raises(RunInterrupted) as info:
+        guard.check_stop()
+    assert info.value.checkpoint == "ckpt-6" and info.value.signum == 15
+    state.step = 7                         # a later step: this one does need its checkpoint
+    guard.checkpoint = lambda *a: "ckpt-7"
+    with pytest.raises(RunInterrupted, match="signal 15") as info:
+        guard.check_stop()
+    assert info.value.checkpoint == "ckpt-7"
