@@ -1,7 +1,7 @@
 """Rollout throughput: rlframe's Ray generator actors against the same vLLM engine in-process and HF generate.
 
 The default run's policy, prompts and sampling settings (G samples per prompt, temperature, top-p,
-max_new_tokens) are sent (a) through rlframe's rollout layer (Controller.generate -> RolloutWorker actors
+max_new_tokens) are sent (a) through rlframe's rollout layer (Driver.generate -> RolloutWorker actors
 -> vLLM), with 1 and 2 workers, (b) to the same vLLM engine class built in this process, and (c) to
 transformers `generate` in this process, interleaved per repeat at several batch sizes. Target: the
 rollout layer keeps >= 95% of in-process vLLM's tokens/s with one worker.

@@ -67,7 +67,7 @@ class RolloutWorker:
     def generate_stream(self, prompts: Sequence[Sequence[int]], params: SamplingSettings,
                         first_index: int = 0) -> Iterator[list[Completion]]:
         """Like `generate`, but yields whole groups as they finish (a Ray streaming generator), so that
-        the controller can score them while the rest are still being sampled."""
+        the driver can score them while the rest are still being sampled."""
         for part in self.engine.generate_stream(prompts, params):
             yield self._finish(part, first_index)
 

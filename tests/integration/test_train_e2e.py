@@ -1,4 +1,4 @@
-"""End to end through the controller: SFT then GRPO on Ray, both rollout backends, ZeRO-2 and ZeRO-3."""
+"""End to end through the driver: SFT then GRPO on Ray, both rollout backends, ZeRO-2 and ZeRO-3."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,7 +72,7 @@ def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_pat
 
 
 def check_eval(run_dir: Path, tmp_path: Path) -> None:
-    """`rlframe eval` (via the controller) with a num_history sweep; accuracy re-derived from the predictions."""
+    """`rlframe eval` (via the driver) with a num_history sweep; accuracy re-derived from the predictions."""
     import json
 
     from rlframe.tasks.preference.rewards import accuracy_reward

@@ -1,4 +1,4 @@
-"""The image task end to end through the controller: a tiny Qwen2.5-VL, SFT then GRPO on Ray, transformers
+"""The image task end to end through the driver: a tiny Qwen2.5-VL, SFT then GRPO on Ray, transformers
 rollouts with pixel inputs, DeepSpeed ZeRO-2 learners (gloo) with a frozen reference, verified weight sync."""
 from __future__ import annotations
 
