@@ -81,23 +81,23 @@ class ActorGroup:
         phase and time."""
         refs = list(refs)
         rank_of = dict(zip(refs, ranks if ranks is not None else range(len(refs))))
+        results: dict[ray.ObjectRef, Any] = {}
+        failed: list[tuple[ray.ObjectRef, Exception]] = []   # the actors' own errors (RayTaskError)
         t0, pending = time.monotonic(), list(refs)
         while pending:
             elapsed = time.monotonic() - t0
             ready, pending = ray.wait(pending, num_returns=len(pending),
                                       timeout=max(0.0, min(self.heartbeat_s, timeout - elapsed)))
-            # a dead actor surfaces here, even while its peers block in a collective; when a peer's collective
-            # fails because of it (gloo: connection reset), the dead rank is the error to report
-            failed = [r for r in ready if self._task_error(r)]
+            # a dead actor surfaces here (RoleDied), even while its peers block in a collective
             for ref in ready:
-                if ref not in failed:
-                    self.check(ref, rank_of[ref], phase)
+                self._collect(ref, rank_of[ref], phase, results, failed)
             if failed:
+                # a peer's collective that failed because a rank died (gloo: connection reset): report the
+                # dead rank, if one shows up; otherwise the actor's own error, as it is
                 others, _ = ray.wait(pending, num_returns=len(pending), timeout=10) if pending else ([], [])
                 for ref in others:
-                    if not self._task_error(ref):
-                        self.check(ref, rank_of[ref], phase)
-                ray.get(failed[0])     # no dead peer: the actor's own error, as it is
+                    self._collect(ref, rank_of[ref], phase, results, failed)
+                raise failed[0][1]
             elapsed = time.monotonic() - t0
             if pending and elapsed >= timeout:
                 late = [rank_of[r] for r in pending]
@@ -108,22 +108,19 @@ class ActorGroup:
             if pending:
                 log.warning("%s: waiting %.0f s for %s %s (deadline %.0f s)", phase, elapsed, self.name,
                             self.where([rank_of[r] for r in pending]), timeout)
-        return [ray.get(r) for r in refs]
+        return [results[r] for r in refs]
 
-    @staticmethod
-    def _task_error(ref: ray.ObjectRef) -> bool:
+    def _collect(self, ref: ray.ObjectRef, rank: int, phase: str, results: dict, failed: list) -> None:
         try:
-            ray.get(ref, timeout=0)
-        except ray.exceptions.RayTaskError:
-            return True
-        except Exception:  # noqa: BLE001 - other failures are check()'s business
-            return False
-        return False
+            results[ref] = self.fetch(ref, rank, phase)
+        except ray.exceptions.RayTaskError as err:
+            failed.append((ref, err))
 
-    def check(self, ref: ray.ObjectRef, rank: int, phase: str) -> None:
-        """Raise RoleDied if `ref` failed because its actor died (other errors propagate as they are)."""
+    def fetch(self, ref: ray.ObjectRef, rank: int, phase: str) -> Any:
+        """The value of a finished `ref` (fetched once); RoleDied if its actor died (RoleRestarting while Ray
+        restarts it); the actor's own exceptions propagate as they are."""
         try:
-            ray.get(ref, timeout=0)
+            return ray.get(ref, timeout=0)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
             lines = [x for x in (getattr(err, "error_msg", None) or str(err)).strip().splitlines() if x.strip()]
             # a constructor that raised: its exception is the traceback's last line; a killed process: the first

@@ -196,8 +196,7 @@ class Driver:
                 except StopIteration:
                     pending.remove(gen)
                     continue
-                self.generators.check(ref, rank[gen], "generate")
-                yield ray.get(ref)
+                yield self.generators.fetch(ref, rank[gen], "generate")
 
     def rollout(self, batch: RolloutBatch, params: SamplingSettings, timer: Timer | None = None,
                 stream: int = 0) -> Scores:

@@ -98,3 +98,13 @@ def test_config_override_hydra_rejects_with_a_plain_exception(override, capsys):
 
     assert main(["train", "--cfg", "job", override]) == 2
     assert capsys.readouterr().err.startswith("rlframe train: invalid configuration")
+
+
+@pytest.mark.parametrize("text", ["image_a<visual preference profile>SaturationColor" + "\u3000" * 32_000,
+                                  "<" + " " * 32_000])
+def test_parser_long_whitespace_after_a_key_or_a_bracket_is_linear(text):
+    """A key then 32,000 (ideographic) spaces took 470 s (two `\\s*` around an optional quote in _PAIR_RE);
+    "<" then 32,000 spaces took 16 s (the tag patterns): both found by the linear-time property."""
+    t0 = time.perf_counter()
+    parse_completion(text)
+    assert time.perf_counter() - t0 < 1.0

@@ -98,10 +98,12 @@ def canonical_dimension(key: str) -> str | None:
     """The dimension a written key names ("art_styles", "Colour", ...), or None."""
     return _KEYS.get(_norm_key(key))
 
-# Keys and quoted values are bounded: an unbounded lazy run re-scans the rest of the text from every start
-# position, and a policy's 20 kB profile of plain words then took 8 s (found by tests/tasks/test_parser_fuzz.py).
+# Keys, quoted values and the whitespace around the colon are bounded: an unbounded run re-scans the rest of the
+# text from every start position (a 20 kB profile of plain words took 8 s; a key followed by 4,000 spaces, 7 s
+# and 8x that many, 470 s: two `\s*` around an optional quote try every split). Found by tests/fuzz/.
 _PAIR_RE = re.compile(
-    r"""["']?\s*([A-Za-z][A-Za-z _\-]{0,40}?)\s*["']?\s*:\s*(?:"([^"<>]{0,500})"|'([^'<>]{0,500})'|([^,"'<>\n]*))"""
+    r"""["']?\s{0,20}([A-Za-z][A-Za-z _\-]{0,40}?)\s{0,20}["']?\s{0,20}:\s{0,20}"""
+    r"""(?:"([^"<>]{0,500})"|'([^'<>]{0,500})'|([^,"'<>\n]*))"""
 )
 # typographic quotes and odd spaces that models (and people) write for ASCII ones
 _CLEAN = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
@@ -120,13 +122,13 @@ def normalize_answer(s: str | None) -> str:
 
 def _tag_re(words: str, close: bool) -> re.Pattern:
     """A tag with any case and any whitespace, ``_`` or ``-`` between its words: ``< Visual_Preference Profile>``."""
-    body = r"[\s_\-]*".join(words.split())
-    return re.compile(rf"<\s*{'/' if close else ''}\s*{body}\s*>", re.IGNORECASE)
+    body = r"[\s_\-]{0,10}".join(words.split())   # bounded runs: "<" then 30,000 spaces took 16 s (tests/fuzz/)
+    return re.compile(rf"<\s{{0,10}}{'/' if close else ''}\s{{0,10}}{body}\s{{0,10}}>", re.IGNORECASE)
 
 
 _SECTIONS = {name: (_tag_re(name, False), _tag_re(name, True))
              for name in ("visual preference profile", "visual non preference profile", "think", "answer")}
-_ANY_TAG = re.compile(r"<\s*/?\s*(?:visual|think|answer)", re.IGNORECASE)
+_ANY_TAG = re.compile(r"<\s{0,10}/?\s{0,10}(?:visual|think|answer)", re.IGNORECASE)
 
 
 def _section(text: str, name: str, errors: list[str], last: bool = False) -> str | None:
