@@ -167,6 +167,10 @@ class Driver:
         t = self.timeouts
         return t.generate_s + t.generate_per_sample_s * samples / max(1, len(self.generators))
 
+    def train_deadline(self, samples_per_rank: float) -> float:
+        """Seconds a learner step (reference pass + update, or an SFT step) may take on each rank."""
+        return self.timeouts.train_s + self.timeouts.train_per_sample_s * samples_per_rank
+
     def generate(self, prompts: list[list[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
         """Prompts split across the generators; yields each generator's completions (one part each)."""
         slices = split_even(len(prompts), len(self.generators))

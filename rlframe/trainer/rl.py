@@ -65,10 +65,9 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
     batch.advantages = compute_advantages(a.name, torch.tensor(batch.rewards), a.group_size, a.adv_eps)
     shards = batch.train_batch(d.pad_id, d.eos_id).shards(cfg.learner.world_size)
     lr = lr_at(step - 1, t.max_steps, cfg.learner.lr, cfg.learner.warmup_steps, t.lr_schedule)
-    to = cfg.cluster.timeouts
     m = merge_ranks(d.learners.wait(
         d.learners.call_each("rl_step", [(sh, lr, a, params.temperature, params.max_new_tokens) for sh in shards]),
-        "rl_step", to.train_s + to.train_per_sample_s * len(shards[0]), "train_s"))
+        "rl_step", d.train_deadline(len(shards[0])), "train_s"))
     timer.add("ref", m.pop("timing/ref"))
     timer.add("train", m.pop("timing/train"))
     with timer("weight_sync"):

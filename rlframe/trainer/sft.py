@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-
 from rlframe.data.batching import collate
 from rlframe.errors import ConfigError
 from rlframe.trainer.metrics import Timer, merge_ranks, progress
@@ -36,10 +35,8 @@ def run_sft(d: Driver) -> str:
             batch = collate([d.train_prompts[i] for i in idx], [targets[i] for i in idx], d.pad_id)
         lr = lr_at(step, s.steps, s.lr, s.warmup_steps, "cosine", s.min_lr_ratio)
         with timer("train"):
-            to = cfg.cluster.timeouts
             m = merge_ranks(d.learners.wait(d.learners.call_each("sft_step", [(sh, lr) for sh in batch.shards(world)]),
-                                            "sft_step", to.train_s + to.train_per_sample_s * s.batch_size / world,
-                                            "train_s"))
+                                            "sft_step", d.train_deadline(s.batch_size / world), "train_s"))
         d.state.step = step + 1
         d.tracker.log({"step": step + 1, "stage": "sft", **m, "epoch": sampler.epoch, **timer.metrics()})
         bar.set_postfix(loss=f"{m['loss']:.3f}")
