@@ -28,6 +28,7 @@ COMMANDS = {
 TOOL_COMMANDS: dict[str, str] = {
     "serve-reward": "rlframe.reward.server",
     "bench": "rlframe.bench",
+    "reward": "rlframe.reward.offline",
 }
 
 
@@ -85,7 +86,11 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:   # overrides after options (`reward test --rollouts F key=value`) are still overrides
+        if not hasattr(args, "overrides") or any("=" not in x or x.startswith("-") for x in extra):
+            build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if not args.command:
         build_parser().print_help()
         return 2

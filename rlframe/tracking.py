@@ -65,6 +65,15 @@ class Tracker:
             self._wandb.finish()
 
 
+def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """One JSON object per line (values JSON cannot hold, e.g. tensors, as their str)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=str) + "\n")
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -101,6 +101,7 @@ def test_pure_modules_import_no_ray_deepspeed_vllm_or_example(module):
 def test_files_and_package_stay_readable():
     sizes = {str(p.relative_to(PKG.parent)): len(p.read_text().splitlines()) for p in PKG.rglob("*.py")}
     assert {f: n for f, n in sizes.items() if n > 400} == {}
-    # the restructure left 6,300 lines; checkpoints/resume, deadlines and the hardened reward service added
-    # ~700. The anchors (EasyR1, OpenRLHF) are 10-12k: this budget keeps us well under them.
-    assert sum(sizes.values()) < 8000
+    # the restructure left 6,300 lines; checkpoints/resume, deadlines, the hardened reward service, chat
+    # templates, the algorithm table and the cluster tools added the rest. The anchors (EasyR1, OpenRLHF) are
+    # 10-12k lines: this budget keeps us under them.
+    assert sum(sizes.values()) < 10000

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+#: rlframe's default system turn of chat-template prompts (data.system_prompt)
+DEFAULT_SYSTEM_PROMPT = ("You are a visual preference assistant. From the images a user liked and disliked, infer "
+                         "the user's preference profile, then score and compare the candidate images.")
 
 @dataclass
 class RunConfig:
@@ -76,6 +79,16 @@ class DataConfig:
     # image tasks: side in pixels of the synthesized images and of the images the policy sees
     # (resized to a multiple of patch_size * spatial_merge_size; 56 -> 4 tokens per image)
     image_size: int = 56
+    # image tasks: Qwen2.5-VL dynamic resolution bounds in pixels (the paper: 3136 and 12845056);
+    # null = the checkpoint's preprocessor_config.json, or data.image_size for a model built from config
+    min_pixels: Optional[int] = None
+    max_pixels: Optional[int] = None
+    # the system turn of every prompt rendered with a checkpoint's chat template (TRL-style rewards see it
+    # in `prompts`); null = no system turn
+    system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT
+    # image tasks: the user turn, with {liked}, {disliked}, {image_a}, {image_b} where those images go;
+    # null = each record's own question (its `conversations`), else rlframe's default layout
+    question_template: Optional[str] = None
 
 
 @dataclass
@@ -248,6 +261,9 @@ class TrainerConfig:
     # after SIGTERM/SIGINT: seconds the current step may take before the run exits without a new checkpoint
     signal_grace_s: float = 120.0
     progress: bool = True
+    # GRPO: write N samples per step (prompt, completion, reward components, advantage, weight version) to
+    # <run folder>/rollouts/step-XXXXXX.jsonl; replay them with `rlframe reward test --rollouts FILE` (0 = off)
+    dump_rollouts: int = 0
     # besides metrics.jsonl (always written): tensorboard, wandb
     loggers: List[str] = field(default_factory=lambda: ["tensorboard"])
     sft: SFTConfig = field(default_factory=SFTConfig)

@@ -64,6 +64,27 @@ def _tasks_with(flag: str) -> str:
     return "data.task=" + " or ".join(names) if names else "none is registered"
 
 
+def _check_pixels(e: list[str], cfg: RLConfig, side: int) -> None:
+    """Image-size bounds and the question template of image tasks."""
+    d = cfg.data
+    for key in ("min_pixels", "max_pixels"):
+        v = getattr(d, key)
+        if v is not None and v < side * side:
+            e.append(f"data.{key}={v}: must be >= (patch_size * spatial_merge_size)^2 = {side * side}")
+    if d.min_pixels is not None and d.max_pixels is not None and d.min_pixels > d.max_pixels:
+        e.append(f"data.min_pixels={d.min_pixels} > data.max_pixels={d.max_pixels}")
+    if d.question_template is not None:
+        for name in ("liked", "disliked", "image_a", "image_b"):
+            if d.question_template.count("{" + name + "}") != 1:
+                e.append(f"data.question_template: needs {{{name}}} exactly once (where those images go); "
+                         f"got {d.question_template!r}")
+        try:
+            d.question_template.format(liked="", disliked="", image_a="", image_b="")
+        except (KeyError, IndexError, ValueError) as err:
+            e.append(f"data.question_template: {err!r}; only {{liked}}, {{disliked}}, {{image_a}}, {{image_b}} "
+                     f"may be used (write {{{{ and }}}} for literal braces)")
+
+
 def _check_vision(e: list[str], cfg: RLConfig, task: TaskSpec | None) -> None:
     """Vision-language policies: a tower that fits, a task with images, and a rollout backend that serves them."""
     m, r = cfg.model, cfg.rollout
@@ -85,6 +106,7 @@ def _check_vision(e: list[str], cfg: RLConfig, task: TaskSpec | None) -> None:
         if cfg.data.image_size < side:
             e.append(f"data.image_size={cfg.data.image_size}: must be >= model.vision.patch_size * "
                      f"model.vision.spatial_merge_size = {side}")
+        _check_pixels(e, cfg, side)
     elif task is not None and vlm and src is None:
         e.append(f"model.arch=qwen2_5_vl: data.task={cfg.data.task!r} has no images; use a task with images "
                  f"({_tasks_with('vision')})")
@@ -196,6 +218,7 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     _at_least(e, "trainer.max_steps", t.max_steps, 0)
     _at_least(e, "trainer.save_every", t.save_every, 0)
     _at_least(e, "trainer.keep_last", t.keep_last, 1)
+    _at_least(e, "trainer.dump_rollouts", t.dump_rollouts, 0)
     _at_least(e, "trainer.signal_grace_s", t.signal_grace_s, 0.0)
     if t.resume not in ("never", "auto"):
         from rlframe.trainer.checkpoint import checkpoint_problem

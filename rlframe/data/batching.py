@@ -49,16 +49,18 @@ class TrainBatch:
         return [(f, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
 
 
-def truncate_after_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
-    """Keep tokens up to and including the first EOS: nothing after it is trained on."""
+def truncate_after_eos(ids: Sequence[int], eos_id: int | Sequence[int] | None) -> list[int]:
+    """Keep tokens up to and including the first EOS (any of them, if several): nothing after it is trained on."""
     ids = list(ids)
-    if eos_id is not None and eos_id in ids:
-        return ids[: ids.index(eos_id) + 1]
+    stops = {eos_id} if isinstance(eos_id, int) else set(eos_id or ())
+    for k, t in enumerate(ids):
+        if t in stops:
+            return ids[: k + 1]
     return ids
 
 
 def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
-            eos_id: int | None = None) -> TrainBatch:
+            eos_id: int | Sequence[int] | None = None) -> TrainBatch:
     """Right-padded [B, L] inputs and a [B, L-1] mask over the completion's target positions.
 
     Position t of the mask/log-prob tensors scores token t+1 of input_ids (the usual shift).

@@ -43,6 +43,8 @@ class RolloutBatch:
     advantages: torch.Tensor | None = None
     # slots whose rewards failed (reward.on_error=mask): their whole group is left out of the loss
     masked: set[int] = field(default_factory=set)
+    # the training step (reward functions see it as `global_step`, TRL's trainer_state.global_step)
+    step: int = 0
 
     def __post_init__(self) -> None:
         if not self.completions:
@@ -76,9 +78,9 @@ class RolloutBatch:
         return self.records[slot // self.group_size]
 
     def reward_samples(self, slots: Sequence[int]) -> list[dict[str, Any]]:
-        """What a reward function sees: the data record, the completion text and ids."""
+        """What a reward function sees: the data record, the completion text and ids, the step."""
         return [{**self.record(s), "completion": self.completions[s].text,
-                 "completion_ids": self.completions[s].token_ids} for s in slots]
+                 "completion_ids": self.completions[s].token_ids, "global_step": self.step} for s in slots]
 
     def set_scores(self, slots: Sequence[int], components: dict[str, list[float]], fill: float = 0.0) -> None:
         """Components of `slots` (in that order); a component some chunks lack reads `fill` there."""
@@ -87,7 +89,7 @@ class RolloutBatch:
             for s, v in zip(slots, values, strict=True):
                 column[s] = v
 
-    def train_batch(self, pad_id: int, eos_id: int | None) -> TrainBatch:
+    def train_batch(self, pad_id: int, eos_id: int | Sequence[int] | None) -> TrainBatch:
         """The learners' tensors: prompt + completion per slot, the advantages and the sampling log-probs."""
         comps = self.done()
         batch = collate([self.prompts[i // self.group_size] for i in range(len(self))],
@@ -97,6 +99,22 @@ class RolloutBatch:
         for g in self.masked_groups():
             batch.loss_mask[g * self.group_size: (g + 1) * self.group_size] = 0
         return batch
+
+    def dump_rows(self, n: int) -> list[dict[str, Any]]:
+        """`n` samples spread over the groups, each a reward sample (so `rlframe reward test` can replay it)
+        plus what the step made of it: reward components, total, advantage, weight version, finish reason."""
+        slots = sorted({round(i * len(self) / n) for i in range(n)}) if 0 < n < len(self) else range(len(self))
+        rows = []
+        for s, sample in zip(slots, self.reward_samples(slots)):
+            c = self.completions[s]
+            sample.update(step=self.step, sample_index=c.sample_index, weight_version=c.weight_version,
+                          finish_reason=c.finish_reason,
+                          rewards={k: v[s] for k, v in self.components.items()},
+                          reward=self.rewards[s] if self.rewards else None,
+                          advantage=float(self.advantages[s]) if self.advantages is not None else None,
+                          masked=s in self.masked)
+            rows.append(sample)
+        return rows
 
     def masked_groups(self) -> list[int]:
         """Groups with a masked sample: their group-relative advantages would compare against a fake value."""

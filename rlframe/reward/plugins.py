@@ -8,7 +8,8 @@ style      signature                                                   returns
 =========  ==========================================================  ==================================
 batch      ``fn(samples)``: a list of sample dicts                     list of floats, list of dicts of
                                                                        components, or dict of lists
-trl        ``fn(prompts, completions, **columns)``                     list of floats
+trl        ``fn(completions, **kwargs)`` or with named columns, e.g.   list of floats
+           ``accuracy_reward(completions, solution, **kwargs)``
 openrlhf   ``reward_func(queries, prompts, labels, **kw)``             dict with ``rewards`` (+ ``scores``,
                                                                        ``extra_logs``), or a list/tensor
 verl       ``compute_score(data_source, solution_str, ground_truth,    float, or dict with ``score``
@@ -19,6 +20,12 @@ verl       ``compute_score(data_source, solution_str, ground_truth,    float, or
 with ``kwargs`` (so it can load a model in ``__init__``) and its instance is called. Every field of a data
 record reaches the function: as ``**columns`` (TRL), ``labels`` (OpenRLHF, ``label_key``), ``extra_info``
 (veRL) or the sample dict itself (batch). Nothing here imports Ray.
+
+TRL style is called as TRL calls it: ``prompts``, ``completions``, ``completion_ids``, ``trainer_state``
+(``global_step``) and every record field as a column. On conversational data (records that carry the chat
+``messages`` the prompt was rendered from) prompts are message lists and each completion is
+``[{"role": "assistant", "content": text}]``; otherwise both are strings. ``style: trl_conversational`` or
+``trl_standard`` forces one form.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import inspect
 import math
 import numbers
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,7 +46,8 @@ from rlframe.errors import RewardError, RewardShapeError, RewardTimeout
 from rlframe.reward.registry import REWARDS
 from rlframe.reward.remote import RemoteReward
 
-STYLES = ("auto", "batch", "trl", "openrlhf", "verl")
+STYLES = ("auto", "batch", "trl", "trl_conversational", "trl_standard", "openrlhf", "verl")
+TRL_STYLES = ("trl", "trl_conversational", "trl_standard")
 Components = dict[str, list[float]]
 BatchCall = Callable[[list[dict[str, Any]]], Components]
 
@@ -120,18 +129,18 @@ def detect_style(fn: Callable, declared: str = "auto", name: str = "?", bound: S
             raise RewardError(f"reward {name!r}: style={declared!r}; expected one of {', '.join(STYLES)}")
         return declared
     names, _ = _params(fn)
-    if "prompts" in names and "completions" in names:
-        return "trl"
     if "queries" in names:
         return "openrlhf"
     if "solution_str" in names:
         return "verl"
+    if "completions" in names:   # TRL passes everything by keyword: completions (+ prompts, columns, **kwargs)
+        return "trl"
     required = [p for p in inspect.signature(fn).parameters.values() if p.name not in bound
                 and p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(required) == 1:
         return "batch"
     raise RewardError(f"reward {name!r}: cannot tell the calling convention from its signature "
-                      f"{inspect.signature(fn)}; set style: to one of batch, trl, openrlhf, verl")
+                      f"{inspect.signature(fn)}; set style: to one of {', '.join(STYLES[1:])}")
 
 
 def check_reward(spec: RewardFnConfig) -> str:
@@ -234,10 +243,8 @@ class PluginReward:
         s, timeout = self.spec, self.spec.timeout_s
         if self.style == "batch":
             return _run_maybe_async(lambda: self.fn(samples, **self.call_kwargs), timeout, what)
-        if self.style == "trl":
-            offered = {"prompts": [x.get("prompt") for x in samples],
-                       "completions": [x.get("completion") for x in samples],
-                       **_columns(samples, ("prompt", "completion"))}
+        if self.style in TRL_STYLES:
+            offered = trl_arguments(samples, self.style)
             return _run_maybe_async(lambda: self.fn(**self._kw(offered)), timeout, what)
         if self.style == "openrlhf":
             offered = {"queries": [f"{x.get('prompt', '')}{x.get('completion', '')}" for x in samples],
@@ -289,6 +296,36 @@ class PluginReward:
             if k != main:
                 out[f"{self.name}/{k}"] = [r.get(k) for r in rows]
         return out
+
+
+@dataclass
+class TrainerState:
+    """What TRL's ``trainer_state`` argument offers reward functions that read it."""
+    global_step: int = 0
+
+
+def conversational(samples: list[dict[str, Any]], style: str = "trl") -> bool:
+    """Whether TRL-style rewards get message lists: forced by the style, else when every record carries
+    the chat ``messages`` its prompt was rendered from (the task is conversational)."""
+    if style != "trl":
+        return style == "trl_conversational"
+    return bool(samples) and all(isinstance(x.get("messages"), list) for x in samples)
+
+
+def trl_arguments(samples: list[dict[str, Any]], style: str = "trl") -> dict[str, Any]:
+    """The keyword arguments TRL's GRPOTrainer gives a reward function, for these samples."""
+    if conversational(samples, style):
+        prompts = [x["messages"] if isinstance(x.get("messages"), list) else
+                   [{"role": "user", "content": x.get("prompt")}] for x in samples]
+        completions: list[Any] = [[{"role": "assistant", "content": x.get("completion")}] for x in samples]
+    else:
+        prompts = [x.get("prompt") for x in samples]
+        completions = [x.get("completion") for x in samples]
+    step = max((int(x.get("global_step") or 0) for x in samples), default=0)
+    return {"prompts": prompts, "completions": completions,
+            "completion_ids": [x.get("completion_ids") for x in samples],
+            "trainer_state": TrainerState(step),
+            **_columns(samples, ("prompt", "completion", "completion_ids", "messages", "global_step"))}
 
 
 def check_values(fn_name: str, key: str, values: list[Any], n: int, samples: list[dict[str, Any]]) -> None:

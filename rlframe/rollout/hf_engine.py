@@ -14,10 +14,11 @@ from rlframe.rollout.engine import SamplingSettings
 
 class HFEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", device: str = "cpu",
-                 eos_token_id: int | None = None, pad_token_id: int = 0, batch_size: int = 64) -> None:
+                 eos_token_id: int | Sequence[int] | None = None, pad_token_id: int = 0, batch_size: int = 64) -> None:
         self.device = torch.device(device)
         self.model = load_policy(model_path, DTYPES[dtype]).to(self.device).eval()  # causal LM or VLM
-        self.eos = eos_token_id if eos_token_id is not None else self.model.config.eos_token_id
+        eos = eos_token_id if eos_token_id is not None else self.model.config.eos_token_id
+        self.eos = [eos] if isinstance(eos, int) else list(eos or [])   # a completion ends at any of them
         self.pad = pad_token_id
         self.batch_size = batch_size
         self.suppress = vision_special_ids(self.model.config)  # a VLM never samples its image tokens
@@ -60,9 +61,9 @@ class HFEngine:
                 toks = new[row].tolist()
                 n = len(toks)
                 finish = "length"
-                if self.eos in toks:
-                    n = toks.index(self.eos) + 1
-                    finish = "stop"
+                end = next((j for j, t in enumerate(toks) if t in self.eos), None)
+                if end is not None:
+                    n, finish = end + 1, "stop"
                 result.append(Completion(pi, toks[:n], lps[row, :n].tolist(), finish_reason=finish, sample_index=k))
             yield result
 

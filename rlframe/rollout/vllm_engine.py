@@ -23,7 +23,8 @@ def configure_vllm_env(on_gpu: bool, cpu_kv_cache_gb: int) -> None:
 class VLLMEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
                  seed: int = 0, on_gpu: bool = False, gpu_memory_utilization: float = 0.5,
-                 tensor_parallel_size: int = 1, enforce_eager: bool = True, cpu_kv_cache_gb: int = 1) -> None:
+                 tensor_parallel_size: int = 1, enforce_eager: bool = True, cpu_kv_cache_gb: int = 1,
+                 stop_token_ids: Sequence[int] = ()) -> None:
         configure_vllm_env(on_gpu, cpu_kv_cache_gb)
         from vllm import LLM
 
@@ -35,6 +36,8 @@ class VLLMEngine:
         if on_gpu:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization)
         self.llm = LLM(**kwargs)
+        # without a tokenizer vLLM knows no EOS: every id that ends a completion is passed explicitly
+        self.stop_token_ids = list(stop_token_ids)
         self._batches = 0
 
     def generate_stream(self, prompts: Sequence[Sequence[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
@@ -52,6 +55,7 @@ class VLLMEngine:
                             top_k=params.top_k if params.top_k > 0 else -1,
                             max_tokens=params.max_new_tokens, logprobs=0, detokenize=False,
                             repetition_penalty=params.repetition_penalty, seed=params.seed,
+                            stop_token_ids=self.stop_token_ids or None,
                             output_kind=RequestOutputKind.FINAL_ONLY)
         engine = self.llm.llm_engine
         self._batches += 1

@@ -21,6 +21,7 @@ from rlframe.cluster.roles import ActorGroup, Roles
 from rlframe.config import to_dict, to_yaml
 from rlframe.config.schema import RLConfig
 from rlframe.data.batching import split_even
+from rlframe.data.chat import ChatFormat, has_chat_template, render_records, stop_token_ids
 from rlframe.data.rollout_batch import Completion, RolloutBatch
 from rlframe.errors import (ConfigError, RewardError, RoleDied, RoleFailure, RoleRestarting, RoleTimeout,
                             RunInterrupted)
@@ -101,7 +102,7 @@ class Driver:
         tok = self.tokenizer = self.task.tokenizer
         self.tokenizer_dir = self.run_dir / "tokenizer"
         tok.save_pretrained(self.tokenizer_dir)
-        self.eos_id, self.pad_id = tok.eos_token_id, tok.pad_token_id
+        self.use_checkpoint_format(src)
         if src is None:
             vision_ids = None if self.task.vision is None else self.task.vision.token_ids(tok)
             src = str(build_tiny_model(cfg.model, len(tok), tok.bos_token_id, self.eos_id, self.pad_id,
@@ -116,6 +117,22 @@ class Driver:
                  len(self.task.train), len(self.task.eval),
                  f" ({self.task.skipped} invalid records skipped)" if self.task.skipped else "", len(tok),
                  min(map(len, self.train_prompts)), max(map(len, self.train_prompts)), time.perf_counter() - t0, src)
+
+    def use_checkpoint_format(self, src: str | None) -> None:
+        """A checkpoint's own conventions: its chat template renders the prompts, its generation_config's EOS
+        ids end generation, its image processor sizes the images."""
+        tok = self.tokenizer
+        self.stop_ids = stop_token_ids(src, tok)
+        self.eos_id, self.pad_id = (self.stop_ids or [None])[0], tok.pad_token_id
+        if self.pad_id is None:
+            raise ConfigError(f"model.path={src}: its tokenizer has no pad token (set pad_token in tokenizer_config.json)")
+        if src is not None and self.task.vision is not None and self.task.vision.use_checkpoint(src):
+            log.info("images: preprocessed with %s/preprocessor_config.json", src)
+        if has_chat_template(tok):
+            fmt = ChatFormat(tok)
+            n = render_records(self.task.train + self.task.eval, fmt)
+            log.info("prompts: %d rendered with the checkpoint's chat template (answers end with %r; stop ids %s)",
+                     n, fmt.end_of_turn, self.stop_ids)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -139,7 +156,7 @@ class Driver:
         """Create generators and reward workers without waiting: their start-up overlaps SFT."""
         cfg, r = self.cfg, self.cfg.rollout
         self.roles.start("rollout", (model_path, str(self.tokenizer_dir), r, cfg.model.dtype, cfg.run.seed,
-                                     self.eos_id, self.pad_id))
+                                     self.stop_ids, self.pad_id))
         rw = cfg.reward
         self.rewarders = RewardPool(self.roles.start("reward", (list(rw.fns), rw.torch_threads, rw.on_error,
                                                                 rw.fallback_value)), rw, cfg.cluster.timeouts)

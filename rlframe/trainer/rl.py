@@ -15,6 +15,7 @@ from rlframe.data.rollout_batch import RolloutBatch
 from rlframe.errors import RewardError
 from rlframe.learner.advantages import compute_advantages
 from rlframe.rollout.engine import SamplingSettings
+from rlframe.tracking import write_jsonl
 from rlframe.trainer.metrics import Timer, merge_ranks, progress, reward_metrics
 from rlframe.trainer.schedule import lr_at
 
@@ -55,7 +56,7 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
     timer, t0 = Timer(), time.perf_counter()
     before = d.state.state_dict()   # where the run was before this step (a checkpoint if rewards fail)
     idx = sampler.take(t.prompts_per_step)
-    batch = RolloutBatch([d.task.train[i] for i in idx], [d.train_prompts[i] for i in idx], a.group_size)
+    batch = RolloutBatch([d.task.train[i] for i in idx], [d.train_prompts[i] for i in idx], a.group_size, step=step)
     try:
         scores = d.rollout(batch, params, timer, stream=cfg.reward.stream_batch)
     except RewardError:
@@ -63,7 +64,7 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
             d.guard.checkpoint(before)
         raise
     batch.advantages = compute_advantages(a.name, torch.tensor(batch.rewards), a.group_size, a.adv_eps)
-    shards = batch.train_batch(d.pad_id, d.eos_id).shards(cfg.learner.world_size)
+    shards = batch.train_batch(d.pad_id, d.stop_ids).shards(cfg.learner.world_size)
     lr = lr_at(step - 1, t.max_steps, cfg.learner.lr, cfg.learner.warmup_steps, t.lr_schedule)
     m = merge_ranks(d.learners.wait(
         d.learners.call_each("rl_step", [(sh, lr, a, params.temperature, params.max_new_tokens) for sh in shards]),
@@ -73,6 +74,8 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
     with timer("weight_sync"):
         sync = d.sync_weights()
     d.state.step = step
+    if t.dump_rollouts:
+        write_jsonl(d.run_dir / "rollouts" / f"step-{step:06d}.jsonl", batch.dump_rows(t.dump_rollouts))
     metrics = {"step": step, "stage": "grpo", **reward_metrics(batch, scores), **m, **sync,
                "rollout/restarts": d.generator_restarts}
     if t.eval_every and d.task.eval and (step % t.eval_every == 0 or step == t.max_steps):

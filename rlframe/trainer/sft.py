@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("rlframe")
 
 
+def sft_target(ids: list[int], stop_ids: list[int]) -> list[int]:
+    """The target ids ending with a stop id: a chat template's end of turn is already there, else the EOS."""
+    return ids if ids and ids[-1] in stop_ids else ids + stop_ids[:1]
+
+
 def run_sft(d: Driver) -> str:
     """Train `trainer.sft.steps` steps (or until the stop metric is reached); returns the saved policy folder."""
     cfg, s = d.cfg, d.cfg.trainer.sft
@@ -31,7 +36,7 @@ def run_sft(d: Driver) -> str:
             idx = sampler.take(s.batch_size)
             for i in idx:
                 if i not in targets:
-                    targets[i] = d.encode(d.task.train[i]["target"]) + [d.eos_id]
+                    targets[i] = sft_target(d.encode(d.task.train[i]["target"]), d.stop_ids)
             batch = collate([d.train_prompts[i] for i in idx], [targets[i] for i in idx], d.pad_id)
         lr = lr_at(step, s.steps, s.lr, s.warmup_steps, "cosine", s.min_lr_ratio)
         with timer("train"):

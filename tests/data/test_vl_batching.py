@@ -142,7 +142,11 @@ def test_image_task_prompts_hold_the_images_in_the_papers_order(tiny_vl):
     order = rec["prefered_images"] + rec["non_prefered_images"] + [rec["imageA"], rec["imageB"]]
     assert all(full.endswith(rel) for full, rel in zip(rec["images"], order, strict=True))
     text = rec["prompt"]
-    assert text.count(VISION_START) == text.count(VISION_END) == 6 and text.count(IMAGE_PAD) == 6 * 4
+    # one pad per image in the text; encoding expands each to the image's token count (4 for 56x56)
+    assert text.count(VISION_START) == text.count(VISION_END) == text.count(IMAGE_PAD) == 6
+    parts = rec["messages"][-1]["content"]
+    assert rec["messages"][0]["role"] == "system" and rec["messages"][-1]["role"] == "user"
+    assert [p["image"] for p in parts if p["type"] == "image"] == rec["images"]
     # liked references, disliked references, Image A, Image B
     assert text.index("likes") < text.index("dislikes") < text.index("Image A:") < text.index("Image B:")
     assert rec["target"].startswith("<visual preference profile>") and rec["target"].endswith("</answer>")

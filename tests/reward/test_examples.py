@@ -7,7 +7,9 @@ import pytest
 
 from rlframe.config.schema import RewardFnConfig
 from rlframe.reward.plugins import PluginReward
+from rlframe.config.schema import DataConfig
 from rlframe.tasks.preference.synthetic import generate_samples
+from rlframe.tasks.preference.task import with_messages
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "rewards"
 
@@ -15,7 +17,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "rewards"
 @pytest.fixture(scope="module")
 def samples():
     """Three records with their target completion (correct), a wrong answer, and no answer at all."""
-    recs = generate_samples(3, seed=7)
+    recs = with_messages(generate_samples(3, seed=7), DataConfig())   # conversational, as the task builds them
     wrong = {"Image A": "Image B", "Image B": "Image A"}
     texts = [recs[0]["target"], recs[1]["target"].replace(f"<answer>{recs[1]['answer']}</answer>",
                                                           f"<answer>{wrong[recs[1]['answer']]}</answer>"),
@@ -35,6 +37,7 @@ def test_every_example_is_tested():
 def test_trl_style(samples):
     r = load("trl_style.py", name="answer_match")
     assert r.style == "trl" and r(samples) == {"answer_match": [1.0, 0.0, 0.0]}
+    assert load("trl_style.py", name="think_format")(samples) == {"think_format": [1.0, 1.0, 0.0]}
 
 
 def test_openrlhf_style(samples):

@@ -140,7 +140,7 @@ def test_class_is_built_once_with_kwargs():
 
 def test_declared_style_wins_and_bad_style_is_refused():
     assert detect_style(batch_scaled, "batch") == "batch"
-    with pytest.raises(RewardError, match=r"style='pytorch'; expected one of auto, batch, trl, openrlhf, verl"):
+    with pytest.raises(RewardError, match=r"style='pytorch'; expected one of auto, batch, trl, trl_conversational, trl_standard, openrlhf, verl"):
         detect_style(batch_scaled, "pytorch", "x")
     with pytest.raises(RewardError, match=r"cannot tell the calling convention from its signature \(a, b\)"):
         load("two_args_no_names")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rlframe.config.schema import DataConfig
+from rlframe.data.chat import chat_messages
 from rlframe.reward.registry import register_reward
 from rlframe.tasks.preference.rewards import (
     EVAL_METRICS, accuracy_reward, format_reward, make_embedder, profile_similarity, score_consistency_reward)
@@ -21,7 +22,15 @@ def build_synthetic(cfg: DataConfig, cache_dir: Path) -> TaskData:
     """Train and eval samples from disjoint seeds (fresh users), and a tokenizer trained on them."""
     train = generate_samples(cfg.num_train, seed=cfg.seed, num_history=cfg.num_history)
     evals = generate_samples(cfg.num_eval, seed=cfg.seed + 1_000_003, num_history=cfg.num_history)
-    return TaskData(train=train, eval=evals, tokenizer=build_tokenizer(train), eval_metrics=EVAL_METRICS)
+    return TaskData(train=with_messages(train, cfg), eval=with_messages(evals, cfg), tokenizer=build_tokenizer(train),
+                    eval_metrics=EVAL_METRICS)
+
+
+def with_messages(samples: list[dict[str, Any]], cfg: DataConfig) -> list[dict[str, Any]]:
+    """The chat messages of each sample (a checkpoint's chat template renders them; TRL rewards see them)."""
+    for s in samples:
+        s["messages"] = chat_messages(s["question"], system=cfg.system_prompt)
+    return samples
 
 
 #: training samples per seen user of preference_synthetic_splits: many users, so the skill must generalize
@@ -41,7 +50,8 @@ def build_synthetic_splits(cfg: DataConfig, cache_dir: Path) -> TaskData:
     splits = generate_splits(sc)
     evals = balanced_eval(splits, cfg.num_eval)
     train = splits["train"][: cfg.num_train]
-    return TaskData(train=train, eval=evals, tokenizer=build_tokenizer(train), eval_metrics=EVAL_METRICS)
+    return TaskData(train=with_messages(train, cfg), eval=with_messages(evals, cfg), tokenizer=build_tokenizer(train),
+                    eval_metrics=EVAL_METRICS)
 
 
 def _texts(samples: list[dict[str, Any]]) -> list[str]:

@@ -5,11 +5,15 @@ Data: PreferImg / PreferThinker records loaded (and checked) by ``preferimg.py``
 ``synth_dataset.py`` once and cached under ``<run.cache_dir>/preference_images/<hash of its settings>``.
 
 Prompt: the user turn holds every image in the paper's order (``data.num_history`` preferred references,
-as many non-preferred references, "Image A", "Image B"), each as ``<|vision_start|>`` + a run of
-``<|image_pad|>`` + ``<|vision_end|>`` (Qwen2.5-VL's chat markers); the run has one token per merged patch
-group, ``prod(image_grid_thw) / merge_size**2`` (4 for a 56x56 image with patch 14 and merge 2). Target:
-the record's chain of thought. Images are preprocessed with transformers' PIL-only
-``Qwen2VLImageProcessorPil`` (the torchvision one cannot be used here), each file once.
+as many non-preferred references, "Image A", "Image B"), each as ``<|vision_start|><|image_pad|><|vision_end|>``
+(Qwen2.5-VL's chat markers). Each record also carries the chat ``messages`` (system turn, then the user turn
+with image parts), which a checkpoint's chat template renders instead (``rlframe/data/chat.py``). When the
+prompt is encoded, each image's single ``<|image_pad|>`` becomes a run of one token per merged patch group,
+``prod(image_grid_thw) / merge_size**2``, from the image processor: transformers' PIL-only
+``Qwen2VLImageProcessorPil`` (the torchvision one cannot be used here), configured from the checkpoint's
+``preprocessor_config.json`` when it has one (Qwen2.5-VL's dynamic resolution: ``min_pixels``/``max_pixels``,
+14-pixel patches, 2x2 merge), else from ``data.image_size``; ``data.min_pixels``/``data.max_pixels`` override
+either. Each image file is preprocessed once. Target: the record's chain of thought.
 """
 from __future__ import annotations
 
@@ -25,9 +29,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from rlframe.config.schema import DataConfig
+from rlframe.data.chat import chat_messages
 from rlframe.errors import ConfigError
 from rlframe.models.multimodal import (
-    IMAGE_PAD, VISION_END, VISION_START, VISION_TOKENS, Prompt, check_prompt, expand_image_pads_text)
+    IMAGE_PAD, VISION_END, VISION_START, VISION_TOKENS, Prompt, check_prompt, expand_image_pads)
 from rlframe.tasks.preference.preferimg import load_preferimg
 from rlframe.tasks.preference.synth_dataset import (
     EVAL_SPLITS, SynthConfig, balanced_eval, eval_samples_per_user, question, seen_users, write_dataset)
@@ -39,22 +44,45 @@ from rlframe.tasks.registry import TaskData, register_task
 IMAGE = "<image>"
 
 
-def image_processor(image_size: int, patch_size: int = 14, merge_size: int = 2):
-    """transformers' PIL-only Qwen2-VL image processor, resizing every image to about image_size^2 pixels."""
+def image_processor(image_size: int, patch_size: int = 14, merge_size: int = 2, min_pixels: int | None = None,
+                    max_pixels: int | None = None, checkpoint: str | Path | None = None):
+    """transformers' PIL-only Qwen2-VL image processor: the checkpoint's (its preprocessor_config.json) when
+    given, else one resizing every image to about image_size^2 pixels; min/max_pixels override either."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     factor = patch_size * merge_size
-    return Qwen2VLImageProcessorPil(min_pixels=factor * factor, max_pixels=max(factor, image_size) ** 2,
+    if checkpoint is not None:
+        proc = Qwen2VLImageProcessorPil.from_pretrained(str(checkpoint))
+        lo, hi = proc.size.get("shortest_edge"), proc.size.get("longest_edge")
+        if min_pixels is None and max_pixels is None:
+            return proc
+        kw = {k: getattr(proc, k) for k in ("patch_size", "merge_size", "temporal_patch_size", "image_mean",
+                                            "image_std")}
+        return Qwen2VLImageProcessorPil(min_pixels=min_pixels or lo, max_pixels=max_pixels or hi, **kw)
+    return Qwen2VLImageProcessorPil(min_pixels=min_pixels or factor * factor,
+                                    max_pixels=max_pixels or max(factor, image_size) ** 2,
                                     patch_size=patch_size, merge_size=merge_size, temporal_patch_size=2)
 
 
 class VisionInputs:
     """Pixel inputs of image files (each preprocessed once) and the prompts that carry them."""
 
-    def __init__(self, image_size: int, patch_size: int = 14, merge_size: int = 2) -> None:
-        self.processor = image_processor(image_size, patch_size, merge_size)
+    def __init__(self, image_size: int, patch_size: int = 14, merge_size: int = 2, min_pixels: int | None = None,
+                 max_pixels: int | None = None) -> None:
+        self.image_size, self.min_pixels, self.max_pixels = image_size, min_pixels, max_pixels
+        self.processor = image_processor(image_size, patch_size, merge_size, min_pixels, max_pixels)
         self.merge_size = merge_size
         self.cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def use_checkpoint(self, model_dir: str | Path) -> bool:
+        """Preprocess images the way the checkpoint expects, if its folder has a preprocessor_config.json."""
+        if not (Path(model_dir) / "preprocessor_config.json").is_file():
+            return False
+        self.processor = image_processor(self.image_size, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+                                         checkpoint=model_dir)
+        self.merge_size = int(self.processor.merge_size)
+        self.cache.clear()
+        return True
 
     def image(self, path: str) -> tuple[np.ndarray, np.ndarray]:
         """(pixel_values [P, D] float32, image_grid_thw [1, 3]) of one image file."""
@@ -73,18 +101,21 @@ class VisionInputs:
         parts = [self.image(p) for p in paths]
         return {"pixel_values": [p for p, _ in parts], "image_grid_thw": np.concatenate([g for _, g in parts])}
 
-    def prompt_text(self, question_text: str, paths: Sequence[str]) -> str:
-        """The chat prompt with each ``<image>`` replaced by the vision markers and its expanded pad run."""
-        text = build_prompt(question_text.replace(IMAGE, f"{VISION_START}{IMAGE_PAD}{VISION_END}"))
-        return expand_image_pads_text(text, self.images(paths)["image_grid_thw"], self.merge_size)
+    @staticmethod
+    def prompt_text(question_text: str) -> str:
+        """The task's own prompt format (no chat template): each ``<image>`` becomes the vision markers
+        around one ``<|image_pad|>``, expanded to the image's token count when encoded."""
+        return build_prompt(question_text.replace(IMAGE, f"{VISION_START}{IMAGE_PAD}{VISION_END}"))
 
     def attach(self, records: Sequence[dict[str, Any]], prompts: Sequence[Sequence[int]], tokenizer: Any) -> list[Prompt]:
-        """Each record's prompt ids with its images' pixel inputs; checks the image-token count of every one."""
+        """Each record's prompt ids, every image's pad expanded to its token count, with the images' pixel
+        inputs; checks the image-token count of every one."""
         pad_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
         out = []
         for rec, ids in zip(records, prompts):
             images = self.images(rec["images"])
             try:
+                ids = expand_image_pads(ids, images["image_grid_thw"], self.merge_size, pad_id)
                 check_prompt(ids, images, self.merge_size, pad_id)
             except ValueError as err:
                 raise ConfigError(f"sample {rec['id']}: {err}") from None
@@ -135,8 +166,12 @@ def _load(path: str | Path, cfg: DataConfig, image_root: str | None, skipped: li
     return res.records
 
 
-def _question(rec: dict[str, Any]) -> str:
-    """The record's question if its <image> placeholders match its images, else the paper's layout."""
+def _question(rec: dict[str, Any], template: str | None = None) -> str:
+    """The user turn: data.question_template filled in when set, else the record's question if its <image>
+    placeholders match its images, else rlframe's default layout."""
+    if template:
+        return template.format(liked=IMAGE * rec["num_prefered"], disliked=IMAGE * rec["num_non_prefered"],
+                               image_a=IMAGE, image_b=IMAGE)
     q = rec["question"]
     if q.count(IMAGE) == len(rec["images"]):
         return q
@@ -172,11 +207,12 @@ def build_preference_images(cfg: DataConfig, cache_dir: Path) -> TaskData:
     train, evals = train[: cfg.num_train], evals[: cfg.num_eval]
     if not train:
         raise ConfigError(f"data.task=preference_images: no training records (data.path={cfg.path!r})")
-    vision = VisionInputs(cfg.image_size)
+    vision = VisionInputs(cfg.image_size, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
     for rec in train + evals:
-        q = _question(rec)
+        q = _question(rec, cfg.question_template)
         rec["question"] = q
-        rec["prompt"] = vision.prompt_text(q, rec["images"])
+        rec["prompt"] = vision.prompt_text(q)
+        rec["messages"] = chat_messages(q, rec["images"], cfg.system_prompt)
         if rec.get("target") is None:   # records without a chain of thought: the answer only
             rec["target"] = f"<answer>{rec['answer']}</answer>"
     # BPE on the text around the images (the vision tokens are added whole, as special tokens)
