@@ -29,6 +29,7 @@ TOOL_COMMANDS: dict[str, str] = {
     "serve-reward": "rlframe.reward.server",
     "bench": "rlframe.bench",
     "reward": "rlframe.reward.offline",
+    "doctor": "rlframe.doctor",
 }
 
 

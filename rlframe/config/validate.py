@@ -117,6 +117,26 @@ def _check_vision(e: list[str], cfg: RLConfig, task: TaskSpec | None) -> None:
                  "yet; use rollout=hf (transformers generate, CPU or GPU)")
 
 
+def _check_placement(e: list[str], cfg: RLConfig) -> None:
+    """Each role's custom Ray resources and pool; colocation only where vLLM can sleep (CUDA)."""
+    for role in ("rollout", "reward", "learner"):
+        res, pool = getattr(cfg, role).resources, getattr(cfg, role).pool
+        if res is not None and not (isinstance(res, dict) and all(
+                isinstance(k, str) and k not in ("CPU", "GPU") and isinstance(v, (int, float))
+                and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for k, v in res.items())):
+            e.append(f"{role}.resources={res!r}: expected a mapping of custom Ray resource names to amounts >= 0, "
+                     f"e.g. {{node_{role}: 1}} (CPUs and GPUs: {role}.num_cpus_per_worker / num_gpus_per_worker)")
+        if pool is not None and (not isinstance(pool, str) or not pool.strip()):
+            e.append(f"{role}.pool={pool!r}: expected a pool name (roles naming the same pool share its bundles)")
+    if cfg.cluster.colocate:
+        r, lr = cfg.rollout, cfg.learner
+        if r.backend != "vllm" or not r.num_gpus_per_worker or not lr.num_gpus_per_worker:
+            e.append("cluster.colocate=true: generators and learners share GPUs, which needs vLLM's sleep mode "
+                     "(freeing the generators' memory while the learners train); it is CUDA-only: use rollout=vllm "
+                     f"and GPUs (rollout.num_gpus_per_worker={r.num_gpus_per_worker:g}, learner.num_gpus_per_worker="
+                     f"{lr.num_gpus_per_worker:g}); on CPU leave cluster.colocate=false")
+
+
 def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     """Raise ConfigError listing every invalid value; return cfg unchanged otherwise.
 
@@ -207,6 +227,7 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     _at_least(e, "rollout.max_restarts", cfg.rollout.max_restarts, 0)
     _choice(e, "cluster.placement_strategy", cfg.cluster.placement_strategy,
             ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
+    _check_placement(e, cfg)
 
     for i, stage in enumerate(t.stages):
         _choice(e, f"trainer.stages[{i}]", stage, ["sft", "grpo"])

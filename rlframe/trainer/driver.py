@@ -146,6 +146,9 @@ class Driver:
     def start_cluster(self) -> None:
         cfg = self.cfg
         self.owns_ray = init_ray(cfg.cluster, self.cache_dir, required_cpus=self.roles.required().get("CPU", 0.0))
+        from rlframe.doctor import preflight
+
+        preflight(cfg, self.run_dir)   # resources and disk, before any placement group (or a 120 s wait)
         self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, to_dict(cfg),
                                resume_at=self.guard.resumed["metrics_offset"] if self.guard.resumed else None)
         if self.task.skipped and not self.guard.resumed:   # data.on_invalid=skip: in the metrics too

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlframe.cluster.roles import Resources, RoleSpec
+from rlframe.cluster.roles import RoleSpec, worker_resources
 from rlframe.learner.learner import LearnerWorker
 from rlframe.reward.worker import RewardWorker
 from rlframe.rollout.generator import RolloutWorker
@@ -16,21 +16,23 @@ def needs_generators(cfg: Any) -> bool:
     return "grpo" in t.stages or ("sft" in t.stages and bool(t.sft.eval_every))
 
 
+def pool_of(role: str, colocated: bool = False) -> Any:
+    """The role's `pool` key; with cluster.colocate=true the colocated roles share the pool "colocate"."""
+    return lambda c: "colocate" if colocated and c.cluster.colocate else getattr(c, role).pool
+
+
 ROLES: dict[str, RoleSpec] = {
     "rollout": RoleSpec(
         "rollout", RolloutWorker, needed=needs_generators,
-        resources=lambda c: Resources(c.rollout.num_workers, c.rollout.num_cpus_per_worker,
-                                      c.rollout.num_gpus_per_worker),
+        resources=lambda c: worker_resources(c.rollout, c.rollout.num_workers), pool=pool_of("rollout", True),
         # restarted by Ray; the driver re-syncs its weights and generates its share again (Driver.rollout)
         options=lambda c: {"max_restarts": c.rollout.max_restarts, "max_task_retries": 0}),
     "reward": RoleSpec(
         "reward", RewardWorker, needed=needs_generators,
-        resources=lambda c: Resources(c.reward.num_workers, c.reward.num_cpus_per_worker,
-                                      c.reward.num_gpus_per_worker),
+        resources=lambda c: worker_resources(c.reward, c.reward.num_workers), pool=pool_of("reward"),
         # a reward worker that dies is restarted and its batch retried (reward/pool.py counts restarts)
         options=lambda c: {"max_restarts": c.reward.max_restarts, "max_task_retries": c.reward.max_restarts}),
     "learner": RoleSpec(
         "learner", LearnerWorker,
-        resources=lambda c: Resources(c.learner.world_size, c.learner.num_cpus_per_worker,
-                                      c.learner.num_gpus_per_worker)),
+        resources=lambda c: worker_resources(c.learner, c.learner.world_size), pool=pool_of("learner", True)),
 }

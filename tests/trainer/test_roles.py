@@ -32,7 +32,7 @@ def test_a_new_role_is_one_entry_and_is_counted():
     roles = Roles({**ROLES, "critic": critic}, RLConfig())
     assert roles.required()["CPU"] == Roles(ROLES, RLConfig()).required()["CPU"] + 3.0
     assert [s.name for s in roles.needed()] == ["rollout", "reward", "learner", "critic"]
-    assert critic.pool_name == "learner" and ROLES["rollout"].pool_name == "rollout"
+    assert critic.pool_name() == "learner" and ROLES["rollout"].pool_name(RLConfig()) == "rollout"
 
 
 @pytest.mark.parametrize("overrides, expected", [

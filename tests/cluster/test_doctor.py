@@ -1,0 +1,113 @@
+"""`rlframe doctor` and the preflight of `rlframe train`: a healthy setup passes; missing data, an impossible
+resource request and a missing reward file each fail with the item named. No Ray is started here."""
+from __future__ import annotations
+
+import pytest
+
+from rlframe.cli import main
+from rlframe.config import load_config
+from rlframe.doctor import check_resources, format_table, preflight
+from rlframe.errors import ConfigError
+
+
+def doctor(capsys, *overrides: str) -> tuple[int, dict[str, tuple[str, str]]]:
+    rc = main(["doctor", *overrides])
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = {}
+    for line in lines[:-1]:
+        status, rest = line[:4], line[6:]
+        item, _, detail = rest.partition("  ")
+        rows[item.strip()] = (status, detail.strip())
+    return rc, rows
+
+
+def test_a_healthy_setup_passes(capsys, tmp_path):
+    rc, rows = doctor(capsys, f"run.output_dir={tmp_path / 'run'}")
+    assert rc == 0, rows
+    assert {s for s, _ in rows.values()} <= {"PASS", "SKIP"}
+    for item in ("config", "packages", "package pins", "ports", "resources: rollout", "resources: reward",
+                 "resources: learner", "disk", "model", "data", "reward.fns[0] (format)"):
+        assert rows[item][0] == "PASS", (item, rows[item])
+    assert "torch 2." in rows["packages"][1] and "vllm" in rows["packages"][1]
+    assert rows["gpus / nccl"][0] == "SKIP"   # this machine has no GPU: said, not failed
+
+
+def test_missing_data_fails_naming_the_key(capsys, tmp_path):
+    rc, rows = doctor(capsys, "data.task=preference_images", "model=tiny_qwen2_5_vl", "rollout=hf",
+                      f"data.path={tmp_path / 'nope.jsonl'}")
+    assert rc == 1
+    assert rows["data"][0] == "FAIL" and "data.path=" in rows["data"][1] and "nope.jsonl" in rows["data"][1]
+
+
+def test_an_invalid_record_fails_with_file_and_line(capsys, tmp_path):
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('{"question": "x"}\n')
+    rc, rows = doctor(capsys, "data.task=preference_images", "model=tiny_qwen2_5_vl", "rollout=hf",
+                      f"data.path={bad}")
+    assert rc == 1 and rows["data"][0] == "FAIL" and "train.jsonl" in rows["data"][1]
+
+
+@pytest.mark.parametrize("override, item, named", [
+    ("learner.num_gpus_per_worker=1", "resources: learner", "learner.num_gpus_per_worker"),
+    ("rollout.resources={nobody_has_it: 1}", "resources: rollout", "rollout.resources.nobody_has_it"),
+])
+def test_an_impossible_resource_request_fails_naming_the_role_and_key(capsys, override, item, named):
+    rc, rows = doctor(capsys, override)
+    assert rc == 1
+    assert rows[item][0] == "FAIL" and named in rows[item][1], rows[item]
+
+
+def test_a_missing_reward_file_fails_naming_the_entry(capsys, tmp_path):
+    rc, rows = doctor(capsys, f"reward.fns=[{{name: mine, path: {tmp_path / 'gone.py'}}}]")
+    assert rc == 1
+    assert rows["reward.fns[0] (mine)"][0] == "FAIL" and "gone.py" in rows["reward.fns[0] (mine)"][1]
+
+
+def test_a_bad_config_is_one_failing_row(capsys):
+    assert main(["doctor", "learner.zero_stage=4"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL  config") and "learner.zero_stage=4" in out and out.endswith("1 checks, 1 failed\n")
+
+
+NODES = [{"CPU": 2.0, "node_head": 10.0}, {"CPU": 4.0, "node_gen": 10.0}, {"CPU": 4.0, "GPU": 2.0, "node_learn": 10.0}]
+
+
+def test_resources_are_checked_per_node_per_pool_and_in_total():
+    cfg = load_config(["rollout.resources={node_gen: 1}", "learner.resources={node_learn: 1}",
+                       "learner.num_gpus_per_worker=1"])
+    assert all(r.status == "PASS" for r in check_resources(cfg, NODES, "the cluster")), \
+        format_table(check_resources(cfg, NODES, "the cluster"))
+    # two learners on one GPU node: fine; three GPUs in all is more than the cluster has
+    cfg.learner.world_size = 3
+    rows = {r.item: r for r in check_resources(cfg, NODES, "the cluster")}
+    assert rows["resources: all roles"].status == "FAIL" and "GPU: 2" in rows["resources: all roles"].detail
+    # a shared pool: each bundle holds one generator and one learner, which no single node has
+    cfg.learner.world_size, cfg.rollout.pool, cfg.learner.pool = 2, "shared", "shared"
+    rows = {r.item: r for r in check_resources(cfg, NODES, "the cluster")}
+    assert rows["resources: pool shared"].status == "FAIL" and "rollout, learner" in rows["resources: pool shared"].detail
+
+
+def test_train_preflight_stops_before_placement(monkeypatch, tmp_path):
+    import rlframe.doctor as doctor_mod
+
+    monkeypatch.setattr(doctor_mod, "ray_nodes", lambda: [{"CPU": 8.0}])
+    cfg = load_config(["learner.resources={node_learn: 1}", f"run.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"learner\.resources\.node_learn"):
+        preflight(cfg, tmp_path)
+    preflight(load_config([f"run.output_dir={tmp_path}"]), tmp_path)   # nothing to complain about
+
+
+def test_colocation_is_refused_on_cpu_with_the_reason():
+    with pytest.raises(ConfigError, match="cluster.colocate=true: .*CUDA-only"):
+        load_config(["cluster.colocate=true"])
+
+
+def test_colocation_puts_generators_and_learners_in_one_pool():
+    from rlframe.trainer.roles import ROLES
+
+    cfg = load_config(["cluster.colocate=true", "rollout.num_gpus_per_worker=0.5", "learner.num_gpus_per_worker=0.5"])
+    assert {n: s.pool_name(cfg) for n, s in ROLES.items()} == {"rollout": "colocate", "reward": "reward",
+                                                               "learner": "colocate"}
+    rows = check_resources(cfg, [{"CPU": 8.0, "GPU": 2.0}], "the cluster")   # 2 bundles of 1 GPU each
+    assert all(r.status == "PASS" for r in rows), format_table(rows)
+    assert "pool 'colocate'" in rows[0].detail

@@ -1,0 +1,59 @@
+"""What reaches Ray's workers (the job's runtime_env) and how the private Ray is started: without a token only
+when it is bound to loopback; a joined cluster keeps its token authentication. ray.init is replaced here."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import rlframe.cluster.ray_cluster as rc
+from rlframe.config.schema import ClusterConfig
+
+
+@pytest.fixture
+def fake_init(monkeypatch):
+    import ray._private.ray_constants as ray_constants
+
+    calls: list[dict] = []
+    monkeypatch.setattr(rc.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(rc.ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    for key in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        monkeypatch.delenv(key, raising=False)
+    return calls
+
+
+def test_worker_env_reaches_actors_through_the_runtime_env(fake_init, monkeypatch, tmp_path):
+    import ray._private.ray_constants as ray_constants
+
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "eth7")
+    rc.init_ray(ClusterConfig(address="10.0.0.1:6379"), tmp_path)
+    (kw,) = fake_init
+    env = kw["runtime_env"]["env_vars"]
+    assert kw["address"] == "10.0.0.1:6379"
+    assert env["OMP_NUM_THREADS"] == "1" and env["HF_HUB_OFFLINE"] == "1" and env["NCCL_SOCKET_IFNAME"] == "eth7"
+    # a cluster someone else started: its nodes have their own paths and accelerators; auth stays as it is
+    assert "TORCH_EXTENSIONS_DIR" not in env and "DS_ACCELERATOR" not in env
+    import os
+
+    assert "RAY_AUTH_MODE" not in os.environ and ray_constants.ENABLE_RAY_CLUSTER
+
+
+def test_the_private_ray_runs_without_a_token_only_on_loopback(fake_init, tmp_path):
+    import os
+
+    import ray._private.ray_constants as ray_constants
+
+    rc.init_ray(ClusterConfig(num_cpus=3), tmp_path)
+    (kw,) = fake_init
+    assert kw["num_cpus"] == 3 and "address" not in kw
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
+    assert kw["runtime_env"]["env_vars"]["TORCH_EXTENSIONS_DIR"]
+
+
+def test_a_submitted_job_keeps_its_own_env_vars(monkeypatch, tmp_path):
+    """`ray job submit --runtime-env-json` with env_vars: Ray refuses the same key twice, so the job's win."""
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"env_vars": {"OMP_NUM_THREADS": "4"}}}))
+    env = rc.worker_env(False, tmp_path)
+    assert "OMP_NUM_THREADS" not in env and env["TOKENIZERS_PARALLELISM"] == "false"

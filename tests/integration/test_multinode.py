@@ -1,0 +1,138 @@
+"""A real multi-node layout on one machine: three Ray nodes with different custom resources (a
+`ray.cluster_utils.Cluster`, each node its own raylet), `rlframe train` joining it by `cluster.address` like on a
+cluster someone else started, and Ray's own actor table saying which node each role ran on."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from rlframe.tracking import read_metrics
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+# one node per role, each marked by a custom resource the role's config asks for (the head hosts the rewards)
+NODES = {"node_reward": {"num_cpus": 1}, "node_gen": {"num_cpus": 1}, "node_learn": {"num_cpus": 1}}
+ROLE_NODE = {"RolloutWorker": "node_gen", "RewardWorker": "node_reward", "LearnerWorker": "node_learn"}
+RUN = ["trainer.stages=[grpo]", "rollout=hf", "learner.world_size=1", "data.num_train=16", "data.num_eval=4",
+       "trainer.max_steps=2", "trainer.prompts_per_step=2", "algorithm.group_size=2", "rollout.max_new_tokens=8",
+       "trainer.eval_every=0", "trainer.progress=false", "reward.stream_batch=0", "trainer.loggers=[]",
+       "reward.fns=[{name:format,weight:0.5},{name:accuracy,weight:1.0}]",
+       "rollout.resources={node_gen: 1}", "reward.resources={node_reward: 1}", "learner.resources={node_learn: 1}"]
+
+
+@pytest.fixture
+def three_nodes(monkeypatch):
+    """The cluster, on this machine's address (not the loopback a private Ray of this session may have set)."""
+    import ray._private.ray_constants as ray_constants
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    names = list(NODES)
+    cluster = Cluster(initialize_head=True, head_node_args={**NODES[names[0]], "resources": {names[0]: 4}})
+    node_of = {cluster.head_node.node_id: names[0]}
+    try:
+        for name in names[1:]:
+            node_of[cluster.add_node(**NODES[name], resources={name: 4}).node_id] = name
+        cluster.wait_for_nodes()
+        yield cluster, node_of
+    finally:
+        cluster.shutdown()
+
+
+def test_each_role_runs_on_the_node_its_config_names(three_nodes, tmp_path):
+    cluster, node_of = three_nodes
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    doctor = subprocess.run([sys.executable, "-m", "rlframe.cli", "doctor", *RUN, f"cluster.address={cluster.address}",
+                             f"run.output_dir={run_dir}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert doctor.returncode == 0 and "PASS  ray cluster" in doctor.stdout and "3 nodes" in doctor.stdout, doctor.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "rlframe.cli", "train", *RUN, f"cluster.address={cluster.address}",
+                             f"run.output_dir={run_dir}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=540)
+    except subprocess.TimeoutExpired:
+        for p in psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]:
+            p.kill()
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r["stage"] == "grpo"] == [1, 2]
+
+    actors = cluster.global_state.actor_table(None).values()
+    ran = {(a["ActorClassName"], node_of.get(a["Address"]["NodeID"])) for a in actors if a["ActorClassName"] in ROLE_NODE}
+    assert ran == set(ROLE_NODE.items()), ran
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a process the test started, and every process it started (recorded first), by their pids."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=20)
+    for p in alive:
+        p.kill()
+
+
+def test_ray_job_submit_of_a_two_step_run_with_token_authentication(tmp_path):
+    """The README's `ray job submit` form (runtime_env working_dir) against a head started like
+    launch/ray_start.sh does (token authentication on, dashboard on 127.0.0.1)."""
+    import json
+    import secrets
+    import shutil
+    import tempfile
+    import time
+    import urllib.error
+    import urllib.request
+
+    token = secrets.token_hex(32)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port, dash = _free_port(), _free_port()
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")   # Ray's socket paths must stay short
+    head = subprocess.Popen([ray_bin, "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
+                             "--dashboard-host=127.0.0.1", "--num-cpus=4", f"--temp-dir={temp}", "--block"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url, t0 = f"http://127.0.0.1:{dash}", time.time()
+        while True:
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{url}/api/version", headers={
+                    "Authorization": f"Bearer {token}"}), timeout=5).close()
+                break
+            except (urllib.error.URLError, OSError):
+                assert time.time() - t0 < 180 and head.poll() is None, "the Ray head did not come up"
+                time.sleep(2)
+        with pytest.raises(urllib.error.HTTPError) as refused:   # no token, no job
+            urllib.request.urlopen(f"{url}/api/jobs/", timeout=5)
+        assert refused.value.code in (401, 403)
+        out = subprocess.run([ray_bin, "job", "submit", "--address", url, "--runtime-env-json",
+                              json.dumps({"working_dir": str(ROOT)}), "--", sys.executable, "-m", "rlframe.cli",
+                              "train", *RUN[:-3], "cluster=ray_cluster", f"run.output_dir={tmp_path / 'run'}"],
+                             env=env, capture_output=True, text=True, timeout=540)
+        assert out.returncode == 0 and "succeeded" in out.stdout, (out.stdout + out.stderr)[-3000:]
+        rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+        assert [r["step"] for r in rows if r["stage"] == "grpo"] == [1, 2]
+    finally:
+        _stop(head)
+        shutil.rmtree(temp, ignore_errors=True)
