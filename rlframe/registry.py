@@ -8,6 +8,9 @@ name, either because an installed distribution lists it under the ``rlframe.plug
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Any, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -35,6 +38,27 @@ def import_object(target: str) -> Any:
     if not module or not attr:
         raise ImportError(f"{target!r} is not of the form 'pkg.module:name'")
     return getattr(importlib.import_module(module), attr)
+
+
+def import_plugin(spec: str) -> Any:
+    """A module by name (``pkg.module``) or a ``.py`` file by path (relative: to the working directory),
+    imported once per process: importing it runs its ``register`` calls."""
+    if not spec.endswith(".py"):
+        return importlib.import_module(spec)
+    file = Path(spec).expanduser().resolve()
+    name = f"rlframe_plugin_{file.stem}_{abs(hash(str(file)))}"
+    if name not in sys.modules:
+        if not file.is_file():
+            raise ImportError(f"plugin file {spec!r} does not exist (resolved to {file})")
+        loader = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[name] = module
+        try:
+            loader.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
 
 
 class Registry(Generic[T]):

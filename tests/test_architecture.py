@@ -16,7 +16,8 @@ CORE = ("rlframe.config", "rlframe.reward", "rlframe.rollout", "rlframe.learner"
         "rlframe.cluster", "rlframe.data", "rlframe.models", "rlframe.weight_sync", "rlframe.registry",
         "rlframe.errors", "rlframe.tracking", "rlframe.cli", "rlframe.tasks.registry", "rlframe.rng")
 PURE = ("rlframe.errors", "rlframe.registry", "rlframe.config.schema", "rlframe.learner.losses",
-        "rlframe.learner.advantages", "rlframe.reward.scoring", "rlframe.reward.plugins", "rlframe.data.batching",
+        "rlframe.learner.advantages", "rlframe.learner.update", "rlframe.reward.scoring", "rlframe.reward.plugins",
+        "rlframe.data.batching",
         "rlframe.data.rollout_batch", "rlframe.data.sampler", "rlframe.trainer.schedule", "rlframe.trainer.run_state",
         "rlframe.trainer.metrics", "rlframe.weight_sync.buckets", "rlframe.models.logprobs",
         "rlframe.tasks.preference.parser", "rlframe.tasks.preference.rewards", "rlframe.tasks.registry",

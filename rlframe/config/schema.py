@@ -177,18 +177,45 @@ class RewardConfig:
 
 
 @dataclass
+class MismatchConfig:
+    """Correction for the generator's sampling log-probs differing from the learner's (old) ones."""
+    # tis: token weights min(pi_old / pi_gen, tis_cap); mis: drop sequences whose ratio (geometric mean of the
+    # token ratios) is outside [mis_low, mis_high]; none: no correction (the gap is still logged)
+    mode: str = "tis"
+    tis_cap: float = 2.0
+    mis_low: float = 0.5
+    mis_high: float = 2.0
+
+
+@dataclass
 class AlgorithmConfig:
+    # the advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, or a plugin's name
     name: str = "grpo"
     group_size: int = 8
+    # the policy loss: ppo (token ratio), gspo (sequence ratio), or a plugin's name
+    policy_loss: str = "ppo"
     eps_low: float = 0.2
     eps_high: float = 0.28
+    # dual clip: for negative advantages the loss is at most c * |A| (null = off; c > 1)
+    dual_clip_c: Optional[float] = None
     kl_coef: float = 0.04
+    # k1, k2, k3, k3_clamped (k3 capped at 10: the low-variance KL)
     kl_estimator: str = "k3"
+    # loss: kl_coef * KL(pi || ref) in the loss; reward: minus kl_coef * (summed KL of the sampled sequence) in
+    # the reward, before the advantages. No reference model is loaded when kl_coef is 0
+    kl_in: str = "loss"
     # "token_mean": average over all valid tokens of the micro-batch
     loss_agg: str = "token_mean"
     adv_eps: float = 1e-4
-    # optimizer updates per rollout batch; only 1 is implemented (on-policy: old log-probs = current)
+    # each step's batch is split into this many mini-batches, one optimizer update each; old log-probs are
+    # computed once before the first, so the ratio and the clip act from the second update on
     updates_per_batch: int = 1
+    # passes over the step's batch (each pass makes updates_per_batch updates, mini-batches in the same order)
+    epochs: int = 1
+    mismatch: MismatchConfig = field(default_factory=MismatchConfig)
+    # modules (pkg.module) or .py files imported on the driver and the learners before names are looked up,
+    # so that their @ADVANTAGE_ESTIMATORS.register / @POLICY_LOSSES.register entries exist
+    plugins: List[str] = field(default_factory=list)
 
 
 @dataclass

@@ -9,9 +9,10 @@ from typing import Any, Iterable
 from rlframe.config.schema import RLConfig
 from rlframe.errors import ConfigError, RewardError
 from rlframe.learner.advantages import ADVANTAGE_ESTIMATORS
-from rlframe.learner.losses import KL_ESTIMATORS, LOSS_AGGREGATIONS
+from rlframe.learner.losses import KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES
 from rlframe.models.loading import is_vision_language
 from rlframe.reward.plugins import STYLES, check_reward
+from rlframe.registry import import_plugin
 from rlframe.reward.scoring import NORMALIZE, ON_ERROR
 from rlframe.tasks.registry import TASKS, TaskSpec, task_spec
 
@@ -117,6 +118,42 @@ def _check_vision(e: list[str], cfg: RLConfig, task: TaskSpec | None) -> None:
                  "yet; use rollout=hf (transformers generate, CPU or GPU)")
 
 
+def _check_algorithm(e: list[str], cfg: RLConfig, import_plugins: bool) -> None:
+    a = cfg.algorithm
+    for i, spec in enumerate(a.plugins):
+        if not import_plugins:
+            break
+        try:   # registers the plugin's estimators and losses, so that the names below can be checked
+            import_plugin(spec)
+        except Exception as err:
+            e.append(f"algorithm.plugins[{i}]={spec!r}: cannot import it ({type(err).__name__}: {err}); expected "
+                     f"a module (pkg.module) or a .py file")
+    if import_plugins or not a.plugins:
+        _choice(e, "algorithm.name", a.name, sorted(ADVANTAGE_ESTIMATORS))
+        _choice(e, "algorithm.policy_loss", a.policy_loss, sorted(POLICY_LOSSES))
+    _at_least(e, "algorithm.group_size", a.group_size, 2)
+    _at_least(e, "algorithm.eps_low", a.eps_low, 0.0)
+    _at_least(e, "algorithm.eps_high", a.eps_high, 0.0)
+    if a.dual_clip_c is not None and not a.dual_clip_c > 1.0:
+        e.append(f"algorithm.dual_clip_c={a.dual_clip_c}: must be > 1 (the bound c*|A| on negative advantages), "
+                 f"or null for no dual clip")
+    _at_least(e, "algorithm.kl_coef", a.kl_coef, 0.0)
+    _choice(e, "algorithm.kl_estimator", a.kl_estimator, sorted(KL_ESTIMATORS))
+    _choice(e, "algorithm.kl_in", a.kl_in, ["loss", "reward"])
+    _choice(e, "algorithm.loss_agg", a.loss_agg, sorted(LOSS_AGGREGATIONS))
+    _at_least(e, "algorithm.updates_per_batch", a.updates_per_batch, 1)
+    _at_least(e, "algorithm.epochs", a.epochs, 1)
+    rows, world = cfg.trainer.prompts_per_step * a.group_size, cfg.learner.world_size
+    if a.updates_per_batch >= 1 and rows % world == 0 and (rows // world) % a.updates_per_batch:
+        e.append(f"algorithm.updates_per_batch={a.updates_per_batch}: must divide the rows each learner rank gets "
+                 f"per step (trainer.prompts_per_step*algorithm.group_size/learner.world_size={rows // world})")
+    mm = a.mismatch
+    _choice(e, "algorithm.mismatch.mode", mm.mode, ["tis", "mis", "none"])
+    _at_least(e, "algorithm.mismatch.tis_cap", mm.tis_cap, 1.0)
+    _in_range(e, "algorithm.mismatch.mis_low", mm.mis_low, 0.0, 1.0)
+    _at_least(e, "algorithm.mismatch.mis_high", mm.mis_high, 1.0)
+
+
 def _check_placement(e: list[str], cfg: RLConfig) -> None:
     """Each role's custom Ray resources and pool; colocation only where vLLM can sleep (CUDA)."""
     for role in ("rollout", "reward", "learner"):
@@ -203,16 +240,7 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
         except RewardError as err:
             e.append(f"{key}: {err}")
 
-    _choice(e, "algorithm.name", a.name, sorted(ADVANTAGE_ESTIMATORS))
-    _at_least(e, "algorithm.group_size", a.group_size, 2)
-    _at_least(e, "algorithm.eps_low", a.eps_low, 0.0)
-    _at_least(e, "algorithm.eps_high", a.eps_high, 0.0)
-    _at_least(e, "algorithm.kl_coef", a.kl_coef, 0.0)
-    _choice(e, "algorithm.kl_estimator", a.kl_estimator, sorted(KL_ESTIMATORS))
-    _choice(e, "algorithm.loss_agg", a.loss_agg, sorted(LOSS_AGGREGATIONS))
-    if a.updates_per_batch != 1:
-        e.append(f"algorithm.updates_per_batch={a.updates_per_batch}: only 1 (one on-policy update per rollout "
-                 f"batch) is implemented")
+    _check_algorithm(e, cfg, import_rewards)
 
     _at_least(e, "learner.world_size", lr.world_size, 1)
     _choice(e, "learner.zero_stage", lr.zero_stage, [1, 2, 3])

@@ -1,4 +1,4 @@
-"""Group-relative advantage estimators (pure; rewards are already gathered globally)."""
+"""Advantage estimators, one value per sequence (pure; rewards are already gathered over the whole batch)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -36,9 +36,24 @@ def rloo(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Ten
     return (g - others).view(-1)
 
 
+def reinforce_pp(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """REINFORCE++ (outcome reward, gamma 1): the reward whitened over the whole batch, no group baseline;
+    with algorithm.kl_in=reward the KL penalty is already in `rewards`."""
+    r = _groups(rewards, group_size).view(-1)
+    return (r - r.mean()) / (r.std() + eps)
+
+
+def reinforce_pp_baseline(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """REINFORCE++-baseline: subtract the group mean, then whiten over the batch (batch std, not per group,
+    so groups with small reward spread are not blown up as in GRPO)."""
+    c = dr_grpo(rewards, group_size)
+    return (c - c.mean()) / (c.std() + eps)
+
+
 # `algorithm.name` picks one; a plugin adds its own with ADVANTAGE_ESTIMATORS.register("name", fn)
 ADVANTAGE_ESTIMATORS: Registry[Estimator] = Registry("advantage estimator")
-for _name, _fn in {"grpo": grpo, "dr_grpo": dr_grpo, "rloo": rloo}.items():
+for _name, _fn in {"grpo": grpo, "dr_grpo": dr_grpo, "rloo": rloo, "reinforce_pp": reinforce_pp,
+                   "reinforce_pp_baseline": reinforce_pp_baseline}.items():
     ADVANTAGE_ESTIMATORS.register(_name, _fn)
 
 

@@ -1,9 +1,10 @@
 """The policy learner actor: one rank of a DeepSpeed ZeRO data-parallel group.
 
-Thin by design: the losses live in losses.py, batching in data/batching.py, the weight-sync sender in
-weight_sync/sender.py. Every rank receives the same number of equally sized micro-batches, so the
-collectives of ZeRO-3 (parameter gathers in forward) stay in lockstep. One call per step does the
-reference pass and the update, so a shard crosses from the driver to its rank once.
+Thin by design: the losses live in losses.py, the update loop in update.py, batching in data/batching.py, the
+weight-sync sender in weight_sync/sender.py. Every rank receives the same number of equally sized micro-batches,
+so the collectives of ZeRO-3 (parameter gathers in forward) stay in lockstep. One call per step does the
+reference (and old-policy) pass and the updates, so a shard crosses from the driver to its rank once; with the
+KL in the reward the driver needs those log-probs first, and calls `score_batch` then `rl_step(None, ...)`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 import os
 import socket
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,10 +21,12 @@ import torch
 
 from rlframe.config.schema import AlgorithmConfig, LearnerConfig
 from rlframe.data.batching import TrainBatch
-from rlframe.learner.losses import policy_loss, sft_loss
+from rlframe.learner.losses import sft_loss
+from rlframe.learner.update import logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl
 from rlframe.models.loading import DTYPES, load_policy
 from rlframe.models.logprobs import token_logprobs
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
+from rlframe.registry import import_plugin
 from rlframe.weight_sync.buckets import SyncPayload
 from rlframe.weight_sync.sender import gather_to_object_store
 
@@ -63,6 +67,7 @@ class LearnerWorker:
             torch.set_num_threads(cfg.torch_threads)
         self.engine = None
         self.ref = None
+        self._pending: tuple | None = None   # score_batch -> rl_step: micro-batches, ref and old log-probs
 
     def master_address(self) -> tuple[str, int]:
         with socket.socket() as s:
@@ -113,10 +118,12 @@ class LearnerWorker:
                 "params": sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters())}
 
     # ---------------------------------------------------------------- helpers
+    def _logits(self, module: Any, mb: TrainBatch) -> torch.Tensor:
+        return module(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
+                      **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
+
     def _logprobs(self, module: Any, mb: TrainBatch, temperature: float) -> torch.Tensor:
-        logits = module(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
-                        **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
-        return token_logprobs(logits, mb.input_ids[:, 1:], temperature)
+        return token_logprobs(self._logits(module, mb), mb.input_ids[:, 1:], temperature)
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -139,37 +146,53 @@ class LearnerWorker:
                 "tokens": tokens, "lr": lr}
 
     # ---------------------------------------------------------------- RL
-    def rl_step(self, batch: TrainBatch, lr: float, algo: AlgorithmConfig, temperature: float,
-                max_new_tokens: int | None = None) -> dict[str, float]:
-        """The rank's share of one RL step: reference log-probs (if a reference is loaded), then one optimizer
-        update over the micro-batches. Returns averaged metrics plus `timing/ref` and `timing/train` seconds."""
-        mbs = batch.micro_batches(self.cfg.micro_batch_size, self.device)
+    def score_batch(self, batch: TrainBatch, algo: AlgorithmConfig, temperature: float) -> dict[str, Any]:
+        """First half of an RL step: the rank's mini/micro-batches, reference log-probs (if a reference is
+        loaded) and, when needed, the old policy's, kept for `rl_step`. With algorithm.kl_in=reward it also
+        returns each sequence's summed KL to the reference (`kl_seq`), which the driver puts into the rewards."""
+        for spec in algo.plugins:
+            import_plugin(spec)
         t0 = time.perf_counter()
-        refs = self._ref_logprobs(mbs, temperature)
+        minis = minibatches(batch, algo.updates_per_batch, self.cfg.micro_batch_size, self.device)
+        gas = self.engine.gradient_accumulation_steps()
+        if any(len(m) != gas for m in minis):   # one update = exactly DeepSpeed's accumulation window
+            raise ValueError(f"{len(batch)} rows in {algo.updates_per_batch} updates of {[len(m) for m in minis]} "
+                             f"micro-batches, but DeepSpeed accumulates {gas}: start the learners with "
+                             f"grad_accum = micro-batches per update")
+        refs = [self._ref_logprobs(m, temperature) for m in minis]
+        t1 = time.perf_counter()
+        olds = None
+        if needs_old_logprobs(algo, self.ref is not None):
+            self.engine.eval()
+            olds = [logprobs(partial(self._logits, self.engine), m, temperature) for m in minis]
+        self._pending = (minis, refs, olds, {"timing/ref": t1 - t0, "timing/old_logp": time.perf_counter() - t1})
+        if algo.kl_in != "reward" or self.ref is None or olds is None:
+            return {}
+        kl = [sequence_kl(o, r, mb.loss_mask, algo.kl_estimator) for mm, om, rm in zip(minis, olds, refs)
+              for mb, o, r in zip(mm, om, rm)]
+        return {"kl_seq": torch.cat(kl).cpu().tolist()}
+
+    def rl_step(self, batch: TrainBatch | None, lr: float, algo: AlgorithmConfig, temperature: float,
+                max_new_tokens: int | None = None, advantages: torch.Tensor | None = None) -> dict[str, float]:
+        """The rank's share of one RL step: `score_batch` (unless the driver called it already: batch None,
+        `advantages` this rank's rows), then algorithm.epochs x updates_per_batch optimizer updates.
+        Returns averaged metrics plus `timing/ref`, `timing/old_logp` and `timing/train` seconds."""
+        if batch is not None:
+            self.score_batch(batch, algo, temperature)
+        if self._pending is None:
+            raise RuntimeError("rl_step(None, ...) needs a score_batch call of this step first")
+        minis, refs, olds, timing = self._pending
+        self._pending = None
+        start = 0   # the driver's advantages for this rank's rows, in row order
+        for mb in [mb for m in minis for mb in m] if advantages is not None else []:
+            mb.advantages = advantages[start: start + len(mb)].to(self.device)
+            start += len(mb)
         t1 = time.perf_counter()
         self.engine.train()
         self._set_lr(lr)
-        sums: dict[str, float] = {}
-        for mb, ref in zip(mbs, refs):
-            logp = self._logprobs(self.engine, mb, temperature)
-            old = logp.detach()   # one update per batch (algorithm.updates_per_batch=1): the ratio starts at 1
-            loss, m = policy_loss(logp, old, mb.advantages, mb.loss_mask, algo.eps_low, algo.eps_high,
-                                  ref_logp=ref, kl_coef=algo.kl_coef, kl_estimator=algo.kl_estimator,
-                                  agg=algo.loss_agg, norm_len=max_new_tokens)
-            self.engine.backward(loss)
-            self.engine.step()
-            mask = mb.loss_mask
-            # how far the sampler's log-probs are from the learner's (weight sync / numerics health)
-            m["logprob_abs_diff"] = float(((logp.detach() - mb.sample_logp).abs() * mask).sum()
-                                          / mask.sum().clamp(min=1))
-            m["entropy_proxy"] = float(-(logp.detach() * mask).sum() / mask.sum().clamp(min=1))
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + v / len(mbs)
-        sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
-        sums["lr"] = lr
-        sums["timing/ref"] = t1 - t0
-        sums["timing/train"] = time.perf_counter() - t1
-        return sums
+        out = run_updates(self.engine, partial(self._logits, self.engine), minis, refs, olds, algo, temperature,
+                          max_new_tokens)
+        return {**out, "lr": lr, **timing, "timing/train": time.perf_counter() - t1}
 
     @torch.no_grad()
     def _ref_logprobs(self, mbs: list[TrainBatch], temperature: float) -> list[torch.Tensor | None]:
@@ -237,4 +260,5 @@ class LearnerWorker:
 
 
 def grad_accum_steps(local_batch: int, micro_batch: int) -> int:
+    """Micro-batches per optimizer update (`local_batch`: the rows of one update on one rank)."""
     return max(1, math.ceil(local_batch / micro_batch))

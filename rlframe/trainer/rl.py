@@ -1,4 +1,4 @@
-"""The RL stage (GRPO, Dr.GRPO, RLOO): one step = rollout -> rewards -> advantages -> learners -> weight sync.
+"""The RL stage (every algorithm.name): one step = rollout -> rewards -> advantages -> learners -> weight sync.
 
     sample prompts ─> generators (G samples each) ─> reward pool ─> advantages (here, on the driver: they
     need every sample of a group) ─> learners (one call per rank: reference log-probs, then the update)
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from rlframe.data.batching import split_even
 from rlframe.data.rollout_batch import RolloutBatch
 from rlframe.errors import RewardError
 from rlframe.learner.advantages import compute_advantages
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
 def run_rl(d: Driver, policy_path: str) -> None:
     cfg = d.cfg
     a, t = cfg.algorithm, cfg.trainer
+    # grad accumulation = micro-batches of one update (the rank's rows / algorithm.updates_per_batch)
     d.start_learners(policy_path, policy_path if a.kl_coef > 0 else None,
-                     t.prompts_per_step * a.group_size // cfg.learner.world_size)
+                     t.prompts_per_step * a.group_size // cfg.learner.world_size // a.updates_per_batch)
     first = d.guard.restore_learners("grpo")
     d.wait_ready()
     # a resumed run's generators get the checkpoint's weights here, verified like any sync
@@ -63,12 +65,8 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
         if step > 1:   # the learners have not updated yet: the state before this step is consistent
             d.guard.checkpoint(before)
         raise
-    batch.advantages = compute_advantages(a.name, torch.tensor(batch.rewards), a.group_size, a.adv_eps)
-    shards = batch.train_batch(d.pad_id, d.stop_ids).shards(cfg.learner.world_size)
     lr = lr_at(step - 1, t.max_steps, cfg.learner.lr, cfg.learner.warmup_steps, t.lr_schedule)
-    m = merge_ranks(d.learners.wait(
-        d.learners.call_each("rl_step", [(sh, lr, a, params.temperature, params.max_new_tokens) for sh in shards]),
-        "rl_step", d.train_deadline(len(shards[0])), "train_s"))
+    m = learner_update(d, batch, lr, params)
     timer.add("ref", m.pop("timing/ref"))
     timer.add("train", m.pop("timing/train"))
     with timer("weight_sync"):
@@ -87,3 +85,27 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
     if t.save_every and step % t.save_every == 0 and step < t.max_steps:
         d.guard.checkpoint()   # after the step's row: a resumed run continues with the next step
     return metrics
+
+
+def learner_update(d: Driver, batch: RolloutBatch, lr: float, params: SamplingSettings) -> dict[str, float]:
+    """Advantages, then one `rl_step` call per learner rank. With the KL as a reward penalty the learners first
+    score the batch (`score_batch`: reference and old log-probs, kept on the ranks) and the driver subtracts
+    kl_coef * each sequence's summed KL from its reward before the advantages."""
+    a, world = d.cfg.algorithm, d.cfg.learner.world_size
+    rewards, extra = torch.tensor(batch.rewards), {}
+    deadline = d.train_deadline(len(batch) / world)
+    if a.kl_in == "reward" and a.kl_coef > 0:
+        shards = batch.train_batch(d.pad_id, d.stop_ids).shards(world)
+        scored = d.learners.wait(d.learners.call_each("score_batch", [(sh, a, params.temperature) for sh in shards]),
+                                 "score_batch", deadline, "train_s")
+        penalty = a.kl_coef * torch.tensor([x for s in scored for x in s["kl_seq"]])
+        rewards, extra["reward/kl_penalty"] = rewards - penalty, float(penalty.mean())
+        batch.advantages = compute_advantages(a.name, rewards, a.group_size, a.adv_eps)
+        args = [(None, lr, a, params.temperature, params.max_new_tokens, batch.advantages[sl])
+                for sl in split_even(len(batch), world)]
+    else:
+        batch.advantages = compute_advantages(a.name, rewards, a.group_size, a.adv_eps)
+        args = [(sh, lr, a, params.temperature, params.max_new_tokens)
+                for sh in batch.train_batch(d.pad_id, d.stop_ids).shards(world)]
+    return {**merge_ranks(d.learners.wait(d.learners.call_each("rl_step", args), "rl_step", deadline, "train_s")),
+            **extra}

@@ -77,7 +77,7 @@ def test_config_groups_lists_every_group_and_options():
     assert list(groups) == GROUPS
     assert groups["learner"] == ["zero1", "zero2", "zero3"]
     assert groups["rollout"] == ["hf", "vllm"]
-    assert groups["algorithm"] == ["dr_grpo", "grpo", "rloo"]
+    assert groups["algorithm"] == ["dr_grpo", "grpo", "gspo", "reinforce_pp", "reinforce_pp_baseline", "rloo"]
 
 
 # ------------------------------------------------------------------------------------ CLI

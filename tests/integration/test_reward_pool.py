@@ -144,4 +144,4 @@ def test_reward_on_error_mask_takes_failed_groups_out_of_the_loss(ray_session, t
     first, second = [r for r in rows if r["stage"] == "grpo"]
     assert "reward/masked_samples" not in first
     assert second["reward/masked_samples"] == 8 and second["reward/masked_groups"] == 4
-    assert second["loss"] == 0.0 and second["grad_norm"] == 0.0    # nothing left to learn from at step 2
+    assert second["loss"] == 0.0 and second["actor/grad_norm"] == 0.0    # nothing left to learn from at step 2

@@ -91,7 +91,7 @@ def test_ratio_one_gives_minus_mean_advantage_over_masked_tokens():
     # masked tokens: 2, 2, -1 -> loss = -(2 + 2 - 1)/3 = -1
     assert loss.item() == pytest.approx(-1.0, abs=ABS)
     assert m["clip_frac"] == 0.0
-    assert m["ratio"] == pytest.approx(1.0, abs=ABS)
+    assert m["ratio_mean"] == pytest.approx(1.0, abs=ABS)
     assert m["kl"] == 0.0
 
 
@@ -103,7 +103,7 @@ def test_clip_high_positive_advantage():
     loss, m = policy_loss(logp, old, adv, torch.ones(1, 2), eps_low=0.2, eps_high=0.28)
     assert loss.item() == pytest.approx(-2.0 * 1.28, abs=ABS)   # -2.56
     assert m["clip_frac"] == 1.0
-    assert m["ratio"] == pytest.approx(1.5, abs=ABS)
+    assert m["ratio_mean"] == pytest.approx(1.5, abs=ABS)
 
 
 def test_clip_low_negative_advantage():

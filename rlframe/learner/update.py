@@ -1,0 +1,98 @@
+"""The policy update of one RL step (pure torch): mini-batches, epochs, old log-probs, mismatch weights, the loss.
+
+Independent of DeepSpeed so that it can be tested with a plain torch model: `engine` is anything with
+DeepSpeed's engine calls (`backward(loss)`, `step()` after every micro-batch, which updates at the gradient
+accumulation boundary, and `get_global_grad_norm()`). Every rank runs the same number of forward, backward and
+step calls (same mini-batch and micro-batch counts), which keeps ZeRO-3's collectives in lockstep.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from rlframe.config.schema import AlgorithmConfig
+from rlframe.data.batching import TrainBatch, split_even
+from rlframe.learner.losses import KL_ESTIMATORS, masked_mean, mismatch_weights, policy_loss
+from rlframe.models.logprobs import token_logprobs
+
+Forward = Callable[[TrainBatch], torch.Tensor]   # micro-batch -> logits [B, L-1, V] (position t scores t+1)
+
+
+def updates(algo: AlgorithmConfig) -> int:
+    """Optimizer updates per RL step."""
+    return algo.updates_per_batch * algo.epochs
+
+
+def needs_old_logprobs(algo: AlgorithmConfig, has_ref: bool) -> bool:
+    """A separate no-grad pass for pi_old only when it differs from the first update's own forward (more than one
+    update), or when the driver needs it before the update (KL as a reward penalty)."""
+    return updates(algo) > 1 or (algo.kl_in == "reward" and has_ref and algo.kl_coef > 0)
+
+
+def minibatches(batch: TrainBatch, parts: int, micro: int,
+                device: torch.device | str = "cpu") -> list[list[TrainBatch]]:
+    """`parts` contiguous row slices (one optimizer update each), each cut into micro-batches of `micro` rows."""
+    return [batch.rows(sl).micro_batches(micro, device) for sl in split_even(len(batch), parts)]
+
+
+@torch.no_grad()
+def logprobs(forward: Forward, mbs: list[TrainBatch], temperature: float) -> list[torch.Tensor]:
+    """No-grad log-probs of each micro-batch's tokens: the reference's, or pi_old before the first update."""
+    return [token_logprobs(forward(mb), mb.input_ids[:, 1:], temperature) for mb in mbs]
+
+
+@torch.no_grad()
+def entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-position entropy of softmax(logits / T) ([B, T]); one row at a time, so that the temporaries stay
+    one sequence's size, not the micro-batch's [B, T, vocab]."""
+    out = []
+    for row in logits:
+        z = row.float() / temperature
+        out.append(torch.logsumexp(z, -1) - (torch.softmax(z, -1) * z).sum(-1))
+    return torch.stack(out)
+
+
+def sequence_kl(logp: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Each sequence's KL to the reference, summed over its tokens ([B]): the reward penalty of kl_in=reward."""
+    return (KL_ESTIMATORS[estimator](logp, ref) * mask.to(logp.dtype)).sum(-1)
+
+
+def _key(k: str) -> str:
+    return k if k in ("loss", "kl", "logprob_abs_diff") or "/" in k else f"actor/{k}"
+
+
+def run_updates(engine: Any, forward: Forward, minis: list[list[TrainBatch]], refs: list[list[torch.Tensor | None]],
+                olds: list[list[torch.Tensor]] | None, algo: AlgorithmConfig, temperature: float,
+                norm_len: int | None = None) -> dict[str, float]:
+    """algo.epochs passes over the mini-batches, one optimizer update per mini-batch. Without `olds` (a single
+    update) the ratio's denominator is the forward itself, detached: ratio 1, the clip cannot fire, and the
+    gradient is the plain policy gradient. Returns metrics averaged over every micro-batch of every update."""
+    sums: dict[str, float] = {}
+    grad_norms, count = [], 0
+    mm = algo.mismatch
+    for _ in range(algo.epochs):
+        for i, mini in enumerate(minis):
+            for j, mb in enumerate(mini):
+                logits = forward(mb)
+                logp = token_logprobs(logits, mb.input_ids[:, 1:], temperature)
+                old = olds[i][j] if olds is not None else logp.detach()
+                weights, m = None, {}
+                if mb.sample_logp is not None:   # the generator's log-probs: the behaviour policy
+                    weights, m = mismatch_weights(old, mb.sample_logp, mb.loss_mask, mm.mode, mm.tis_cap,
+                                                  mm.mis_low, mm.mis_high)
+                loss, lm = policy_loss(logp, old, mb.advantages, mb.loss_mask, algo.eps_low, algo.eps_high,
+                                       ref_logp=refs[i][j], kl_coef=algo.kl_coef if algo.kl_in == "loss" else 0.0,
+                                       kl_estimator=algo.kl_estimator, agg=algo.loss_agg, norm_len=norm_len,
+                                       loss_fn=algo.policy_loss, dual_clip_c=algo.dual_clip_c, weights=weights)
+                engine.backward(loss)
+                engine.step()
+                m.update(lm)
+                m["entropy"] = masked_mean(entropy(logits, temperature), mb.loss_mask.to(logp.dtype)).item()
+                for k, v in m.items():
+                    sums[_key(k)] = sums.get(_key(k), 0.0) + float(v)
+                count += 1
+            grad_norms.append(float(engine.get_global_grad_norm() or 0.0))
+    out = {k: v / max(count, 1) for k, v in sums.items()}
+    out["actor/grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
+    return out

@@ -1,0 +1,172 @@
+"""The RL update loop (rlframe/learner/update.py) on a plain torch model: mini-batches, epochs, old log-probs,
+the clip acting from the second update on, the KL placement (pure torch; no DeepSpeed, no Ray)."""
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+
+from rlframe.config.schema import AlgorithmConfig, MismatchConfig
+from rlframe.data.batching import TrainBatch, collate
+from rlframe.learner.update import entropy, logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl
+
+VOCAB = 11
+
+
+class TinyLM(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(VOCAB, 8)
+        self.out = torch.nn.Linear(8, VOCAB)
+
+    def forward(self, mb: TrainBatch) -> torch.Tensor:
+        return self.out(torch.tanh(self.emb(mb.input_ids)))[:, :-1]
+
+
+class TorchEngine:
+    """DeepSpeed's engine calls on a torch model: `step()` after each micro-batch updates every `gas` calls."""
+
+    def __init__(self, model: torch.nn.Module, lr: float, gas: int) -> None:
+        self.params = list(model.parameters())
+        self.opt, self.gas = torch.optim.SGD(self.params, lr=lr), gas
+        self.calls = {"backward": 0, "step": 0, "update": 0}
+        self.norm: float | None = None
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.calls["backward"] += 1
+        (loss / self.gas).backward()
+
+    def step(self) -> None:
+        self.calls["step"] += 1
+        if self.calls["step"] % self.gas == 0:
+            self.norm = float(torch.nn.utils.clip_grad_norm_(self.params, 1e9))
+            self.opt.step()
+            self.opt.zero_grad()
+            self.calls["update"] += 1
+
+    def get_global_grad_norm(self) -> float | None:
+        return self.norm
+
+
+def batch(n: int = 8, seed: int = 0) -> TrainBatch:
+    rng = random.Random(seed)
+    b = collate([[1, rng.randrange(3, VOCAB)] for _ in range(n)],
+                [[rng.randrange(3, VOCAB) for _ in range(rng.randrange(2, 5))] + [2] for _ in range(n)], 0, 2)
+    b.advantages = torch.tensor([1.0, -1.0] * (n // 2))
+    return b
+
+
+def step(algo: AlgorithmConfig, lr: float, micro: int = 2, data: TrainBatch | None = None,
+         ref: bool = False) -> tuple[dict[str, float], TorchEngine, list[int]]:
+    """One RL step as the learner does it: mini-batches, ref and old passes, then the updates."""
+    model = TinyLM()
+    data = data or batch()
+    minis = minibatches(data, algo.updates_per_batch, micro)
+    engine = TorchEngine(model, lr, gas=len(minis[0]))
+    forwards = []
+
+    def forward(mb: TrainBatch) -> torch.Tensor:
+        forwards.append(len(mb))
+        return model(mb)
+
+    ref_model = TinyLM()
+    with torch.no_grad():   # a reference that differs from the policy
+        ref_model.out.bias.add_(torch.linspace(-1, 1, VOCAB))
+    refs = [logprobs(ref_model, m, 1.0) if ref else [None] * len(m) for m in minis]
+    olds = [logprobs(forward, m, 1.0) for m in minis] if needs_old_logprobs(algo, ref) else None
+    return run_updates(engine, forward, minis, refs, olds, algo, 1.0), engine, forwards
+
+
+def test_one_update_needs_no_old_pass_and_its_ratio_is_exactly_one():
+    algo = AlgorithmConfig(kl_coef=0.0)
+    m, engine, forwards = step(algo, lr=5.0)
+    assert not needs_old_logprobs(algo, has_ref=False)
+    assert forwards == [2, 2, 2, 2]                      # 8 rows in micro-batches of 2, each seen once
+    assert engine.calls == {"backward": 4, "step": 4, "update": 1}
+    assert m["actor/ratio_mean"] == 1.0 and m["actor/clip_frac_low"] == m["actor/clip_frac_high"] == 0.0
+    assert m["actor/approx_kl"] == 0.0 and m["actor/grad_norm"] > 0 and m["actor/entropy"] > 0
+
+
+def test_the_clip_fires_from_the_second_mini_batch():
+    algo = AlgorithmConfig(kl_coef=0.0, updates_per_batch=2)
+    m, engine, forwards = step(algo, lr=5.0)
+    # old pass over the 4 micro-batches, then 2 updates of 2 micro-batches each (gas 2)
+    assert forwards == [2] * 8
+    assert engine.calls == {"backward": 4, "step": 4, "update": 2}
+    # the second mini-batch sees a policy moved by the first update: ratio != 1, tokens clipped on both sides
+    assert m["actor/ratio_mean"] != pytest.approx(1.0, abs=1e-3)
+    assert m["actor/clip_frac_low"] > 0 and m["actor/clip_frac_high"] > 0 and m["actor/approx_kl"] > 0
+    # with lr 0 nothing moves: the learner's own old log-probs give ratio 1 on every update
+    still, _, _ = step(algo, lr=0.0)
+    assert still["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) and still["actor/clip_frac_high"] == 0.0
+
+
+def test_epochs_pass_over_the_batch_again():
+    algo = AlgorithmConfig(kl_coef=0.0, epochs=2)
+    m, engine, forwards = step(algo, lr=5.0)
+    assert needs_old_logprobs(algo, has_ref=False)
+    assert forwards == [2] * 12 and engine.calls["update"] == 2
+    assert m["actor/clip_frac_low"] + m["actor/clip_frac_high"] > 0
+
+
+def test_clipped_tokens_receive_no_gradient_in_the_loop():
+    # every advantage positive and an old policy far below the current one: all tokens clip high, no gradient
+    data = batch()
+    data.advantages = torch.ones(8)
+    algo = AlgorithmConfig(kl_coef=0.0, updates_per_batch=2, mismatch=MismatchConfig(mode="none"))
+    model = TinyLM()
+    minis = minibatches(data, 2, 4)
+    olds = [[lp - 1.0 for lp in logprobs(model, m, 1.0)] for m in minis]   # ratio e > 1.28 everywhere
+    engine = TorchEngine(model, lr=1.0, gas=1)
+    before = [p.detach().clone() for p in model.parameters()]
+    m = run_updates(engine, model, minis, [[None]] * 2, olds, algo, 1.0)
+    assert m["actor/clip_frac_high"] == 1.0 and m["actor/grad_norm"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_kl_in_reward_changes_the_rewards_not_the_loss():
+    base = AlgorithmConfig(kl_coef=0.5, kl_estimator="k3", mismatch=MismatchConfig(mode="none"))
+    in_loss, _, _ = step(base, lr=0.0, ref=True)
+    in_reward, _, _ = step(replace(base, kl_in="reward"), lr=0.0, ref=True)
+    no_kl, _, _ = step(replace(base, kl_coef=0.0), lr=0.0, ref=True)
+    assert in_loss["kl"] > 0 and in_reward["kl"] == pytest.approx(in_loss["kl"])   # KL is logged either way
+    assert in_reward["loss"] == pytest.approx(no_kl["loss"], abs=1e-7)               # ... but not in the loss
+    assert in_loss["loss"] == pytest.approx(no_kl["loss"] + 0.5 * in_loss["kl"], rel=1e-4)
+    # the reward penalty: each sequence's KL summed over its own tokens (k1 here: sum of logp - ref)
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -0.5]])
+    ref = torch.tensor([[-1.5, -1.0, -9.0], [-0.5, -1.0, -0.5]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    assert sequence_kl(logp, ref, mask, "k1").tolist() == pytest.approx([0.5 - 1.0, 0.5])
+    assert needs_old_logprobs(replace(base, kl_in="reward"), has_ref=True)
+    assert not needs_old_logprobs(replace(base, kl_in="reward"), has_ref=False)
+
+
+def test_tis_weights_the_loss_by_the_capped_ratio_to_the_generator():
+    data = batch()
+    model = TinyLM()
+    own = torch.cat([lp for lp in logprobs(model, [data], 1.0)])
+    algo = AlgorithmConfig(kl_coef=0.0, mismatch=MismatchConfig(mode="tis", tis_cap=2.0))
+    # a generator that agrees: weight 1, the loss equals the uncorrected one
+    data.sample_logp = own.clone()
+    same, _, _ = step(algo, lr=0.0, micro=8, data=data)
+    plain, _, _ = step(replace(algo, mismatch=MismatchConfig(mode="none")), lr=0.0, micro=8, data=data)
+    assert same["loss"] == pytest.approx(plain["loss"], abs=1e-7) and same["mismatch/truncated_frac"] == 0.0
+    assert same["logprob_abs_diff"] == 0.0 and same["mismatch/kl"] == 0.0
+    # a generator 3x less likely on every token: every weight is capped at 2 -> twice the loss
+    data.sample_logp = own - torch.log(torch.tensor(3.0))
+    off, _, _ = step(algo, lr=0.0, micro=8, data=data)
+    assert off["mismatch/truncated_frac"] == 1.0 and off["loss"] == pytest.approx(2 * plain["loss"], rel=1e-5)
+    assert off["logprob_abs_diff"] == pytest.approx(1.0986123, abs=1e-5)            # log 3
+    assert off["mismatch/kl"] == pytest.approx(3 - 1.0986123 - 1, abs=1e-5)        # e^d - d - 1, d = log 3
+
+
+def test_entropy_hand_values():
+    # uniform over 4 -> log 4; one-hot-ish (logits 0 and -inf) -> 0; temperature 2 flattens [0, log 3]
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.0, -1e9, -1e9, -1e9]], [[0.0, 2 * 1.0986123, -1e9, -1e9]] * 2])
+    h = entropy(logits, temperature=1.0)
+    assert h[0].tolist() == pytest.approx([1.3862944, 0.0], abs=1e-6)
+    # T = 2: logits [0, log 3] -> p = [1/4, 3/4]: -(1/4 log 1/4 + 3/4 log 3/4) = 0.5623351
+    assert entropy(logits[1:], temperature=2.0)[0, 0].item() == pytest.approx(0.5623351, abs=1e-6)
