@@ -39,8 +39,9 @@ HELP = "run a benchmark from benchmarks/ and append its JSON line to benchmarks/
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-    parser.add_argument("name", nargs="?", help="benchmark (benchmarks/NAME.py), or 'table' to regenerate "
-                                                "the README Performance table from benchmarks/results/")
+    parser.add_argument("name", nargs="?", help="benchmark (benchmarks/NAME.py), 'table' to regenerate "
+                                                "the README Performance table from benchmarks/results/, or "
+                                                "'compare' to check the latest results against the committed ones")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark (NAME --help)")
 
 
@@ -50,18 +51,35 @@ def run(args: argparse.Namespace) -> int:
         for name, doc in known.items():
             print(f"{name:<20} {doc}")
         print(f"{'table':<20} regenerate the README 'Performance' table from benchmarks/results/*.jsonl")
+        print(f"{'compare':<20} latest results vs the committed baseline (same machine class); exit 1 on a regression")
         return 0 if args.list else 2
     if args.name == "table":
         readme = benchmarks_dir().parent / "README.md"
         rows = update_readme(readme, benchmarks_dir() / "results")
         print(f"{readme}: Performance table with {rows} row(s)")
         return 0
+    if args.name == "compare":
+        return compare(args.rest)
     if args.name not in known:
         print(f"rlframe bench: unknown benchmark {args.name!r}; known: {', '.join(known)} (and 'table')",
               file=sys.stderr)
         return 2
     script = benchmarks_dir() / f"{args.name}.py"
     return subprocess.run([sys.executable, str(script), *args.rest], cwd=benchmarks_dir().parent).returncode
+
+
+def compare(argv: list[str]) -> int:
+    """Exit 1 when a figure regressed beyond its noise (see rlframe/bench_compare.py)."""
+    from rlframe.bench_compare import compare_dir, format_report
+
+    p = argparse.ArgumentParser(prog="rlframe bench compare", description=__doc__)
+    p.add_argument("--ref", default="HEAD", help="git ref holding the baseline results (default HEAD)")
+    p.add_argument("--tolerance", type=float, default=0.1, help="smallest relative drop flagged (default 0.1)")
+    p.add_argument("--results", default=str(benchmarks_dir() / "results"))
+    a = p.parse_args(argv)
+    report = compare_dir(Path(a.results), a.ref, a.tolerance)
+    print(format_report(report))
+    return 1 if any(r["regressed"] for b in report for r in b["rows"]) else 0
 
 
 # ---------------------------------------------------------------------- README table

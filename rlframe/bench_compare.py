@@ -1,0 +1,116 @@
+"""`rlframe bench compare`: the latest result of each benchmark against the committed baseline of the same
+machine class, flagging every ratio that got worse beyond the measured noise (a regression gate).
+
+Ratios in our results are "higher is better" (rlframe vs a peer, or vs the machine's own limit). The noise
+of a record is the spread of its interleaved pair ratios around their median; a figure regresses when it
+falls below the baseline by more than the larger of that noise and ``--tolerance``. Pure: no Ray.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def machine_class(rec: dict[str, Any]) -> str:
+    """CPU model and count, RAM rounded, GPU: results are only comparable within one class."""
+    hw = (rec.get("env") or {}).get("hardware") or rec.get("machine") or {}
+    cpus = hw.get("cpu_count", hw.get("cpus"))
+    return f"{hw.get('cpu', '?')}/{cpus}cpu/{round(float(hw.get('ram_gib') or 0))}GiB/{hw.get('gpu') or 'nogpu'}"
+
+
+def ratios(rec: dict[str, Any]) -> dict[str, float]:
+    """The record's headline ratios and its top-level ``*_over_*`` figures (numbers only)."""
+    out = {k: float(v) for k, v in ((rec.get("headline") or {}).get("ratios") or {}).items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out.update({k: float(v) for k, v in rec.items() if "_over_" in k and isinstance(v, (int, float))
+                and not isinstance(v, bool)})
+    return out
+
+
+def noise(rec: dict[str, Any]) -> float:
+    """Relative spread of the record's pair ratios (max |p - median| / median); 0 without pairs."""
+    pairs = [float(p) for p in rec.get("pair_ratios") or rec.get("baseline_pair_ratios") or []
+             if isinstance(p, (int, float))]
+    if len(pairs) < 2:
+        return 0.0
+    med = statistics.median(pairs)
+    return max(abs(p - med) for p in pairs) / abs(med) if med else 0.0
+
+
+def _records(text: str) -> list[dict[str, Any]]:
+    out = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def committed(path: Path, ref: str) -> list[dict[str, Any]]:
+    """The file's records at git `ref` (empty when it was not committed there)."""
+    rel = path.resolve().relative_to(_repo_root(path))
+    got = subprocess.run(["git", "show", f"{ref}:{rel.as_posix()}"], cwd=_repo_root(path),
+                         capture_output=True, text=True)
+    return _records(got.stdout) if got.returncode == 0 else []
+
+
+def _repo_root(path: Path) -> Path:
+    out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.resolve().parent,
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def compare_record(new: dict[str, Any], base: dict[str, Any], tolerance: float) -> list[dict[str, Any]]:
+    """One row per ratio both records have: baseline, latest, change, allowed drop, regressed?"""
+    allowed = max(tolerance, noise(new), noise(base))
+    rows = []
+    b, n = ratios(base), ratios(new)
+    for key in sorted(set(b) & set(n)):
+        change = (n[key] - b[key]) / abs(b[key]) if b[key] else 0.0
+        rows.append({"figure": key, "baseline": b[key], "latest": n[key], "change": change,
+                     "allowed_drop": allowed, "regressed": change < -allowed})
+    return rows
+
+
+def compare_dir(results: Path, ref: str = "HEAD", tolerance: float = 0.1) -> list[dict[str, Any]]:
+    """Every benchmark's latest record against the newest committed record of the same machine class and
+    command (when the latest is itself committed, against the one before it)."""
+    out = []
+    for path in sorted(Path(results).glob("*.jsonl")):
+        current = _records(path.read_text())
+        if not current:
+            continue
+        latest, base_recs = current[-1], committed(path, ref)
+        if base_recs and latest == base_recs[-1]:   # nothing new: compare the last two committed runs
+            base_recs = base_recs[:-1]
+        cls = machine_class(latest)
+        # the same machine class and the same command (a run with other sizes or options is not a baseline)
+        same = [r for r in base_recs if machine_class(r) == cls and r.get("command") == latest.get("command")]
+        status = {"benchmark": path.stem, "machine": cls}
+        if not ratios(latest):
+            continue   # no ratio figures (e.g. learning tables): nothing to gate
+        if not same:
+            out.append({**status, "rows": [], "note": "no committed baseline with the same command on this "
+                                                      "machine class"})
+            continue
+        out.append({**status, "rows": compare_record(latest, same[-1], tolerance),
+                    "baseline_time": same[-1].get("time", ""), "latest_time": latest.get("time", "")})
+    return out
+
+
+def format_report(report: list[dict[str, Any]]) -> str:
+    lines = []
+    for b in report:
+        lines.append(f"{b['benchmark']} [{b['machine']}]" + (f": {b['note']}" if b.get("note") else
+                     f" {b.get('baseline_time', '')[:16]} -> {b.get('latest_time', '')[:16]}"))
+        for r in b["rows"]:
+            flag = "REGRESSED" if r["regressed"] else "ok"
+            lines.append(f"  {flag:<9} {r['figure']:<52} {r['baseline']:>8.3f} -> {r['latest']:>8.3f} "
+                         f"({r['change']:+.1%}, allowed -{r['allowed_drop']:.0%})")
+    return "\n".join(lines)

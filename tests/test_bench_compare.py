@@ -1,0 +1,56 @@
+"""`rlframe bench compare`: the latest result against the committed baseline of the same machine class and
+command; a ratio that fell beyond the measured noise is flagged and the command exits 1."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from rlframe.bench_compare import compare_dir, format_report, noise
+
+HW = {"cpu": "AMD EPYC", "cpu_count": 2, "ram_gib": 23.5, "gpu": None}
+
+
+def rec(ratio: float, pairs=(), hw=HW, command="rlframe bench step_time") -> dict:
+    return {"benchmark": "step_time", "time": "2026-12-02T08:00", "command": command, "env": {"hardware": hw},
+            "headline": {"ratios": {"TRL/rlframe step time": ratio, "pairs": "text is ignored"}},
+            "pair_ratios": list(pairs)}
+
+
+def repo(tmp_path: Path, committed: list[dict], latest: list[dict]) -> Path:
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    path = results / "step_time.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in committed))
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "baseline"], cwd=tmp_path, check=True)
+    with path.open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in latest)
+    return results
+
+
+def test_a_drop_beyond_the_noise_is_flagged(tmp_path):
+    report = compare_dir(repo(tmp_path, [rec(2.0, [1.9, 2.0, 2.1])], [rec(1.5, [1.45, 1.5, 1.55])]))
+    [row] = report[0]["rows"]
+    assert row["regressed"] and row["change"] == -0.25 and row["allowed_drop"] == 0.1
+    assert "REGRESSED" in format_report(report)
+
+
+def test_a_drop_within_the_measured_noise_passes(tmp_path):
+    # pairs 1.2 .. 2.8 around 2.0: a 30% spread, so 2.0 -> 1.6 (-20%) is noise
+    report = compare_dir(repo(tmp_path, [rec(2.0, [1.2, 2.0, 2.8])], [rec(1.6, [1.6, 1.7, 1.5])]))
+    assert not report[0]["rows"][0]["regressed"] and noise(rec(2.0, [1.2, 2.0, 2.8])) == 0.4
+
+
+def test_other_machines_and_other_commands_are_not_baselines(tmp_path):
+    gpu = {**HW, "gpu": "H200"}
+    report = compare_dir(repo(tmp_path, [rec(9.0, hw=gpu), rec(9.0, command="rlframe bench step_time --x")],
+                              [rec(1.0)]))
+    assert report[0]["rows"] == [] and "no committed baseline" in report[0]["note"]
+
+
+def test_without_a_new_run_the_last_two_committed_runs_are_compared(tmp_path):
+    report = compare_dir(repo(tmp_path, [rec(2.0), rec(2.1)], []))
+    assert report[0]["rows"][0]["baseline"] == 2.0 and report[0]["rows"][0]["latest"] == 2.1
