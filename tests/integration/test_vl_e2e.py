@@ -20,8 +20,22 @@ TINY = ["experiment=preferthinker_tiny_vl", "data.num_train=32", "data.num_eval=
 
 
 def test_vl_sft_then_grpo_through_the_driver(ray_session, tmp_path: Path):
-    cfg = load_config([*TINY, f"run.output_dir={tmp_path / 'run'}", f"run.cache_dir={tmp_path / 'cache'}"])
+    """On a Qwen-layout checkpoint folder (ChatML template, two EOS ids, Qwen's preprocessor config); the
+    model built from config runs in the next test."""
+    from rlframe.tasks.preference.synthetic import generate_samples
+    from tests.qwen_checkpoint import save_qwen_style
+
+    ckpt = save_qwen_style(tmp_path / "qwen_vl", generate_samples(32, seed=0), vl=True)
+    cfg = load_config([*TINY, "model=hf", f"model.path={ckpt}", "model.dtype=float32",
+                       "model.gradient_checkpointing=false", "trainer.dump_rollouts=2",
+                       f"run.output_dir={tmp_path / 'run'}", f"run.cache_dir={tmp_path / 'cache'}"])
     run_dir = Driver(cfg).run()
+    import json
+
+    for line in (run_dir / "rollouts" / "step-000002.jsonl").read_text().splitlines():
+        d = json.loads(line)   # the chat template rendered the prompt, one image part per image
+        assert d["prompt"].startswith("<|im_start|>system\n") and d["prompt"].count("<|vision_start|>") == 6
+        assert [p["type"] for p in d["messages"][-1]["content"]].count("image") == 6
     rows = read_metrics(run_dir / "metrics.jsonl")
     sft = [r for r in rows if r["stage"] == "sft"]
     grpo = [r for r in rows if r["stage"] == "grpo"]
