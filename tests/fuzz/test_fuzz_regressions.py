@@ -47,6 +47,20 @@ def test_parser_total_with_endless_addends_is_linear():
     assert large <= 24 * max(small, 2e-4), (small, large)
 
 
+def test_parser_totals_word_inside_a_reason_does_not_end_the_scores():
+    """Found by test_any_insertion_into_a_valid_completion: 'TOTALS:' written inside the Color line's reason
+    (still the strict format) made the tolerant parser stop reading scores there."""
+    from test_parser_fuzz import VALID
+
+    from rlframe.tasks.preference.parser import is_well_formed
+
+    at = VALID.index("- neutral color.") + 2
+    text = VALID[:at] + "TOTALS:" + VALID[at:]
+    assert is_well_formed(text)
+    p = parse_completion(text)
+    assert p.errors == [] and p.scores == parse_completion(VALID).scores
+
+
 def test_parser_image_without_a_score_is_linear():
     """"Image A" never followed by "(score)" in a dimension's line cost quadratic time (_IMG_SCORE)."""
     from test_parser_fuzz import cpu_seconds

@@ -178,9 +178,14 @@ _TOTAL = {k: re.compile(rf"{k.replace(' ', r'[ _]{0,4}')}\s{{0,10}}:\s{{0,10}}to
                         rf"([\d\s+]{{0,80}}?)\s{{0,10}}=\s{{0,10}}(\d{{1,4}})", re.IGNORECASE) for k in IMAGES}
 
 
+_TOTALS_MARK = re.compile(r"Totals\s{0,10}:|total_score", re.IGNORECASE)
+
+
 def _parse_think(think: str, p: ParsedCompletion) -> None:
     heads = [(m.start(), m.end(), canonical_dimension(m.group(1))) for m in _DIM_HEAD.finditer(think)]
-    tot = re.search(r"Totals\s*:|total_score", think, re.IGNORECASE)
+    # the totals start after the last dimension line: "Totals:" inside a line's free text ends nothing
+    last_head = heads[-1][0] if heads else -1
+    tot = next((m for m in _TOTALS_MARK.finditer(think) if m.start() > last_head), None)
     end_all = tot.start() if tot else len(think)
     seen = set()
     for idx, (s, e, dim) in enumerate(heads):
