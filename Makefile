@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rlframe-installed
 # Overrides for `make train`, e.g.  make train ARGS="trainer.max_steps=5 run.output_dir=/tmp/r"
 ARGS   ?=
-# Test tiers: `make test` runs everything; `make test-fast` only the tier without Ray.
+# Test tiers: `make test` runs everything but the `gpu` tests (CUDA only); `make test-fast` only the tier without Ray.
 PYTEST ?= $(BIN)/python -m pytest
 
 .PHONY: install train sft test test-fast clean
@@ -18,10 +18,10 @@ train: install
 	$(BIN)/rlframe train $(ARGS)
 
 test: install
-	$(PYTEST) tests -q $(ARGS)
+	$(PYTEST) tests -q -m "not gpu" $(ARGS)
 
 test-fast: install
-	$(PYTEST) tests -q -m "not integration" $(ARGS)
+	$(PYTEST) tests -q -m "not integration and not gpu" $(ARGS)
 
 clean:
 	rm -rf outputs .cache .pytest_cache

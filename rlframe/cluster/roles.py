@@ -17,6 +17,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rlframe.cluster.observe import Observer
 from rlframe.errors import RoleDied, RoleRestarting, RoleTimeout
 
 log = logging.getLogger("rlframe")
@@ -67,6 +68,8 @@ class ActorGroup:
 
     def __init__(self, name: str, actors: list[Any], pool: "ResourcePool", heartbeat_s: float = 60.0) -> None:
         self.name, self.actors, self.pool, self.heartbeat_s = name, actors, pool, heartbeat_s
+        self.infos: list[ray.ObjectRef] = []   # where each actor runs (observe.whoami)
+        self.asleep = False
 
     def __len__(self) -> int:
         return len(self.actors)
@@ -187,8 +190,10 @@ class Roles:
     """The live side of a role map: which roles this run needs, their pools, their groups."""
 
     def __init__(self, role_map: dict[str, RoleSpec], cfg: Any, strategy: str = "PACK",
-                 heartbeat_s: float = 60.0) -> None:
+                 heartbeat_s: float = 60.0, run_dir: Any = None) -> None:
         self.map, self.cfg, self.strategy, self.heartbeat_s = role_map, cfg, strategy, heartbeat_s
+        # with a run folder: placement.json as actors come up, logs/<role>-<rank>.log as roles stop
+        self.observer = Observer(run_dir) if run_dir is not None else None
         self.groups: dict[str, ActorGroup] = {}
         self.pools: dict[str, ResourcePool] = {}
 
@@ -220,6 +225,8 @@ class Roles:
             a = args[i] if per_rank_args else args
             actors.append(ray.remote(spec.actor_cls).options(**opts).remote(*a))
         group = self.groups[name] = ActorGroup(name, actors, pool, self.heartbeat_s)
+        if self.observer is not None:
+            group.infos = self.observer.watch(name, actors, res.bundle(), pool.name)
         return group
 
     def __getitem__(self, name: str) -> ActorGroup:
@@ -233,10 +240,26 @@ class Roles:
         group = self.groups.pop(name, None)
         if group is None:
             return
+        if self.observer is not None:
+            self.observer.gather(name, group.actors, group.infos)
         group.kill()
         if not any(g.pool is group.pool for g in self.groups.values()):
             group.pool.remove()
             self.pools.pop(group.pool.name, None)
+
+    def sleep(self, name: str) -> None:
+        """cluster.colocate=true: the role's engines free their GPU memory (vLLM sleep) while the learners run."""
+        group = self.groups.get(name)
+        if self.cfg.cluster.colocate and group is not None and not group.asleep:
+            group.run("sleep", timeout=self.cfg.cluster.timeouts.weight_sync_s)
+            group.asleep = True
+
+    def wake(self, name: str) -> None:
+        """Before the role generates or loads weights again (a no-op unless it sleeps)."""
+        group = self.groups.get(name)
+        if group is not None and group.asleep:
+            group.run("wake", timeout=self.cfg.cluster.timeouts.weight_sync_s)
+            group.asleep = False
 
     def stop_all(self) -> None:
         for name in list(self.groups):

@@ -21,6 +21,10 @@ class RunConfig:
     seed: int = 0
     # Where caches live (tokenizer/model built from config, torch extensions); null = .cache
     cache_dir: Optional[str] = None
+    # A folder every node mounts at the same path, holding the run folder (null = outputs/<name>-<timestamp>
+    # under it): learners then write checkpoints there directly. Unset on a cluster, no shared filesystem is
+    # assumed: the learners' files are streamed through Ray to the run folder on the driver's node
+    storage: Optional[str] = None
 
 
 @dataclass
@@ -188,8 +192,29 @@ class MismatchConfig:
 
 
 @dataclass
+class DynamicSamplingConfig:
+    """DAPO: groups whose rewards all agree (no learning signal) are dropped and new prompts generated."""
+    enabled: bool = False
+    # extra generation rounds per step at most; a batch still short after them is filled with dropped groups
+    # that stay out of the loss
+    max_rounds: int = 2
+
+
+@dataclass
+class OverlongConfig:
+    """DAPO's soft overlong penalty, added to the reward: 0 up to expected_len completion tokens, then falling
+    linearly to -factor at expected_len + cache_len, -factor beyond."""
+    enabled: bool = False
+    # null = rollout.max_new_tokens - cache_len (the paper: 16384 of 20480)
+    expected_len: Optional[int] = None
+    cache_len: int = 32
+    factor: float = 1.0
+
+
+@dataclass
 class AlgorithmConfig:
-    # the advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, or a plugin's name
+    # the advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, gae (PPO with a critic:
+    # starts the critic role, section `critic`), or a plugin's name
     name: str = "grpo"
     group_size: int = 8
     # the policy loss: ppo (token ratio), gspo (sequence ratio), or a plugin's name
@@ -213,6 +238,14 @@ class AlgorithmConfig:
     # passes over the step's batch (each pass makes updates_per_batch updates, mini-batches in the same order)
     epochs: int = 1
     mismatch: MismatchConfig = field(default_factory=MismatchConfig)
+    # gae only: discount and GAE lambda over completion tokens; the critic's value clip (null = none); steps at
+    # the start of the RL stage in which only the critic trains
+    gamma: float = 1.0
+    lam: float = 0.95
+    value_clip: Optional[float] = None
+    critic_warmup_steps: int = 0
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+    overlong_penalty: OverlongConfig = field(default_factory=OverlongConfig)
     # modules (pkg.module) or .py files imported on the driver and the learners before names are looked up,
     # so that their @ADVANTAGE_ESTIMATORS.register / @POLICY_LOSSES.register entries exist
     plugins: List[str] = field(default_factory=list)
@@ -238,6 +271,15 @@ class LearnerConfig:
     # roles naming the same pool share one placement group, bundle i holding actor i of each (null: its own)
     pool: Optional[str] = None
     torch_threads: int = 1
+
+
+@dataclass
+class CriticConfig(LearnerConfig):
+    """PPO's critic (algorithm.name=gae): its own DeepSpeed group, a value head on the policy's architecture."""
+    world_size: int = 1
+    lr: float = 1e-5
+    micro_batch_size: int = 16
+    num_cpus_per_worker: float = 0.5
 
 
 @dataclass
@@ -342,6 +384,7 @@ class RLConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)

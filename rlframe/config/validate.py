@@ -131,7 +131,7 @@ def _check_algorithm(e: list[str], cfg: RLConfig, import_plugins: bool) -> None:
     if import_plugins or not a.plugins:
         _choice(e, "algorithm.name", a.name, sorted(ADVANTAGE_ESTIMATORS))
         _choice(e, "algorithm.policy_loss", a.policy_loss, sorted(POLICY_LOSSES))
-    _at_least(e, "algorithm.group_size", a.group_size, 2)
+    _at_least(e, "algorithm.group_size", a.group_size, 1 if a.name == "gae" else 2)   # a critic needs no group
     _at_least(e, "algorithm.eps_low", a.eps_low, 0.0)
     _at_least(e, "algorithm.eps_high", a.eps_high, 0.0)
     if a.dual_clip_c is not None and not a.dual_clip_c > 1.0:
@@ -152,11 +152,48 @@ def _check_algorithm(e: list[str], cfg: RLConfig, import_plugins: bool) -> None:
     _at_least(e, "algorithm.mismatch.tis_cap", mm.tis_cap, 1.0)
     _in_range(e, "algorithm.mismatch.mis_low", mm.mis_low, 0.0, 1.0)
     _at_least(e, "algorithm.mismatch.mis_high", mm.mis_high, 1.0)
+    _check_critic_and_dapo(e, cfg)
+
+
+def _check_critic_and_dapo(e: list[str], cfg: RLConfig) -> None:
+    """PPO's critic (algorithm.name=gae: GAE keys, the critic section) and DAPO's dynamic sampling / overlong."""
+    a, c = cfg.algorithm, cfg.critic
+    _in_range(e, "algorithm.gamma", a.gamma, 0.0, 1.0)
+    _in_range(e, "algorithm.lam", a.lam, 0.0, 1.0)
+    if a.value_clip is not None and not a.value_clip > 0:
+        e.append(f"algorithm.value_clip={a.value_clip}: must be > 0 (how far a value may move per step), or null")
+    _at_least(e, "algorithm.critic_warmup_steps", a.critic_warmup_steps, 0)
+    if a.name != "gae":
+        for key in ("value_clip", "critic_warmup_steps"):
+            if getattr(a, key):
+                e.append(f"algorithm.{key}={getattr(a, key)}: there is no critic; only with algorithm.name=gae "
+                         f"(algorithm=ppo)")
+    else:
+        if cfg.model.arch == "qwen2_5_vl":
+            e.append("algorithm.name=gae: the critic is a text model's value head; not for a vision-language policy")
+        _at_least(e, "critic.world_size", c.world_size, 1)
+        _choice(e, "critic.zero_stage", c.zero_stage, [1, 2, 3])
+        _choice(e, "critic.dist_backend", c.dist_backend, ["auto", "gloo", "nccl"])
+        _at_least(e, "critic.lr", c.lr, 0.0)
+        _at_least(e, "critic.micro_batch_size", c.micro_batch_size, 1)
+        rows = cfg.trainer.prompts_per_step * a.group_size
+        if c.world_size >= 1 and (rows % c.world_size or (rows // c.world_size) % a.updates_per_batch):
+            e.append(f"critic.world_size={c.world_size}: trainer.prompts_per_step*algorithm.group_size={rows} must "
+                     f"split evenly over its ranks and then into algorithm.updates_per_batch={a.updates_per_batch}")
+    _at_least(e, "algorithm.dynamic_sampling.max_rounds", a.dynamic_sampling.max_rounds, 0)
+    ol = a.overlong_penalty
+    _at_least(e, "algorithm.overlong_penalty.cache_len", ol.cache_len, 1)
+    _at_least(e, "algorithm.overlong_penalty.factor", ol.factor, 0.0)
+    expected = ol.expected_len if ol.expected_len is not None else cfg.rollout.max_new_tokens - ol.cache_len
+    if ol.enabled and not 1 <= expected < cfg.rollout.max_new_tokens:
+        e.append(f"algorithm.overlong_penalty.expected_len={expected}"
+                 f"{'' if ol.expected_len is not None else ' (rollout.max_new_tokens - cache_len)'}: must be in "
+                 f"[1, rollout.max_new_tokens={cfg.rollout.max_new_tokens}), or the penalty never applies")
 
 
 def _check_placement(e: list[str], cfg: RLConfig) -> None:
     """Each role's custom Ray resources and pool; colocation only where vLLM can sleep (CUDA)."""
-    for role in ("rollout", "reward", "learner"):
+    for role in ("rollout", "reward", "learner", "critic"):
         res, pool = getattr(cfg, role).resources, getattr(cfg, role).pool
         if res is not None and not (isinstance(res, dict) and all(
                 isinstance(k, str) and k not in ("CPU", "GPU") and isinstance(v, (int, float))
@@ -172,6 +209,18 @@ def _check_placement(e: list[str], cfg: RLConfig) -> None:
                      "(freeing the generators' memory while the learners train); it is CUDA-only: use rollout=vllm "
                      f"and GPUs (rollout.num_gpus_per_worker={r.num_gpus_per_worker:g}, learner.num_gpus_per_worker="
                      f"{lr.num_gpus_per_worker:g}); on CPU leave cluster.colocate=false")
+
+
+def _check_storage(e: list[str], run: Any) -> None:
+    """run.storage: an absolute folder that holds the run folder (the learners write into it from their nodes)."""
+    if run.storage is None:
+        return
+    st = Path(str(run.storage)).expanduser()
+    if not st.is_absolute():
+        e.append(f"run.storage={run.storage!r}: expected an absolute path that every node mounts at the same place")
+    elif run.output_dir and not Path(run.output_dir).expanduser().resolve().is_relative_to(st.resolve()):
+        e.append(f"run.output_dir={run.output_dir!r} is not inside run.storage={run.storage!r}: learners on other "
+                 f"nodes write the run's checkpoints there directly (or leave run.storage unset: shipped via Ray)")
 
 
 def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
@@ -277,6 +326,7 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
             e.append(f"trainer.resume={t.resume!r}: {problem} (or use 'auto' or 'never')")
     elif t.resume == "auto" and not cfg.run.output_dir:
         e.append("trainer.resume=auto: needs run.output_dir (the folder whose checkpoints to continue from)")
+    _check_storage(e, cfg.run)
     _at_least(e, "trainer.prompts_per_step", t.prompts_per_step, 1)
     _choice(e, "trainer.lr_schedule", t.lr_schedule, ["constant", "cosine"])
     if (t.prompts_per_step * a.group_size) % lr.world_size:

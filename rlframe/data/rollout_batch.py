@@ -45,6 +45,8 @@ class RolloutBatch:
     masked: set[int] = field(default_factory=set)
     # the training step (reward functions see it as `global_step`, TRL's trainer_state.global_step)
     step: int = 0
+    # groups only there to fill the batch (DAPO's dynamic sampling ran out of rounds): out of the loss
+    excluded: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if not self.completions:
@@ -66,6 +68,22 @@ class RolloutBatch:
             self.completions[slot] = c
             slots.append(slot)
         return slots
+
+    def extend(self, other: RolloutBatch, groups: Sequence[int], excluded: bool = False) -> None:
+        """Append `other`'s groups, scored (completions, components, totals, masked slots): DAPO's dynamic
+        sampling assembles a step's batch from several rounds this way."""
+        g = self.group_size
+        for k in groups:
+            base, src = len(self), range(k * g, (k + 1) * g)
+            if excluded:
+                self.excluded.add(len(self.prompts))
+            self.records.append(other.records[k])
+            self.prompts.append(other.prompts[k])
+            self.completions += [other.completions[s] for s in src]
+            for name, values in other.components.items():
+                self.components.setdefault(name, [0.0] * base).extend(values[s] for s in src)
+            self.rewards += [other.rewards[s] for s in src]
+            self.masked |= {base + s - k * g for s in other.masked if s in src}
 
     def done(self) -> list[Completion]:
         """Every completion, in slot order (raises if one is missing)."""
@@ -96,7 +114,7 @@ class RolloutBatch:
                         [c.token_ids for c in comps], pad_id, eos_id)
         batch.advantages = self.advantages
         batch.sample_logp = place_rows([c.logprobs for c in comps], batch.loss_mask)
-        for g in self.masked_groups():
+        for g in set(self.masked_groups()) | self.excluded:
             batch.loss_mask[g * self.group_size: (g + 1) * self.group_size] = 0
         return batch
 
@@ -111,7 +129,7 @@ class RolloutBatch:
                           finish_reason=c.finish_reason,
                           rewards={k: v[s] for k, v in self.components.items()},
                           reward=self.rewards[s] if self.rewards else None,
-                          advantage=float(self.advantages[s]) if self.advantages is not None else None,
+                          advantage=_advantage(self.advantages, s),
                           masked=s in self.masked)
             rows.append(sample)
         return rows
@@ -119,6 +137,14 @@ class RolloutBatch:
     def masked_groups(self) -> list[int]:
         """Groups with a masked sample: their group-relative advantages would compare against a fake value."""
         return sorted({s // self.group_size for s in self.masked})
+
+
+def _advantage(advantages: torch.Tensor | None, slot: int) -> float | None:
+    """A sample's advantage; token-level ones (GAE): the first completion token's (the whole response's)."""
+    if advantages is None:
+        return None
+    a = advantages[slot]
+    return float(a) if a.ndim == 0 else float(a[a.nonzero()[0, 0]]) if a.any() else 0.0
 
 
 def place_rows(rows: Sequence[Sequence[float]], mask: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,11 @@ from typing import Any, Sequence
 import ray
 import torch
 
+from rlframe.cluster.storage import localize, release
 from rlframe.config.schema import AlgorithmConfig, LearnerConfig
 from rlframe.data.batching import TrainBatch
 from rlframe.learner.losses import sft_loss
-from rlframe.learner.update import logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl
+from rlframe.learner.update import logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl, token_kl
 from rlframe.models.loading import DTYPES, load_policy
 from rlframe.models.logprobs import token_logprobs
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
@@ -79,6 +80,8 @@ class LearnerWorker:
               ref_path: str | None = None, gradient_checkpointing: bool = False) -> dict:
         """Join the process group, load the policy (and the frozen reference), wrap with DeepSpeed."""
         t0 = time.perf_counter()
+        # a run-folder model shipped to this node (no shared filesystem), or a path checked to exist here
+        model_path, ref_path = localize(model_path, "model"), localize(ref_path, "reference model")
         gpu = torch.cuda.is_available() and bool(ray.get_gpu_ids())
         backend = self.cfg.dist_backend if self.cfg.dist_backend != "auto" else ("nccl" if gpu else "gloo")
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
@@ -99,7 +102,7 @@ class LearnerWorker:
             from transformers.integrations import HfDeepSpeedConfig
 
             hf_ds = HfDeepSpeedConfig(ds_cfg)  # noqa: F841 (must stay alive during from_pretrained)
-        model = load_policy(model_path, DTYPES[dtype])
+        model = self.build_model(model_path, DTYPES[dtype])
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -114,10 +117,24 @@ class LearnerWorker:
             self.ref, *_ = deepspeed.initialize(model=ref, config=ref_cfg)
             self.ref.eval()
         del hf_ds
+        release(model_path, ref_path)
         return {"rank": self.rank, "backend": backend, "seconds": time.perf_counter() - t0,
                 "params": sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters())}
 
     # ---------------------------------------------------------------- helpers
+    def build_model(self, model_path: str, dtype: torch.dtype) -> torch.nn.Module:
+        """The trained module (the critic overrides it with a value model)."""
+        return load_policy(model_path, dtype)
+
+    def _minibatches(self, batch: TrainBatch, algo: AlgorithmConfig) -> list[list[TrainBatch]]:
+        minis = minibatches(batch, algo.updates_per_batch, self.cfg.micro_batch_size, self.device)
+        gas = self.engine.gradient_accumulation_steps()
+        if any(len(m) != gas for m in minis):   # one update = exactly DeepSpeed's accumulation window
+            raise ValueError(f"{len(batch)} rows in {algo.updates_per_batch} updates of {[len(m) for m in minis]} "
+                             f"micro-batches, but DeepSpeed accumulates {gas}: start the learners with "
+                             f"grad_accum = micro-batches per update")
+        return minis
+
     def _logits(self, module: Any, mb: TrainBatch) -> torch.Tensor:
         return module(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
                       **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
@@ -153,12 +170,7 @@ class LearnerWorker:
         for spec in algo.plugins:
             import_plugin(spec)
         t0 = time.perf_counter()
-        minis = minibatches(batch, algo.updates_per_batch, self.cfg.micro_batch_size, self.device)
-        gas = self.engine.gradient_accumulation_steps()
-        if any(len(m) != gas for m in minis):   # one update = exactly DeepSpeed's accumulation window
-            raise ValueError(f"{len(batch)} rows in {algo.updates_per_batch} updates of {[len(m) for m in minis]} "
-                             f"micro-batches, but DeepSpeed accumulates {gas}: start the learners with "
-                             f"grad_accum = micro-batches per update")
+        minis = self._minibatches(batch, algo)
         refs = [self._ref_logprobs(m, temperature) for m in minis]
         t1 = time.perf_counter()
         olds = None
@@ -170,7 +182,10 @@ class LearnerWorker:
             return {}
         kl = [sequence_kl(o, r, mb.loss_mask, algo.kl_estimator) for mm, om, rm in zip(minis, olds, refs)
               for mb, o, r in zip(mm, om, rm)]
-        return {"kl_seq": torch.cat(kl).cpu().tolist()}
+        out = {"kl_seq": torch.cat(kl).cpu().tolist()}
+        if algo.name == "gae":   # GAE puts each token's KL into that token's reward
+            out["kl_tok"] = token_kl(minis, olds, refs, algo.kl_estimator, batch.loss_mask.shape[1])
+        return out
 
     def rl_step(self, batch: TrainBatch | None, lr: float, algo: AlgorithmConfig, temperature: float,
                 max_new_tokens: int | None = None, advantages: torch.Tensor | None = None) -> dict[str, float]:
@@ -185,7 +200,8 @@ class LearnerWorker:
         self._pending = None
         start = 0   # the driver's advantages for this rank's rows, in row order
         for mb in [mb for m in minis for mb in m] if advantages is not None else []:
-            mb.advantages = advantages[start: start + len(mb)].to(self.device)
+            adv = advantages[start: start + len(mb)]   # per token (GAE): cut to the micro-batch's width
+            mb.advantages = (adv if adv.ndim == 1 else adv[:, : mb.loss_mask.shape[1]]).to(self.device)
             start += len(mb)
         t1 = time.perf_counter()
         self.engine.train()
@@ -239,8 +255,10 @@ class LearnerWorker:
 
     def load_checkpoint(self, path: str) -> None:
         """Restore what `save_checkpoint` wrote (same world size and ZeRO stage; all ranks must call)."""
+        path = localize(path, "checkpoint")   # shipped from the driver's node when no filesystem is shared
         load_path, _ = self.engine.load_checkpoint(path, tag="state", load_optimizer_states=True,
                                                    load_lr_scheduler_states=True)
+        release(path)
         if load_path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {path} (tag 'state')")
 

@@ -73,8 +73,9 @@ POLICY_LOSSES: Registry[PolicyLoss] = Registry("policy loss")
 def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, eps_low: float, eps_high: float,
                       dual_clip_c: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """max(-A r, -A clip(r, 1-eps_low, 1+eps_high)) per token, and for A < 0 at most c|A| (dual clip), so
-    that a huge ratio on a bad token cannot blow the step up. Clipped tokens get no gradient."""
-    adv = adv.unsqueeze(-1)
+    that a huge ratio on a bad token cannot blow the step up. Clipped tokens get no gradient. `adv`: [B] (one
+    per sequence) or [B, T] (per token: GAE)."""
+    adv = adv.unsqueeze(-1) if adv.ndim == 1 else adv
     unclipped = -adv * ratio
     loss = torch.maximum(unclipped, -adv * ratio.clamp(1.0 - eps_low, 1.0 + eps_high))
     low = (ratio < 1.0 - eps_low) & (adv < 0)
@@ -176,6 +177,23 @@ def mismatch_weights(old_logp: torch.Tensor, behaviour_logp: torch.Tensor, mask:
     elif mode != "none":
         raise ValueError(f"mismatch mode {mode!r}: expected tis, mis or none")
     return weights, m
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The critic's loss, 0.5 (V - R)^2 per token (token mean). With `clip`, also the loss of V kept within
+    old_V +- clip and the larger of the two taken (PPO's value clipping: a step cannot move V far from the
+    values the advantages were computed with); `clip_frac` is the share of tokens where the clipped one won."""
+    mask = mask.to(values.dtype)
+    loss = 0.5 * (values - returns) ** 2
+    frac = 0.0
+    if clip is not None:
+        clipped = old_values + (values - old_values).clamp(-clip, clip)
+        loss_c = 0.5 * (clipped - returns) ** 2
+        frac = masked_mean((loss_c > loss).to(mask.dtype), mask).item()
+        loss = torch.maximum(loss, loss_c)
+    out = masked_mean(loss, mask)
+    return out, {"loss": out.item(), "value_mean": masked_mean(values.detach(), mask).item(), "clip_frac": frac}
 
 
 def sft_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from rlframe.config.schema import AlgorithmConfig
 from rlframe.data.batching import TrainBatch, split_even
-from rlframe.learner.losses import KL_ESTIMATORS, masked_mean, mismatch_weights, policy_loss
+from rlframe.learner.losses import KL_ESTIMATORS, masked_mean, mismatch_weights, policy_loss, value_loss
 from rlframe.models.logprobs import token_logprobs
 
 Forward = Callable[[TrainBatch], torch.Tensor]   # micro-batch -> logits [B, L-1, V] (position t scores t+1)
@@ -56,6 +57,39 @@ def entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 def sequence_kl(logp: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, estimator: str) -> torch.Tensor:
     """Each sequence's KL to the reference, summed over its tokens ([B]): the reward penalty of kl_in=reward."""
     return (KL_ESTIMATORS[estimator](logp, ref) * mask.to(logp.dtype)).sum(-1)
+
+
+def pad_rows(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+    """Micro-batch tensors [b_i, w_i] (each trimmed to its own width) back as one [sum b_i, width] on the CPU."""
+    return torch.cat([F.pad(x.detach().float().cpu(), (0, width - x.shape[1])) for x in parts])
+
+
+def token_kl(minis: list[list[TrainBatch]], olds: list[list[torch.Tensor]], refs: list[list[torch.Tensor]],
+             estimator: str, width: int) -> torch.Tensor:
+    """Each completion token's KL to the reference ([rows, width], 0 off the mask): GAE's per-token penalty."""
+    return pad_rows([KL_ESTIMATORS[estimator](o, r) * mb.loss_mask for mm, om, rm in zip(minis, olds, refs)
+                     for mb, o, r in zip(mm, om, rm)], width)
+
+
+def run_critic_updates(engine: Any, values: Forward, minis: list[list[TrainBatch]], olds: list[list[torch.Tensor]],
+                       returns: list[list[torch.Tensor]], algo: AlgorithmConfig) -> dict[str, float]:
+    """The critic's share of a step: the actor's schedule (epochs x mini-batches, one update each) on the value
+    loss against the GAE returns, clipped around the values the advantages came from (`olds`)."""
+    sums: dict[str, float] = {}
+    grad_norms, count = [], 0
+    for _ in range(algo.epochs):
+        for i, mini in enumerate(minis):
+            for j, mb in enumerate(mini):
+                loss, m = value_loss(values(mb), olds[i][j], returns[i][j], mb.loss_mask, algo.value_clip)
+                engine.backward(loss)
+                engine.step()
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            grad_norms.append(float(engine.get_global_grad_norm() or 0.0))
+    out = {f"critic/{k}": v / max(count, 1) for k, v in sums.items()}
+    out["critic/grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
+    return out
 
 
 def _key(k: str) -> str:

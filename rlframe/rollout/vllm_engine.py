@@ -24,7 +24,7 @@ class VLLMEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
                  seed: int = 0, on_gpu: bool = False, gpu_memory_utilization: float = 0.5,
                  tensor_parallel_size: int = 1, enforce_eager: bool = True, cpu_kv_cache_gb: int = 1,
-                 stop_token_ids: Sequence[int] = ()) -> None:
+                 stop_token_ids: Sequence[int] = (), sleep_mode: bool = False) -> None:
         configure_vllm_env(on_gpu, cpu_kv_cache_gb)
         from vllm import LLM
 
@@ -35,6 +35,8 @@ class VLLMEngine:
                       logprobs_mode="processed_logprobs")
         if on_gpu:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization)
+        if sleep_mode:   # cluster.colocate=true; vLLM's sleep mode is CUDA-only (validate refuses it on CPU)
+            kwargs.update(enable_sleep_mode=True)
         self.llm = LLM(**kwargs)
         # without a tokenizer vLLM knows no EOS: every id that ends a completion is passed explicitly
         self.stop_token_ids = list(stop_token_ids)
@@ -85,6 +87,14 @@ class VLLMEngine:
         self.llm.collective_rpc(lambda worker: worker.model_runner.reload_weights(weights_iterator=it))
         # KV blocks cached under the old weights would be reused for identical prompts
         self.llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        """Level 1: weights offloaded to CPU memory, KV cache discarded; the learners get the GPU memory."""
+        self.llm.sleep(level=1)
+
+    def wake(self) -> None:
+        self.llm.wake_up()
+        self.llm.reset_prefix_cache()   # the discarded KV cache must not be matched by a prefix
 
     def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
         from vllm import SamplingParams

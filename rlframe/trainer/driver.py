@@ -18,11 +18,13 @@ import torch
 
 from rlframe.cluster.ray_cluster import init_ray, shutdown_ray
 from rlframe.cluster.roles import ActorGroup, Roles
+from rlframe.cluster.storage import RunStorage
 from rlframe.config import to_dict, to_yaml
 from rlframe.config.schema import RLConfig
 from rlframe.data.batching import split_even
 from rlframe.data.chat import ChatFormat, has_chat_template, render_records, stop_token_ids
 from rlframe.data.rollout_batch import Completion, RolloutBatch
+from rlframe.doctor import preflight
 from rlframe.errors import (ConfigError, RewardError, RoleDied, RoleFailure, RoleRestarting, RoleTimeout,
                             RunInterrupted)
 from rlframe.learner.learner import grad_accum_steps
@@ -49,18 +51,18 @@ class Driver:
     def __init__(self, cfg: RLConfig) -> None:
         self.cfg = cfg
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.run_dir = Path(cfg.run.output_dir or f"outputs/{cfg.run.name}-{stamp}").resolve()
+        self.run_dir = Path(cfg.run.output_dir or f"{cfg.run.storage or 'outputs'}/{cfg.run.name}-{stamp}").resolve()
         self.cache_dir = Path(cfg.run.cache_dir or ".cache").resolve()
-        self.roles = Roles(ROLES, cfg, cfg.cluster.placement_strategy, cfg.cluster.heartbeat_s)
+        self.roles = Roles(ROLES, cfg, cfg.cluster.placement_strategy, cfg.cluster.heartbeat_s, self.run_dir)
+        self.storage = RunStorage(cfg, self.run_dir)   # files to and from actors on other nodes
         self.timeouts = cfg.cluster.timeouts
         self.rewarders: RewardPool | None = None
         self.tracker: Tracker | None = None
         self.state = RunState()
         self.weights = WeightSync(cfg.weight_sync, cfg.cluster.timeouts.weight_sync_s)
-        self.owns_ray = False
+        self.owns_ray, self.generator_restarts = False, 0
         self.last_checkpoint: str | None = None
         self.guard = RunGuard(self)
-        self.generator_restarts = 0
 
     @property
     def generators(self) -> ActorGroup:
@@ -146,8 +148,6 @@ class Driver:
     def start_cluster(self) -> None:
         cfg = self.cfg
         self.owns_ray = init_ray(cfg.cluster, self.cache_dir, required_cpus=self.roles.required().get("CPU", 0.0))
-        from rlframe.doctor import preflight
-
         preflight(cfg, self.run_dir)   # resources and disk, before any placement group (or a 120 s wait)
         self.tracker = Tracker(self.run_dir, cfg.trainer.loggers, to_dict(cfg),
                                resume_at=self.guard.resumed["metrics_offset"] if self.guard.resumed else None)
@@ -158,23 +158,25 @@ class Driver:
     def start_rollout_and_reward(self, model_path: str) -> None:
         """Create generators and reward workers without waiting: their start-up overlaps SFT."""
         cfg, r = self.cfg, self.cfg.rollout
-        self.roles.start("rollout", (model_path, str(self.tokenizer_dir), r, cfg.model.dtype, cfg.run.seed,
-                                     self.stop_ids, self.pad_id))
+        self.roles.start("rollout", (self.storage.ship(model_path), self.storage.ship(self.tokenizer_dir), r,
+                                     cfg.model.dtype, cfg.run.seed, self.stop_ids, self.pad_id, cfg.cluster.colocate))
         rw = cfg.reward
         self.rewarders = RewardPool(self.roles.start("reward", (list(rw.fns), rw.torch_threads, rw.on_error,
                                                                 rw.fallback_value)), rw, cfg.cluster.timeouts)
 
-    def start_learners(self, model_path: str, ref_path: str | None, local_batch: int) -> None:
-        lc = self.cfg.learner
-        learners = self.roles.start("learner", [(rank, lc.world_size, lc, str(self.cache_dir))
-                                                for rank in range(lc.world_size)], per_rank_args=True)
-        self.weights.new_source()
+    def start_learners(self, model_path: str, ref_path: str | None, local_batch: int, role: str = "learner") -> None:
+        lc = getattr(self.cfg, role)   # role "critic": PPO's critic, its own DeepSpeed group (section `critic`)
+        learners = self.roles.start(role, [(rank, lc.world_size, lc, str(self.cache_dir))
+                                           for rank in range(lc.world_size)], per_rank_args=True)
+        if role == "learner":
+            self.weights.new_source()
         startup = self.timeouts.startup_s
         addr, port = learners.wait([learners.actors[0].master_address.remote()], "start-up", startup, "startup_s")[0]
-        infos = learners.wait(learners.call("setup", addr, port, model_path, self.cfg.model.dtype,
-                                            grad_accum_steps(local_batch, lc.micro_batch_size), ref_path,
+        ship = self.storage.ship   # run-folder files reach learners on other nodes through Ray
+        infos = learners.wait(learners.call("setup", addr, port, ship(model_path), self.cfg.model.dtype,
+                                            grad_accum_steps(local_batch, lc.micro_batch_size), ship(ref_path),
                                             self.cfg.model.gradient_checkpointing), "start-up", startup, "startup_s")
-        log.info("learners: %d x ZeRO-%d over %s, %.2fM parameters, ready in %.1f s%s", lc.world_size,
+        log.info("%ss: %d x ZeRO-%d over %s, %.2fM parameters, ready in %.1f s%s", role, lc.world_size,
                  lc.zero_stage, infos[0]["backend"], infos[0]["params"] / 1e6, max(i["seconds"] for i in infos),
                  " (+ frozen reference)" if ref_path else "")
 
@@ -232,6 +234,7 @@ class Driver:
         tickets, slots, pending = [], [], []
         todo = list(range(len(batch.prompts)))   # prompts still to generate (all, unless a generator died)
         with timer("generate"):
+            self.roles.wake("rollout")   # cluster.colocate=true: the generators slept while the learners ran
             while todo:
                 stale = False
                 try:
@@ -304,6 +307,7 @@ class Driver:
     def sync_weights(self) -> dict[str, float]:
         """A new weight version from the learners to every generator (verified, probed when due)."""
         self.state.weight_version += 1
+        self.roles.wake("rollout")
         try:
             return self.weights.sync(self.learners, self.generators, self.state.weight_version, self.probe_args())
         except RoleDied as err:   # a generator that died between steps: once it is back, sync it like the rest
@@ -328,7 +332,7 @@ class Driver:
                  sync.get("weight_sync/probe_max_abs_diff", float("nan")))
 
     def save_policy(self, path: str) -> None:
-        self.learners.run("save_hf", path, timeout=self.timeouts.checkpoint_s)
+        self.storage.save(self.learners, "save_hf", path, self.timeouts.checkpoint_s)
         self.tokenizer.save_pretrained(path)
         self.last_checkpoint = path
         log.info("saved policy (Hugging Face format): %s", path)
@@ -366,6 +370,7 @@ class Driver:
                 self.state.policy = policy
                 self.guard.checkpoint()   # the end of every stage
                 self.roles.stop("learner")
+                self.roles.stop("critic")
                 self.guard.check_stop()   # (this stage's checkpoint is written: no second one)
             if policy != self.model_path and Path(policy).name != "final":
                 shutil.copytree(policy, self.run_dir / "final", dirs_exist_ok=True)

@@ -16,6 +16,8 @@ from rlframe.data.rollout_batch import RolloutBatch
 from rlframe.errors import RewardError
 from rlframe.learner.advantages import compute_advantages
 from rlframe.rollout.engine import SamplingSettings
+from rlframe.trainer import ppo
+from rlframe.trainer.dapo import collect_batch
 from rlframe.tracking import write_jsonl
 from rlframe.trainer.metrics import Timer, merge_ranks, progress, reward_metrics
 from rlframe.trainer.schedule import lr_at
@@ -31,6 +33,8 @@ def run_rl(d: Driver, policy_path: str) -> None:
     # grad accumulation = micro-batches of one update (the rank's rows / algorithm.updates_per_batch)
     d.start_learners(policy_path, policy_path if a.kl_coef > 0 else None,
                      t.prompts_per_step * a.group_size // cfg.learner.world_size // a.updates_per_batch)
+    if d.roles.map["critic"].needed(cfg):   # PPO's critic (algorithm.name=gae)
+        ppo.start_critic(d, policy_path)
     first = d.guard.restore_learners("grpo")
     d.wait_ready()
     # a resumed run's generators get the checkpoint's weights here, verified like any sync
@@ -54,27 +58,26 @@ def run_rl(d: Driver, policy_path: str) -> None:
 
 
 def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSettings) -> dict[str, float]:
-    cfg, a, t = d.cfg, d.cfg.algorithm, d.cfg.trainer
+    cfg, t = d.cfg, d.cfg.trainer
     timer, t0 = Timer(), time.perf_counter()
     before = d.state.state_dict()   # where the run was before this step (a checkpoint if rewards fail)
-    idx = sampler.take(t.prompts_per_step)
-    batch = RolloutBatch([d.task.train[i] for i in idx], [d.train_prompts[i] for i in idx], a.group_size, step=step)
-    try:
-        scores = d.rollout(batch, params, timer, stream=cfg.reward.stream_batch)
+    try:   # one round of generation and rewards (more with DAPO's dynamic sampling)
+        batch, scores, dapo = collect_batch(d, step, sampler, params, timer)
     except RewardError:
         if step > 1:   # the learners have not updated yet: the state before this step is consistent
             d.guard.checkpoint(before)
         raise
     lr = lr_at(step - 1, t.max_steps, cfg.learner.lr, cfg.learner.warmup_steps, t.lr_schedule)
-    m = learner_update(d, batch, lr, params)
-    timer.add("ref", m.pop("timing/ref"))
-    timer.add("train", m.pop("timing/train"))
+    d.roles.sleep("rollout")   # cluster.colocate=true: generators free the shared GPUs (woken by the sync)
+    m = learner_update(d, batch, lr, params, step)
+    timer.add("ref", m.pop("timing/ref", 0.0))
+    timer.add("train", m.pop("timing/train", 0.0))
     with timer("weight_sync"):
         sync = d.sync_weights()
     d.state.step = step
     if t.dump_rollouts:
         write_jsonl(d.run_dir / "rollouts" / f"step-{step:06d}.jsonl", batch.dump_rows(t.dump_rollouts))
-    metrics = {"step": step, "stage": "grpo", **reward_metrics(batch, scores), **m, **sync,
+    metrics = {"step": step, "stage": "grpo", **reward_metrics(batch, scores), **dapo, **m, **sync,
                "rollout/restarts": d.generator_restarts}
     if t.eval_every and d.task.eval and (step % t.eval_every == 0 or step == t.max_steps):
         with timer("eval"):
@@ -87,25 +90,42 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
     return metrics
 
 
-def learner_update(d: Driver, batch: RolloutBatch, lr: float, params: SamplingSettings) -> dict[str, float]:
+def learner_update(d: Driver, batch: RolloutBatch, lr: float, params: SamplingSettings, step: int) -> dict[str, float]:
     """Advantages, then one `rl_step` call per learner rank. With the KL as a reward penalty the learners first
     score the batch (`score_batch`: reference and old log-probs, kept on the ranks) and the driver subtracts
-    kl_coef * each sequence's summed KL from its reward before the advantages."""
+    kl_coef * each sequence's summed KL from its reward before the advantages. With a critic (algorithm.name=gae)
+    the advantages are GAE's, per token, and the critic trains while the actor does (not in its warm-up)."""
     a, world = d.cfg.algorithm, d.cfg.learner.world_size
-    rewards, extra = torch.tensor(batch.rewards), {}
+    rewards, extra, scored = torch.tensor(batch.rewards), {}, None
     deadline = d.train_deadline(len(batch) / world)
+    train = batch.train_batch(d.pad_id, d.stop_ids)
+    critic = d.roles.get("critic")
+    values = ppo.request_values(d, train) if critic else None
     if a.kl_in == "reward" and a.kl_coef > 0:
-        shards = batch.train_batch(d.pad_id, d.stop_ids).shards(world)
-        scored = d.learners.wait(d.learners.call_each("score_batch", [(sh, a, params.temperature) for sh in shards]),
+        scored = d.learners.wait(d.learners.call_each("score_batch", [(sh, a, params.temperature)
+                                                                      for sh in train.shards(world)]),
                                  "score_batch", deadline, "train_s")
         penalty = a.kl_coef * torch.tensor([x for s in scored for x in s["kl_seq"]])
-        rewards, extra["reward/kl_penalty"] = rewards - penalty, float(penalty.mean())
-        batch.advantages = compute_advantages(a.name, rewards, a.group_size, a.adv_eps)
-        args = [(None, lr, a, params.temperature, params.max_new_tokens, batch.advantages[sl])
-                for sl in split_even(len(batch), world)]
+        extra["reward/kl_penalty"] = float(penalty.mean())
+        rewards = rewards if critic else rewards - penalty   # GAE takes it per token instead
+    critic_refs: list = []
+    if critic:
+        kl = torch.cat([s["kl_tok"] for s in scored]) if scored else None
+        batch.advantages, critic_refs, cm = ppo.advantages_and_update(d, train, rewards, kl, values, step)
+        extra.update(cm)
     else:
         batch.advantages = compute_advantages(a.name, rewards, a.group_size, a.adv_eps)
-        args = [(sh, lr, a, params.temperature, params.max_new_tokens)
-                for sh in batch.train_batch(d.pad_id, d.stop_ids).shards(world)]
-    return {**merge_ranks(d.learners.wait(d.learners.call_each("rl_step", args), "rl_step", deadline, "train_s")),
-            **extra}
+    train.advantages = batch.advantages
+    refs: list = []
+    if step > a.critic_warmup_steps:   # in the critic's warm-up the actor does not train
+        args = [(None, lr, a, params.temperature, params.max_new_tokens, batch.advantages[sl]) if scored else
+                (train.rows(sl), lr, a, params.temperature, params.max_new_tokens)
+                for sl in split_even(len(batch), world)]
+        refs = d.learners.call_each("rl_step", args)
+    out = merge_ranks(d.learners.wait(refs, "rl_step", deadline, "train_s")) if refs else {}
+    if critic_refs:
+        crit = d.roles["critic"].wait(critic_refs, "critic update", d.train_deadline(len(batch) / len(critic)),
+                                      "train_s")
+        extra.update({k: v for k, v in merge_ranks(crit).items() if not k.startswith("timing/")})
+        extra["timing/critic"] = max(c["timing/critic"] + c["timing/critic_values"] for c in crit)
+    return {**out, **extra}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlframe.cluster.roles import RoleSpec, worker_resources
+from rlframe.learner.critic import CriticWorker
 from rlframe.learner.learner import LearnerWorker
 from rlframe.reward.worker import RewardWorker
 from rlframe.rollout.generator import RolloutWorker
@@ -14,6 +15,11 @@ def needs_generators(cfg: Any) -> bool:
     """Whether a run starts generators and reward workers: for GRPO, or to evaluate during SFT."""
     t = cfg.trainer
     return "grpo" in t.stages or ("sft" in t.stages and bool(t.sft.eval_every))
+
+
+def needs_critic(cfg: Any) -> bool:
+    """PPO's critic (algorithm.name=gae), only for a run with an RL stage."""
+    return "grpo" in cfg.trainer.stages and cfg.algorithm.name == "gae"
 
 
 def pool_of(role: str, colocated: bool = False) -> Any:
@@ -35,4 +41,7 @@ ROLES: dict[str, RoleSpec] = {
     "learner": RoleSpec(
         "learner", LearnerWorker,
         resources=lambda c: worker_resources(c.learner, c.learner.world_size), pool=pool_of("learner", True)),
+    "critic": RoleSpec(
+        "critic", CriticWorker, needed=needs_critic,
+        resources=lambda c: worker_resources(c.critic, c.critic.world_size), pool=pool_of("critic")),
 }

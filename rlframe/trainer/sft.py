@@ -39,6 +39,7 @@ def run_sft(d: Driver) -> str:
                     targets[i] = sft_target(d.encode(d.task.train[i]["target"]), d.stop_ids)
             batch = collate([d.train_prompts[i] for i in idx], [targets[i] for i in idx], d.pad_id)
         lr = lr_at(step, s.steps, s.lr, s.warmup_steps, "cosine", s.min_lr_ratio)
+        d.roles.sleep("rollout")   # cluster.colocate=true: the generators free the GPUs the learners share
         with timer("train"):
             m = merge_ranks(d.learners.wait(d.learners.call_each("sft_step", [(sh, lr) for sh in batch.shards(world)]),
                                             "sft_step", d.train_deadline(s.batch_size / world), "train_s"))

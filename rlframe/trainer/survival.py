@@ -41,7 +41,11 @@ class RunGuard:
                  "generator_rng": gens.wait(gens.call("rng_state"), "checkpoint", 60) if gens else None}
 
         def save(folder: Path) -> None:
-            self.d.learners.run("save_checkpoint", str(folder / "learner"), timeout=self.d.timeouts.checkpoint_s)
+            # every rank's files, into this run folder (streamed through Ray when no filesystem is shared)
+            self.d.storage.save(self.d.learners, "save_checkpoint", folder / "learner", self.d.timeouts.checkpoint_s)
+            if self.d.roles.get("critic"):   # PPO's critic: its weights and optimizer, so that resume is exact
+                self.d.storage.save(self.d.roles["critic"], "save_checkpoint", folder / "critic",
+                                    self.d.timeouts.checkpoint_s)
             self.d.save_policy(str(folder / "policy"))
 
         st = saved["run"]
@@ -73,8 +77,11 @@ class RunGuard:
         """Load the checkpoint's learner state when resuming `stage`; the step to continue after."""
         if not self.resuming(stage):
             return 0
-        self.d.learners.run("load_checkpoint", str(self.resume_path / "learner"),
+        self.d.learners.run("load_checkpoint", self.d.storage.ship(self.resume_path / "learner"),
                             timeout=self.d.timeouts.checkpoint_s)
+        if self.d.roles.get("critic"):
+            self.d.roles["critic"].run("load_checkpoint", self.d.storage.ship(self.resume_path / "critic"),
+                                       timeout=self.d.timeouts.checkpoint_s)
         log.info("%s: learner state restored, continuing after step %d", stage, self.d.state.step)
         return self.d.state.step
 

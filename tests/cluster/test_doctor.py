@@ -106,8 +106,9 @@ def test_colocation_puts_generators_and_learners_in_one_pool():
     from rlframe.trainer.roles import ROLES
 
     cfg = load_config(["cluster.colocate=true", "rollout.num_gpus_per_worker=0.5", "learner.num_gpus_per_worker=0.5"])
-    assert {n: s.pool_name(cfg) for n, s in ROLES.items()} == {"rollout": "colocate", "reward": "reward",
-                                                               "learner": "colocate"}
+    pools = {n: s.pool_name(cfg) for n, s in ROLES.items()}
+    assert {n: pools[n] for n in ("rollout", "reward", "learner")} == {"rollout": "colocate", "reward": "reward",
+                                                                      "learner": "colocate"}
     rows = check_resources(cfg, [{"CPU": 8.0, "GPU": 2.0}], "the cluster")   # 2 bundles of 1 GPU each
     assert all(r.status == "PASS" for r in rows), format_table(rows)
     assert "pool 'colocate'" in rows[0].detail

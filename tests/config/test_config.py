@@ -77,7 +77,8 @@ def test_config_groups_lists_every_group_and_options():
     assert list(groups) == GROUPS
     assert groups["learner"] == ["zero1", "zero2", "zero3"]
     assert groups["rollout"] == ["hf", "vllm"]
-    assert groups["algorithm"] == ["dr_grpo", "grpo", "gspo", "reinforce_pp", "reinforce_pp_baseline", "rloo"]
+    assert groups["algorithm"] == ["dapo", "dr_grpo", "grpo", "gspo", "ppo", "reinforce_pp", "reinforce_pp_baseline",
+                                   "rloo"]
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -148,3 +149,31 @@ def test_paper_recipe_experiment_resolves_and_validates_here():
     assert cfg.rollout.max_new_tokens == 2048 and cfg.rollout.backend == "hf" and cfg.rollout.num_gpus_per_worker == 1
     assert (cfg.eval.max_new_tokens, cfg.eval.repetition_penalty) == (4096, 1.15)
     assert cfg.data.task == "preference_images" and cfg.trainer.stages == ["sft", "grpo"]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["algorithm=ppo", "algorithm.gamma=1.5"], "algorithm.gamma=1.5: must be in [0.0, 1.0]"),
+    (["algorithm=ppo", "algorithm.lam=-0.1"], "algorithm.lam=-0.1: must be in [0.0, 1.0]"),
+    (["algorithm=ppo", "algorithm.value_clip=0"], "algorithm.value_clip=0.0: must be > 0"),
+    (["algorithm.critic_warmup_steps=2"], "algorithm.critic_warmup_steps=2: there is no critic"),
+    (["algorithm=ppo", "critic.world_size=3"], "critic.world_size=3: trainer.prompts_per_step*algorithm.group_size"),
+    (["algorithm=ppo", "critic.zero_stage=4"], "critic.zero_stage=4: expected one of 1, 2, 3"),
+    (["algorithm=dapo", "algorithm.dynamic_sampling.max_rounds=-1"], "algorithm.dynamic_sampling.max_rounds=-1"),
+    (["algorithm=dapo", "algorithm.overlong_penalty.cache_len=200"],
+     "algorithm.overlong_penalty.expected_len=-72 (rollout.max_new_tokens - cache_len)"),
+    (["algorithm=dapo", "algorithm.overlong_penalty.expected_len=128"], "must be in [1, rollout.max_new_tokens=128)"),
+])
+def test_ppo_and_dapo_keys_are_validated_by_name(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides)
+    assert message in str(info.value)
+
+
+def test_ppo_and_dapo_configs_set_their_values():
+    ppo = load_config(["algorithm=ppo"])
+    assert ppo.algorithm.name == "gae" and ppo.algorithm.value_clip == 0.2 and ppo.algorithm.kl_in == "reward"
+    assert ppo.critic.world_size == 1 and ppo.critic.lr == 1e-3      # conf/config.yaml: the tiny model's rate
+    assert load_config(["algorithm=ppo", "algorithm.group_size=1"]).algorithm.group_size == 1   # no group needed
+    dapo = load_config(["algorithm=dapo"]).algorithm
+    assert (dapo.eps_low, dapo.eps_high, dapo.kl_coef, dapo.loss_agg) == (0.2, 0.28, 0.0, "token_mean")
+    assert dapo.dynamic_sampling.enabled and dapo.overlong_penalty.enabled and dapo.overlong_penalty.cache_len == 32

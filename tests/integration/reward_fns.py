@@ -40,3 +40,11 @@ class FailsFromSecondCall:
         if self.calls >= 2:
             raise ConnectionError("judge service unavailable")
         return [0.0] * len(samples)
+
+
+
+def half_the_prompts(samples):
+    """0 for prompts of even length (a group that agrees: DAPO drops it), else the completion's share of distinct
+    tokens (varies within a group from the first step, even for a random policy: a critic has returns to fit)."""
+    return [0.0 if len(s["prompt"]) % 2 == 0 else len(set(s["completion_ids"])) / max(len(s["completion_ids"]), 1)
+            for s in samples]

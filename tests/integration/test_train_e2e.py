@@ -1,6 +1,7 @@
 """End to end through the driver: SFT then GRPO on Ray, both rollout backends, ZeRO-2 and ZeRO-3."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,11 @@ def test_hf_zero3_without_reference_probes_every_sync(ray_session, tmp_path):
         assert r["kl"] == 0.0  # no frozen reference model was built
         assert r["weight_sync/probe_max_abs_diff"] < 1e-3  # verified on every sync
     assert (run_dir / "final" / "config.json").exists()
+    # where every actor ran (one machine here) and what it printed; the learners of SFT and of GRPO both logged
+    placed = json.loads((run_dir / "placement.json").read_text())
+    assert sorted((e["role"], e["rank"]) for e in placed) == [("learner", 0), ("learner", 0), ("learner", 1),
+                                                               ("learner", 1), ("reward", 0), ("rollout", 0)]
+    assert len({e["node_id"] for e in placed}) == 1 and all(e["pid"] > 0 for e in placed)
+    assert (run_dir / "logs" / "learner-1.log").read_text().count("=== learner 1: pid ") == 2
+    assert {p.name for p in (run_dir / "logs").iterdir()} == {"learner-0.log", "learner-1.log", "reward-0.log",
+                                                             "rollout-0.log"}

@@ -11,9 +11,9 @@ def test_each_role_is_declared_once_with_its_config_section():
     from rlframe.config.schema import RLConfig
 
     cfg = RLConfig()
-    cfg.rollout.num_workers, cfg.reward.num_workers, cfg.learner.world_size = 3, 2, 4
+    cfg.rollout.num_workers, cfg.reward.num_workers, cfg.learner.world_size, cfg.critic.world_size = 3, 2, 4, 2
     got = {name: spec.resources(cfg).count for name, spec in ROLES.items()}
-    assert got == {"rollout": 3, "reward": 2, "learner": 4}
+    assert got == {"rollout": 3, "reward": 2, "learner": 4, "critic": 2}
     assert {spec.name for spec in ROLES.values()} == set(ROLES)
     assert ROLES["reward"].options(cfg) == {"max_restarts": 3, "max_task_retries": 3}
 
@@ -33,6 +33,18 @@ def test_a_new_role_is_one_entry_and_is_counted():
     assert roles.required()["CPU"] == Roles(ROLES, RLConfig()).required()["CPU"] + 3.0
     assert [s.name for s in roles.needed()] == ["rollout", "reward", "learner", "critic"]
     assert critic.pool_name() == "learner" and ROLES["rollout"].pool_name(RLConfig()) == "rollout"
+
+
+def test_the_critic_is_started_only_for_ppo_with_an_rl_stage():
+    from rlframe.config import load_config
+
+    assert "critic" not in [s.name for s in Roles(ROLES, load_config([])).needed()]
+    assert "critic" not in [s.name for s in Roles(ROLES, load_config(["algorithm=dapo"])).needed()]
+    assert "critic" not in [s.name for s in Roles(ROLES, load_config(["algorithm=ppo", "trainer.stages=[sft]"])).needed()]
+    cfg = load_config(["algorithm=ppo", "critic.num_cpus_per_worker=1.5"])
+    roles = Roles(ROLES, cfg)
+    assert [s.name for s in roles.needed()][-1] == "critic" and ROLES["critic"].pool_name(cfg) == "critic"
+    assert roles.required()["CPU"] == Roles(ROLES, load_config([])).required()["CPU"] + 1.5
 
 
 @pytest.mark.parametrize("overrides, expected", [
