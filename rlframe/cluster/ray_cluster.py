@@ -72,9 +72,12 @@ def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> b
     # The private Ray: nobody else can reach it, so it runs without a token. Ray binds to loopback only when it
     # believes it is not clustering (its macOS default); the flag is read by this process and by Ray's own.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray._private.ray_constants as ray_constants
 
+    # only for this start: left set, a cluster this process joins or starts later (ray.cluster_utils, a
+    # `rlframe doctor` subprocess) would resolve its nodes to loopback and never find its raylet
+    saved = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     for key, value in LOCAL_RAYLET_ENV.items():
         os.environ.setdefault(key, value)
@@ -83,7 +86,14 @@ def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> b
     # Ray's CPUs are logical: the roles take turns (generate, score, train), so a small
     # machine may host more requested CPUs than it has cores.
     num_cpus = cfg.num_cpus or max(os.cpu_count() or 1, int(required_cpus + 0.999))
-    ray.init(num_cpus=num_cpus, _temp_dir=str(temp_dir.resolve()), **kwargs)
+    try:
+        ray.init(num_cpus=num_cpus, _temp_dir=str(temp_dir.resolve()), **kwargs)
+    finally:
+        if saved[0] is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
     return True
 
 
