@@ -14,9 +14,16 @@ from rlframe.config.schema import ClusterConfig
 def fake_init(monkeypatch):
     import ray._private.ray_constants as ray_constants
 
+    import os
+
     calls: list[dict] = []
+
+    def init(**kw):   # what the private Ray's start sees: the loopback switch as it is during ray.init
+        calls.append({**kw, "_loopback": (os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"),
+                                          ray_constants.ENABLE_RAY_CLUSTER)})
+
     monkeypatch.setattr(rc.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(rc.ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(rc.ray, "init", init)
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
     for key in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_JOB_CONFIG_JSON_ENV_VAR"):
         monkeypatch.delenv(key, raising=False)
@@ -48,7 +55,9 @@ def test_the_private_ray_runs_without_a_token_only_on_loopback(fake_init, tmp_pa
     (kw,) = fake_init
     assert kw["num_cpus"] == 3 and "address" not in kw
     assert os.environ["RAY_AUTH_MODE"] == "disabled"
-    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
+    assert kw["_loopback"] == ("0", False)
+    # restored once Ray is up: a cluster this process joins later must not resolve its nodes to loopback
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ and ray_constants.ENABLE_RAY_CLUSTER is True
     assert kw["runtime_env"]["env_vars"]["TORCH_EXTENSIONS_DIR"]
 
 
