@@ -16,9 +16,9 @@ from rlframe.data.rollout_batch import RolloutBatch
 from rlframe.errors import RewardError
 from rlframe.learner.advantages import compute_advantages
 from rlframe.rollout.engine import SamplingSettings
+from rlframe.tracking import write_jsonl
 from rlframe.trainer import ppo
 from rlframe.trainer.dapo import collect_batch
-from rlframe.tracking import write_jsonl
 from rlframe.trainer.metrics import Timer, merge_ranks, progress, reward_metrics
 from rlframe.trainer.schedule import lr_at
 

@@ -69,7 +69,7 @@ def test_plain_data_gets_strings_and_styles_force_either_form():
     with pytest.raises(TypeError, match="string indices"):
         reward("accuracy_reward")(samples)
     # ... unless the form is forced; and chat data can be forced to strings
-    forced = reward("accuracy_reward", style="trl_conversational")(batch(plain, [GOOD.replace("A", "A")]))
+    forced = reward("accuracy_reward", style="trl_conversational")(batch(plain, [GOOD]))
     assert forced == {"accuracy_reward": [1.0]}
     chat = batch([chat_record("Image A")], [GOOD])
     assert reward("plain_len", style="trl_standard")(chat) == {"plain_len": [float(len(GOOD))]}
