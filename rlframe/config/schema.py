@@ -357,6 +357,9 @@ class TrainerConfig:
 
 @dataclass
 class WeightSyncConfig:
+    # collective: tensor buckets broadcast over a gloo/NCCL group of learner rank 0 and the generators;
+    # object_store: pickled buckets through Ray's object store; auto: the group, or the store if it cannot form
+    transport: str = "auto"
     bucket_mb: float = 16.0
     # verify every sync with a checksum of the received tensors
     checksum: bool = True

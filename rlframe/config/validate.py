@@ -342,6 +342,7 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     if t.sft.stop_threshold is not None and not t.sft.eval_every:
         e.append("trainer.sft.stop_threshold is set but trainer.sft.eval_every=0: the SFT stage never evaluates")
     _at_least(e, "weight_sync.bucket_mb", cfg.weight_sync.bucket_mb, 0.001)
+    _choice(e, "weight_sync.transport", cfg.weight_sync.transport, ("auto", "collective", "object_store"))
     _at_least(e, "weight_sync.probe_every", cfg.weight_sync.probe_every, 0)
 
     if e:

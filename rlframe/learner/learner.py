@@ -28,7 +28,8 @@ from rlframe.models.loading import DTYPES, load_policy
 from rlframe.models.logprobs import token_logprobs
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
 from rlframe.registry import import_plugin
-from rlframe.weight_sync.buckets import SyncPayload
+from rlframe.weight_sync.buckets import SyncPayload, SyncSource, plain_sources
+from rlframe.weight_sync.collective import SendReport, SyncGroup, SyncPlan, make_plan, send
 from rlframe.weight_sync.sender import gather_to_object_store
 
 
@@ -221,9 +222,30 @@ class LearnerWorker:
         # tied aliases too (lm_head.weight): vLLM-CPU keeps its own repacked copy of each name
         return list(self.engine.module.named_parameters(remove_duplicate=False))
 
+    def sync_sources(self) -> list[SyncSource]:
+        """What the generators receive, by the names their engines expect."""
+        return plain_sources(self._named_params())
+
     def gather_weights(self, bucket_mb: float, checksum: bool) -> SyncPayload | None:
         """Full weights in object-store buckets (rank 0 returns the payload; all ranks must call)."""
-        return gather_to_object_store(self._named_params(), self.rank, self.cfg.zero_stage == 3, bucket_mb, checksum)
+        return gather_to_object_store(self.sync_sources(), self.rank, self.cfg.zero_stage == 3, bucket_mb, checksum)
+
+    def sync_endpoint(self) -> tuple[str, int, str]:
+        """Where the weight-sync group meets (this node, a free port) and this rank's device type."""
+        return (*self.master_address(), self.device.type)
+
+    def open_sync_group(self, addr: str, port: int, world: int, backend: str, timeout_s: float) -> None:
+        """Rank 0 joins the generators' weight-sync group as its rank 0 (the other ranks only gather)."""
+        if self.rank == 0:
+            self.sync_group = SyncGroup(addr, port, 0, world, backend, timeout_s, host=addr)
+
+    def sync_plan(self, bucket_mb: float) -> SyncPlan:
+        return make_plan(self.sync_sources(), int(bucket_mb * 2**20))
+
+    def send_weights(self, plan: SyncPlan, checksum: bool) -> SendReport | None:
+        """Broadcast the full weights bucket by bucket (all ranks must call; rank 0 returns the report)."""
+        return send(getattr(self, "sync_group", None), self.sync_sources(), plan, self.rank,
+                    self.cfg.zero_stage == 3, checksum)
 
     @torch.no_grad()
     def probe_logprobs(self, token_ids: Sequence[int], images: dict | None = None) -> list[float]:

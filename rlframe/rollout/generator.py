@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Iterator, Sequence
 
 import torch
@@ -12,6 +13,8 @@ from rlframe.data.rollout_batch import Completion
 from rlframe.rng import capture_rng, restore_rng
 from rlframe.rollout.engine import Engine, SamplingSettings
 from rlframe.weight_sync.buckets import SyncPayload, SyncReceipt
+from rlframe.weight_sync.collective import SyncGroup, SyncPlan
+from rlframe.weight_sync.collective import receive as receive_broadcast
 from rlframe.weight_sync.receiver import receive
 
 
@@ -92,6 +95,21 @@ class RolloutWorker:
         receipt = receive(self.engine, payload, version, f"generator pid {self.pid}")
         self.version = version
         return receipt
+
+    def open_sync_group(self, addr: str, port: int, rank: int, world: int, backend: str, timeout_s: float) -> None:
+        """Join learner rank 0's weight-sync group (collective transport) as `rank`."""
+        import ray
+
+        self.sync_group = SyncGroup(addr, port, rank, world, backend, timeout_s, host=ray.util.get_node_ip_address())
+
+    def receive_weights(self, version: int, plan: SyncPlan, checksum: bool) -> SyncReceipt:
+        """Receive the broadcast buckets into the engine; the driver compares the per-bucket digests."""
+        t0 = time.perf_counter()
+        device = "cuda" if self.sync_group.backend == "nccl" else "cpu"
+        got = receive_broadcast(self.sync_group, self.engine, plan, checksum, device)
+        self.version = version
+        return SyncReceipt(version, plan.nbytes, time.perf_counter() - t0, None, got.digests, self.pid,
+                           got.wait_seconds, got.hash_seconds)
 
     def sleep(self) -> None:
         """cluster.colocate=true, while the learners use the shared GPU: vLLM level-1 sleep (weights to CPU memory,

@@ -1,6 +1,7 @@
 """The generator's side of a weight sync: pull the buckets, stream them into the engine, verify the checksum."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Iterator
 
@@ -28,4 +29,4 @@ def receive(engine: Any, payload: SyncPayload, version: int, who: str) -> SyncRe
     if payload.digest is not None and got != payload.digest:
         raise WeightSyncError(f"weight sync v{version}: checksum mismatch on {who}: "
                               f"received {got}, learner sent {payload.digest}")
-    return SyncReceipt(version=version, bytes=nbytes, seconds=time.perf_counter() - t0, digest=got)
+    return SyncReceipt(version=version, bytes=nbytes, seconds=time.perf_counter() - t0, digest=got, pid=os.getpid())

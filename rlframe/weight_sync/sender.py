@@ -7,25 +7,25 @@ from typing import Any
 import ray
 import torch
 
-from rlframe.weight_sync.buckets import Digest, SyncPayload, plan_buckets, tensor_bytes
+from rlframe.weight_sync.buckets import Digest, SyncPayload, SyncSource, plan_buckets, tensor_bytes
 
 
-def gather_to_object_store(named_params: list[tuple[str, torch.nn.Parameter]], rank: int, zero3: bool,
+def gather_to_object_store(sources: list[SyncSource], rank: int, zero3: bool,
                            bucket_mb: float, checksum: bool) -> SyncPayload | None:
     """Every rank must call (ZeRO-3 gathers are collective); rank 0 returns the payload, the others None."""
     import deepspeed
 
     t0 = time.perf_counter()
-    params = dict(named_params)
-    sizes = [(n, getattr(p, "ds_numel", p.numel()) * p.element_size()) for n, p in params.items()]
+    by_name = {s.name: s for s in sources}
+    sizes = [(s.name, s.nbytes()) for s in sources]
     digest = Digest() if checksum and rank == 0 else None
     payload = SyncPayload()
     for names in plan_buckets(sizes, int(bucket_mb * 2**20)):
-        group = [params[n] for n in names]
-        unique = list({id(p): p for p in group}.values())
+        group = [by_name[n] for n in names]
+        unique = list({id(p): p for s in group for p in s.params}.values())
         with deepspeed.zero.GatheredParameters(unique, modifier_rank=None, enabled=zero3):
             if rank == 0:
-                bucket: list[tuple[str, Any]] = [(n, p.detach().to("cpu", copy=True)) for n, p in zip(names, group)]
+                bucket: list[tuple[str, Any]] = [(s.name, s.full().to("cpu", copy=True)) for s in group]
                 if digest is not None:
                     digest.update(bucket)
                 payload.bytes += sum(tensor_bytes(t) for _, t in bucket)

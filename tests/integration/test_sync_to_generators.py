@@ -5,9 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-from rlframe.config.schema import RolloutConfig
+from rlframe.config.schema import RolloutConfig, WeightSyncConfig
 from rlframe.rollout.engine import SamplingSettings
 from rlframe.rollout.generator import RolloutWorker
+from rlframe.weight_sync.coordinator import WeightSync
 
 from test_learners import fixed_batch, shards, start_learners
 
@@ -53,3 +54,16 @@ def test_sync_makes_generators_match_learner(ray_session, start_role, tiny_model
     # a transfer that does not hash to the learner's digest fails loudly
     with pytest.raises(ray.exceptions.RayTaskError, match="checksum mismatch"):
         ray.get(gens[1].actors[0].update_weights.remote(8, replace(info, digest="0" * 32)))
+
+    # the tensor transport (weight_sync.transport=collective): ZeRO-3 gathers, learner rank 0 broadcasts
+    for _ in range(2):
+        ray.get(learners.call_each("sft_step", [(sh, 2e-2) for sh in shards(batch)]))
+    expected = learners.run("greedy_generate", PROBE, 16, 2)[0]   # the generators stop at EOS (id 2)
+    assert all(out != expected for out in generator_outputs())
+    sync = WeightSync(WeightSyncConfig(transport="collective", bucket_mb=0.5), timeout_s=120)
+    for g in gens:   # learner rank 0 is in one group at a time: a new source (a new group) per generator
+        sync.new_source()
+        stats = sync.sync(learners, g, 9, (PROBE,))
+        assert stats["weight_sync/bytes"] == info.bytes and stats["weight_sync/probe_max_abs_diff"] < 1e-3
+        assert stats["weight_sync/send_seconds"] > 0
+    assert generator_outputs() == [expected, expected]

@@ -49,7 +49,7 @@ def test_plan_buckets_oversized_tensor_gets_own_bucket():
 def test_digest_is_deterministic_and_order_sensitive():
     named = _named()
     assert _digest(named) == _digest([(n, t.clone()) for n, t in named])
-    assert len(_digest(named)) == 32                                 # blake2b, 16 bytes
+    assert len(_digest(named)) == 32                                 # xxh3-128, 16 bytes
     swapped = [named[1], named[0]] + named[2:]
     assert _digest(swapped) != _digest(named)
 

@@ -1,0 +1,121 @@
+"""The tensor transport of a weight sync (rlframe/weight_sync/collective.py): the plan both ends agree on,
+packing, per-bucket digests, and a real two-process gloo broadcast into an engine's load_weights."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from rlframe.errors import WeightSyncError
+from rlframe.weight_sync.buckets import Digest, SyncSource, plain_sources
+from rlframe.weight_sync.collective import (ALIGN, SyncGroup, check_digests, digest, make_plan, pack, receive,
+                                            send, unpack)
+
+
+def _params() -> list[tuple[str, torch.nn.Parameter]]:
+    g = torch.Generator().manual_seed(0)
+    shapes = {"embed.weight": ((37, 16), torch.float32), "layer.0.bias": ((13,), torch.bfloat16),
+              "layer.0.weight": ((16, 16), torch.float32), "scale": ((3,), torch.float64),
+              "head.weight": ((5, 7), torch.bfloat16)}
+    return [(n, torch.nn.Parameter(torch.randn(*s, generator=g).to(dt), requires_grad=False))
+            for n, (s, dt) in shapes.items()]
+
+
+def test_plan_aligns_every_tensor_and_pack_unpack_round_trips():
+    sources = plain_sources(_params())
+    plan = make_plan(sources, 1500)
+    assert [s.name for b in plan.buckets for s in b] == [s.name for s in sources]   # order kept, nothing lost
+    assert len(plan.buckets) > 1 and plan.nbytes == sum(s.nbytes() for s in sources)
+    for slots, size in zip(plan.buckets, plan.sizes):
+        assert all(s.offset % ALIGN == 0 for s in slots) and size >= slots[-1].offset + slots[-1].nbytes
+        by_name = {s.name: s for s in sources}
+        buf = pack([by_name[s.name].full() for s in slots], slots, torch.empty(size, dtype=torch.uint8))
+        for name, t in unpack(buf, slots):
+            assert t.dtype == by_name[name].params[0].dtype and torch.equal(t, by_name[name].params[0])
+
+
+def test_a_merge_source_sends_its_merged_tensor():
+    w, a, b = (torch.nn.Parameter(torch.full(s, v)) for s, v in (((4, 3), 1.0), ((2, 3), 0.5), ((4, 2), 2.0)))
+    src = SyncSource("proj.weight", (w, a, b), merge=lambda t: t[0] + 0.5 * t[2] @ t[1])
+    plan = make_plan([src], 1 << 20)
+    (name, t), = unpack(pack([src.full()], plan.buckets[0], torch.empty(plan.sizes[0], dtype=torch.uint8)),
+                        plan.buckets[0])
+    assert name == "proj.weight" and t.shape == (4, 3) and torch.allclose(t, torch.full((4, 3), 2.0))
+
+
+def test_a_flipped_byte_changes_the_digest_and_check_digests_names_the_bucket():
+    plan = make_plan(plain_sources(_params()), 1500)
+    buf = torch.arange(plan.sizes[1], dtype=torch.int64).to(torch.uint8)
+    sent = [digest(torch.zeros(plan.sizes[0], dtype=torch.uint8)), digest(buf)]
+    corrupt = buf.clone()
+    corrupt[7] ^= 1
+    assert digest(corrupt) != sent[1] and digest(buf.clone()) == sent[1]
+    check_digests(plan, sent, list(sent), 3, "rollout rank 0")             # equal: passes
+    first_of_second = plan.buckets[1][0].name
+    with pytest.raises(WeightSyncError, match=rf"v3: checksum mismatch on rollout rank 0: bucket 2 of "
+                                              rf"{len(plan.buckets)} \({first_of_second}"):
+        check_digests(plan, sent, [sent[0], digest(corrupt)], 3, "rollout rank 0")
+    with pytest.raises(WeightSyncError, match="received nothing"):          # a bucket that never arrived
+        check_digests(plan, sent, sent[:1], 3, "rollout rank 0")
+
+
+class _Engine:
+    """Stands in for vLLM's reload hook: keeps copies, like an engine copying into its own weights."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, torch.Tensor] = {}
+
+    def load_weights(self, weights) -> None:
+        for name, t in weights:
+            self.loaded[name] = t.clone()
+
+
+def _fingerprint(named) -> str:
+    """(name, dtype, shape, bytes) of every tensor, hashed (tensors do not cross the queue)."""
+    d = Digest()
+    d.update(sorted((n, t.detach()) for n, t in named))
+    return d.hexdigest()
+
+
+def _peer(rank: int, port: int, queue) -> None:
+    torch.set_num_threads(1)   # forked from pytest: no OpenMP pool in the child
+    params = _params()
+    group = SyncGroup("127.0.0.1", port, rank, 3, "gloo", 60)
+    plan = make_plan(plain_sources(params), 1500)
+    for step in range(2):   # two syncs: the second reuses the buffers of the first
+        if rank == 0:
+            for _, p in params:
+                p.data.add_(step)
+            rep = send(group, plain_sources(params), plan, 0, False, True)
+            queue.put((rank, step, rep.digests, rep.bytes, _fingerprint(params)))
+        else:
+            eng = _Engine()
+            got = receive(group, eng, plan, True)
+            queue.put((rank, step, got.digests, plan.nbytes, _fingerprint(eng.loaded.items())))
+
+
+def test_a_real_gloo_broadcast_reaches_every_generator_intact_twice():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("fork")   # torch is imported already: the peers start in milliseconds
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_peer, args=(r, port, queue)) for r in range(3)]
+    for p in procs:
+        p.start()
+    try:
+        got = {(r, step): (d, n, w) for r, step, d, n, w in (queue.get(timeout=120) for _ in range(6))}
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    for step in range(2):
+        digests, nbytes, weights = got[(0, step)]
+        for r in (1, 2):
+            their_digests, their_bytes, loaded = got[(r, step)]
+            assert their_digests == digests and their_bytes == nbytes and len(digests) > 1
+            assert loaded == weights   # every tensor arrived with its name, dtype, shape and bytes
+    assert got[(0, 0)][0] != got[(0, 1)][0]   # the weights changed between the syncs, and so did the digests
