@@ -191,6 +191,22 @@ def _check_critic_and_dapo(e: list[str], cfg: RLConfig) -> None:
                  f"[1, rollout.max_new_tokens={cfg.rollout.max_new_tokens}), or the penalty never applies")
 
 
+def _check_lora(e: list[str], cfg: RLConfig) -> None:
+    """learner.lora: peft adapters on the policy (rank 0: off); the critic always trains whole."""
+    lo = cfg.learner.lora
+    _at_least(e, "learner.lora.rank", lo.rank, 0)
+    if not lo.alpha > 0:
+        e.append(f"learner.lora.alpha={lo.alpha!r}: must be > 0 (the adapter's output is scaled by alpha / rank)")
+    if not 0.0 <= lo.dropout < 1.0:
+        e.append(f"learner.lora.dropout={lo.dropout!r}: must be in [0, 1)")
+    if not lo.target_modules or not all(isinstance(t, str) and t.strip() for t in lo.target_modules):
+        e.append(f"learner.lora.target_modules={list(lo.target_modules)!r}: expected a non-empty list of linear-layer "
+                 f"names, e.g. [q_proj, v_proj]")
+    if cfg.critic.lora.rank:
+        e.append(f"critic.lora.rank={cfg.critic.lora.rank}: LoRA is for the policy only (learner.lora); the critic's "
+                 f"value model trains whole, leave critic.lora.rank=0")
+
+
 def _check_placement(e: list[str], cfg: RLConfig) -> None:
     """Each role's custom Ray resources and pool; colocation only where vLLM can sleep (CUDA)."""
     for role in ("rollout", "reward", "learner", "critic"):
@@ -296,6 +312,7 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     _choice(e, "learner.dist_backend", lr.dist_backend, ["auto", "gloo", "nccl"])
     _at_least(e, "learner.lr", lr.lr, 0.0)
     _at_least(e, "learner.micro_batch_size", lr.micro_batch_size, 1)
+    _check_lora(e, cfg)
 
     _at_least(e, "cluster.heartbeat_s", cfg.cluster.heartbeat_s, 1.0)
     for f in dataclasses.fields(cfg.cluster.timeouts):

@@ -22,6 +22,7 @@ import torch
 from rlframe.cluster.storage import localize, release
 from rlframe.config.schema import AlgorithmConfig, LearnerConfig
 from rlframe.data.batching import TrainBatch
+from rlframe.learner.lora import AdapterOff, merged_sources, save_merged_and_adapter, wrap as wrap_lora
 from rlframe.learner.losses import sft_loss
 from rlframe.learner.update import logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl, token_kl
 from rlframe.models.loading import DTYPES, load_policy
@@ -107,9 +108,13 @@ class LearnerWorker:
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.config.use_cache = False
+        if self.cfg.lora.rank:   # before DeepSpeed: only the adapter trains (the optimizer gets what requires grad)
+            model = wrap_lora(model, self.cfg.lora)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_cfg)
-        if ref_path is not None:
+        if ref_path is not None and self.cfg.lora.rank and ref_path == model_path:
+            self.ref = AdapterOff(self.engine)   # the frozen base under the adapter: no second copy of it
+        elif ref_path is not None:
             ref_cfg = deepspeed_config(self.cfg, dtype, mbs, grad_accum, self.world, train=False)
             # frozen: sharded under ZeRO-3, a plain replica otherwise (ZeRO-1/2 shard optimizer state only)
             ref_cfg["zero_optimization"] = {"stage": 3 if self.cfg.zero_stage == 3 else 0}
@@ -224,6 +229,8 @@ class LearnerWorker:
 
     def sync_sources(self) -> list[SyncSource]:
         """What the generators receive, by the names their engines expect."""
+        if self.cfg.lora.rank:   # each adapted weight merged (W + scaling * B @ A) under its base name
+            return merged_sources(self.engine.module)
         return plain_sources(self._named_params())
 
     def gather_weights(self, bucket_mb: float, checksum: bool) -> SyncPayload | None:
@@ -272,27 +279,32 @@ class LearnerWorker:
 
     def save_checkpoint(self, path: str) -> None:
         """DeepSpeed's own checkpoint of this rank (weights, ZeRO partitions, optimizer; all ranks must call)."""
-        self.engine.save_checkpoint(path, tag="state")
+        # LoRA: the adapter and its optimizer state only (the frozen base comes back from the model folder)
+        self.engine.save_checkpoint(path, tag="state", exclude_frozen_parameters=bool(self.cfg.lora.rank))
         torch.distributed.barrier()
 
     def load_checkpoint(self, path: str) -> None:
         """Restore what `save_checkpoint` wrote (same world size and ZeRO stage; all ranks must call)."""
         path = localize(path, "checkpoint")   # shipped from the driver's node when no filesystem is shared
         load_path, _ = self.engine.load_checkpoint(path, tag="state", load_optimizer_states=True,
-                                                   load_lr_scheduler_states=True)
+                                                   load_lr_scheduler_states=True,
+                                                   load_module_strict=not self.cfg.lora.rank)
         release(path)
         if load_path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {path} (tag 'state')")
 
     def save_hf(self, path: str) -> str | None:
-        """Save the full policy in Hugging Face format (gathered under ZeRO-3; all ranks must call)."""
+        """Save the full policy in Hugging Face format (gathered under ZeRO-3; all ranks must call); with LoRA the
+        merged policy, and the adapter in `path/adapter`."""
         import deepspeed
 
         module = self.engine.module
         params = self._named_params()
         with deepspeed.zero.GatheredParameters(list({id(p): p for _, p in params}.values()), modifier_rank=None,
                                                enabled=self.cfg.zero_stage == 3):
-            if self.rank == 0:
+            if self.rank == 0 and self.cfg.lora.rank:   # merged at `path`, peft's adapter in `path/adapter`
+                save_merged_and_adapter(module, path)
+            elif self.rank == 0:
                 state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
                 module.save_pretrained(path, state_dict=state, safe_serialization=True)
         torch.distributed.barrier()
