@@ -18,7 +18,7 @@ train: install
 	$(BIN)/rlframe train $(ARGS)
 
 test: install
-	$(PYTEST) tests -q -m "not gpu" $(ARGS)
+	$(PYTEST) tests -q -m "not gpu" --durations=25 $(ARGS)
 
 test-fast: install
 	$(PYTEST) tests -q -m "not integration and not gpu" $(ARGS)

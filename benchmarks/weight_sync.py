@@ -121,7 +121,8 @@ def main() -> int:
                                 f"{h['bucket_mb']:g} MB buckets: " + "; ".join(
                                     f"{tr} {x['seconds']['median']:.2f} s ({x['gbps']:.2f} GB/s)"
                                     for tr, x in head.items()) + f"; memcpy {h['memcpy_gbps']:.2f} GB/s",
-                     "ratios": ratios},
+                     "ratios": ratios, "target": ">= 0.5 of memcpy (collective)",
+                     "target_met": bool(head.get("collective", {}).get("fraction_of_memcpy", 0) >= 0.5)},
     }
     plot(table, args)
     emit("weight_sync", record, args)

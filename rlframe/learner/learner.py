@@ -241,10 +241,11 @@ class LearnerWorker:
         """Where the weight-sync group meets (this node, a free port) and this rank's device type."""
         return (*self.master_address(), self.device.type)
 
-    def open_sync_group(self, addr: str, port: int, world: int, backend: str, timeout_s: float) -> None:
+    def open_sync_group(self, addr: str, port: int, world: int, backend: str, timeout_s: float,
+                        join_timeout_s: float) -> None:
         """Rank 0 joins the generators' weight-sync group as its rank 0 (the other ranks only gather)."""
         if self.rank == 0:
-            self.sync_group = SyncGroup(addr, port, 0, world, backend, timeout_s, host=addr)
+            self.sync_group = SyncGroup(addr, port, 0, world, backend, timeout_s, addr, join_timeout_s)
 
     def sync_plan(self, bucket_mb: float) -> SyncPlan:
         return make_plan(self.sync_sources(), int(bucket_mb * 2**20))

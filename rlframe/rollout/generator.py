@@ -96,11 +96,13 @@ class RolloutWorker:
         self.version = version
         return receipt
 
-    def open_sync_group(self, addr: str, port: int, rank: int, world: int, backend: str, timeout_s: float) -> None:
+    def open_sync_group(self, addr: str, port: int, rank: int, world: int, backend: str, timeout_s: float,
+                        join_timeout_s: float) -> None:
         """Join learner rank 0's weight-sync group (collective transport) as `rank`."""
         import ray
 
-        self.sync_group = SyncGroup(addr, port, rank, world, backend, timeout_s, host=ray.util.get_node_ip_address())
+        self.sync_group = SyncGroup(addr, port, rank, world, backend, timeout_s, ray.util.get_node_ip_address(),
+                                    join_timeout_s)
 
     def receive_weights(self, version: int, plan: SyncPlan, checksum: bool) -> SyncReceipt:
         """Receive the broadcast buckets into the engine; the driver compares the per-bucket digests."""

@@ -91,11 +91,13 @@ class SyncGroup:
     until the whole layer has arrived."""
 
     def __init__(self, addr: str, port: int, rank: int, world: int, backend: str, timeout_s: float,
-                 host: str | None = None) -> None:
+                 host: str | None = None, join_timeout_s: float | None = None) -> None:
+        """`timeout_s` bounds each broadcast: a sync queued behind a generation in flight (trainer.max_staleness)
+        waits for it, so this is the sync's whole deadline; `join_timeout_s` bounds the rendezvous."""
         import torch.distributed as dist
 
         timeout = timedelta(seconds=timeout_s)
-        store = dist.TCPStore(addr, port, world, rank == 0, timeout=timeout)
+        store = dist.TCPStore(addr, port, world, rank == 0, timeout=timedelta(seconds=join_timeout_s or timeout_s))
         if backend == "nccl":   # GPU generators in their own processes (not yet run on a GPU by our tests)
             self.pg = dist.ProcessGroupNCCL(store, rank, world, dist.ProcessGroupNCCL.Options())
         else:

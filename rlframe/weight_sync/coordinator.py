@@ -62,8 +62,8 @@ class WeightSync:
                                            self.timeout_s, "weight_sync_s")[0]
         backend, world = ("nccl" if device == "cuda" else "gloo"), 1 + len(generators)
         join_s = min(self.timeout_s, 120.0)
-        lrefs = learners.call("open_sync_group", addr, port, world, backend, join_s)
-        grefs = generators.call_each("open_sync_group", [(addr, port, i + 1, world, backend, join_s)
+        lrefs = learners.call("open_sync_group", addr, port, world, backend, self.timeout_s, join_s)
+        grefs = generators.call_each("open_sync_group", [(addr, port, i + 1, world, backend, self.timeout_s, join_s)
                                                          for i in range(len(generators))])
         try:
             generators.wait(grefs, "weight-sync group", join_s + 30, "weight_sync_s")
