@@ -278,6 +278,9 @@ class TrainerConfig:
     stages: List[str] = field(default_factory=lambda: ["sft", "grpo"])
     max_steps: int = 40
     prompts_per_step: int = 16
+    # k > 0: the rollouts of the next k steps run while the learners train, with weights at most k versions old
+    # (corrected by algorithm.mismatch); 0 = synchronous
+    max_staleness: int = 0
     lr_schedule: str = "constant"
     eval_every: int = 0
     # a complete checkpoint (learner state, run state, policy) every N steps of a stage, and at its end

@@ -345,6 +345,10 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
         e.append("trainer.resume=auto: needs run.output_dir (the folder whose checkpoints to continue from)")
     _check_storage(e, cfg.run)
     _at_least(e, "trainer.prompts_per_step", t.prompts_per_step, 1)
+    _at_least(e, "trainer.max_staleness", t.max_staleness, 0)
+    if t.max_staleness > 0 and cfg.cluster.colocate:
+        e.append(f"trainer.max_staleness={t.max_staleness} with cluster.colocate=true: colocated generators sleep "
+                 "while the learners train, so nothing can generate ahead; use trainer.max_staleness=0")
     _choice(e, "trainer.lr_schedule", t.lr_schedule, ["constant", "cosine"])
     if (t.prompts_per_step * a.group_size) % lr.world_size:
         e.append(f"trainer.prompts_per_step*algorithm.group_size={t.prompts_per_step * a.group_size}: "

@@ -9,7 +9,7 @@ The two pure functions are unit-tested; `collect_batch` is the driver's side.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rlframe.data.rollout_batch import RolloutBatch
 from rlframe.reward.scoring import Scores
@@ -37,13 +37,13 @@ def informative_groups(rewards: Sequence[float], group_size: int, masked: Sequen
     return out
 
 
-def _scored_round(d: Driver, idx: list[int], step: int, params: SamplingSettings,
-                  timer: Timer) -> tuple[RolloutBatch, Scores]:
+def _scored_round(d: Driver, idx: list[int], step: int, params: SamplingSettings, timer: Timer,
+                  **rollout: Any) -> tuple[RolloutBatch, Scores]:
     """Generate and score one round of prompts; the overlong penalty goes into the rewards here, before any
-    filter looks at them."""
+    filter looks at them. `rollout`: `Driver.rollout`'s floor and on_lost (a batch generated ahead)."""
     a = d.cfg.algorithm
     batch = RolloutBatch([d.task.train[i] for i in idx], [d.train_prompts[i] for i in idx], a.group_size, step=step)
-    scores = d.rollout(batch, params, timer, stream=d.cfg.reward.stream_batch)
+    scores = d.rollout(batch, params, timer, stream=d.cfg.reward.stream_batch, **rollout)
     ol = a.overlong_penalty
     if ol.enabled:   # a reward component of its own: logged as reward/overlong_penalty, replayed in dumps
         expected = ol.expected_len if ol.expected_len is not None else params.max_new_tokens - ol.cache_len
@@ -53,11 +53,11 @@ def _scored_round(d: Driver, idx: list[int], step: int, params: SamplingSettings
     return batch, scores
 
 
-def collect_batch(d: Driver, step: int, sampler: EpochSampler, params: SamplingSettings,
-                  timer: Timer) -> tuple[RolloutBatch, Scores, dict[str, float]]:
+def collect_batch(d: Driver, step: int, sampler: EpochSampler, params: SamplingSettings, timer: Timer,
+                  **rollout: Any) -> tuple[RolloutBatch, Scores, dict[str, float]]:
     """The step's scored batch (one round unless dynamic sampling is on) and the `dapo/*` metrics."""
     a, want = d.cfg.algorithm, d.cfg.trainer.prompts_per_step
-    batch, scores = _scored_round(d, sampler.take(want), step, params, timer)
+    batch, scores = _scored_round(d, sampler.take(want), step, params, timer, **rollout)
     if not a.dynamic_sampling.enabled:
         return batch, scores, {}
     out, spare, rounds, dropped, seen = RolloutBatch([], [], a.group_size, step=step), [], 1, 0, 0
@@ -72,7 +72,7 @@ def collect_batch(d: Driver, step: int, sampler: EpochSampler, params: SamplingS
             break
         # as many prompts as the rate of informative groups so far says will fill the gap (at most a batch)
         n = min(want, math.ceil(missing * seen / len(out.prompts))) if out.prompts else want
-        batch, s = _scored_round(d, sampler.take(n), step, params, timer)
+        batch, s = _scored_round(d, sampler.take(n), step, params, timer, **rollout)
         every.append(s)
         rounds += 1
     for b, g in spare[:missing]:

@@ -11,7 +11,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import ray
 import torch
@@ -195,8 +195,7 @@ class Driver:
 
     def generate(self, prompts: list[list[int]], params: SamplingSettings) -> Iterator[list[Completion]]:
         """Prompts split across the generators; yields each generator's completions (one part each)."""
-        slices = split_even(len(prompts), len(self.generators))
-        busy = [(i, sl) for i, sl in enumerate(slices) if sl.stop > sl.start]
+        busy = [(i, sl) for i, sl in enumerate(split_even(len(prompts), len(self.generators))) if sl.stop > sl.start]
         refs = [self.generators.actors[i].generate.remote(prompts[sl], params, sl.start) for i, sl in busy]
         yield from self.generators.wait(refs, "generate", self.generate_deadline(len(prompts) * params.n),
                                         "generate_s", ranks=[i for i, _ in busy])
@@ -206,8 +205,7 @@ class Driver:
         slices = split_even(len(prompts), len(self.generators))
         rank = {self.generators.actors[i].generate_stream.remote(prompts[sl], params, sl.start): i
                 for i, sl in enumerate(slices) if sl.stop > sl.start}
-        pending, t0 = list(rank), time.monotonic()
-        deadline = self.generate_deadline(len(prompts) * params.n)
+        pending, t0, deadline = list(rank), time.monotonic(), self.generate_deadline(len(prompts) * params.n)
         while pending:
             ready, _ = ray.wait(pending, num_returns=1, timeout=self.cfg.cluster.heartbeat_s)
             if not ready:
@@ -224,13 +222,15 @@ class Driver:
                     continue
                 yield self.generators.fetch(ref, rank[gen], "generate")
 
-    def rollout(self, batch: RolloutBatch, params: SamplingSettings, timer: Timer | None = None,
-                stream: int = 0) -> Scores:
+    def rollout(self, batch: RolloutBatch, params: SamplingSettings, timer: Timer | None = None, stream: int = 0,
+                floor: int | None = None, on_lost: Callable[[str], None] | None = None) -> Scores:
         """Generate the batch's samples and score them into it (components, then the weighted totals).
 
         With `stream` > 0 finished groups go to the reward pool in chunks of at least `stream` samples while
-        the rest are generated; `reward_wait` is then the time left after the last completion."""
-        timer = timer or Timer()
+        the rest are generated (`reward_wait`: the time left after the last completion). A completion below weight
+        version `floor` (default: the current one) or a dead generator goes to `on_lost` (default: recover it)."""
+        timer, on_lost = timer or Timer(), on_lost or self.recover_generators
+        floor = self.state.weight_version if floor is None else floor
         tickets, slots, pending = [], [], []
         todo = list(range(len(batch.prompts)))   # prompts still to generate (all, unless a generator died)
         with timer("generate"):
@@ -240,7 +240,7 @@ class Driver:
                 try:
                     for part in (self.generate_stream if stream else self.generate)([batch.prompts[i] for i in todo],
                                                                                     params):
-                        if any(c.weight_version != self.state.weight_version for c in part):
+                        if any(not floor <= c.weight_version <= self.state.weight_version for c in part):
                             stale = True   # a generator restarted between calls: it still has the initial weights
                             continue
                         for c in part:
@@ -250,10 +250,10 @@ class Driver:
                             tickets.append(self.rewarders.submit(batch.reward_samples(pending)))
                             slots, pending = slots + pending, []
                 except (RoleDied, ray.exceptions.RayActorError) as err:
-                    self.recover_generators(str(err).strip().splitlines()[0])
+                    on_lost(str(err).strip().splitlines()[0])
                     stale = False
                 if stale:
-                    self.recover_generators("a generator answered with stale weights (it was restarted)")
+                    on_lost("a generator answered with stale weights (it was restarted)")
                 todo = [i for i in todo if batch.completions[i * batch.group_size] is None]
         with timer("reward_wait" if stream else "reward"):
             if pending:

@@ -3,6 +3,8 @@
     sample prompts ─> generators (G samples each) ─> reward pool ─> advantages (here, on the driver: they
     need every sample of a group) ─> learners (one call per rank: reference log-probs, then the update)
     ─> weight sync to the generators ─> log (evaluate, save)
+
+trainer.max_staleness=k > 0: the rollouts of the next k steps run while the learners train (async_rollout.py).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from rlframe.learner.advantages import compute_advantages
 from rlframe.rollout.engine import SamplingSettings
 from rlframe.tracking import write_jsonl
 from rlframe.trainer import ppo
+from rlframe.trainer.async_rollout import Prefetcher
 from rlframe.trainer.dapo import collect_batch
 from rlframe.trainer.metrics import Timer, merge_ranks, progress, reward_metrics
 from rlframe.trainer.schedule import lr_at
@@ -46,30 +49,39 @@ def run_rl(d: Driver, policy_path: str) -> None:
     sampler = d.state.sampler("grpo", len(d.task.train), cfg.run.seed + 1)
     params = SamplingSettings(n=a.group_size, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                               top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens)
+    ahead = Prefetcher(d, sampler, params, t.max_staleness) if t.max_staleness else None
     bar = progress(t.max_steps, "grpo", t.progress)
     bar.update(first)
-    for step in range(first + 1, t.max_steps + 1):
-        metrics = rl_step(d, step, sampler, params)
-        bar.set_postfix(reward=f"{metrics['reward/total']:.3f}",
-                        acc=f"{metrics.get('reward/accuracy', float('nan')):.2f}")
-        bar.update()
-        d.guard.check_stop()
+    try:
+        for step in range(first + 1, t.max_steps + 1):
+            metrics = rl_step(d, step, sampler, params, ahead)
+            bar.set_postfix(reward=f"{metrics['reward/total']:.3f}",
+                            acc=f"{metrics.get('reward/accuracy', float('nan')):.2f}")
+            bar.update()
+            d.guard.check_stop()
+    finally:
+        if ahead:
+            ahead.close()
     bar.close()
 
 
-def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSettings) -> dict[str, float]:
+def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSettings,
+            ahead: Prefetcher | None = None) -> dict[str, float]:
     cfg, t = d.cfg, d.cfg.trainer
     timer, t0 = Timer(), time.perf_counter()
     before = d.state.state_dict()   # where the run was before this step (a checkpoint if rewards fail)
-    try:   # one round of generation and rewards (more with DAPO's dynamic sampling)
-        batch, scores, dapo = collect_batch(d, step, sampler, params, timer)
+    try:   # one round of generation and rewards (more with DAPO's dynamic sampling), or the batch generated ahead
+        batch, scores, dapo = ahead.take(step, timer) if ahead else collect_batch(d, step, sampler, params, timer)
     except RewardError:
         if step > 1:   # the learners have not updated yet: the state before this step is consistent
             d.guard.checkpoint(before)
         raise
     lr = lr_at(step - 1, t.max_steps, cfg.learner.lr, cfg.learner.warmup_steps, t.lr_schedule)
     d.roles.sleep("rollout")   # cluster.colocate=true: generators free the shared GPUs (woken by the sync)
+    t_update = time.perf_counter()
     m = learner_update(d, batch, lr, params, step)
+    if ahead:   # how long the next batches generated while the learners ran
+        timer.add("overlap", ahead.overlap(t_update))
     timer.add("ref", m.pop("timing/ref", 0.0))
     timer.add("train", m.pop("timing/train", 0.0))
     with timer("weight_sync"):
@@ -80,6 +92,8 @@ def rl_step(d: Driver, step: int, sampler: EpochSampler, params: SamplingSetting
     metrics = {"step": step, "stage": "grpo", **reward_metrics(batch, scores), **dapo, **m, **sync,
                "rollout/restarts": d.generator_restarts}
     if t.eval_every and d.task.eval and (step % t.eval_every == 0 or step == t.max_steps):
+        if ahead:
+            ahead.drain()   # the generators and the reward pool are the main thread's while it evaluates
         with timer("eval"):
             d.tracker.log({"step": step, "stage": "eval", **d.evaluate()})
     metrics.update(timer.metrics())

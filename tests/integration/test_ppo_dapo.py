@@ -1,6 +1,6 @@
 """PPO with a critic and DAPO end to end through the driver (rollout=hf, no SFT, 2 small steps each): the critic
 role is started, warms up, trains beside the actor, lands in every checkpoint and resumes exactly; DAPO's dynamic
-sampling and overlong penalty are logged."""
+sampling and overlong penalty are logged (with trainer.max_staleness=1: the next step's rounds generate ahead)."""
 from __future__ import annotations
 
 import math
@@ -57,13 +57,17 @@ def test_ppo_with_a_critic(ray_session, tmp_path):
 
 
 def test_dapo_dynamic_sampling_and_overlong_penalty(ray_session, tmp_path):
+    # trainer.max_staleness=1: step 2's rounds (their prompts drawn on the background thread) generate while step 1
+    # trains, with step 1's weights
     _, rows = run(tmp_path, "algorithm=dapo", HALF, "algorithm.dynamic_sampling.max_rounds=1",
-                  "algorithm.overlong_penalty.cache_len=8", *CHEAP)
+                  "algorithm.overlong_penalty.cache_len=8", *CHEAP, "trainer.max_staleness=1")
     grpo = [r for r in rows if r["stage"] == "grpo"]
     assert [r["step"] for r in grpo] == [1, 2]
     for r in grpo:
         assert r["dapo/rounds"] in (1, 2) and 0 <= r["dapo/filled_groups"] <= 2
         assert -1.0 <= r["reward/overlong_penalty"] <= 0.0 and "kl" in r and "critic/loss" not in r
+        assert r["mismatch/truncated_frac"] >= 0 and r["timing/wait_batch"] >= 0   # TIS corrects the stale batch
+    assert [r["rollout/staleness_max"] for r in grpo] == [0, 1] and grpo[0]["timing/overlap"] > 0
     # groups were dropped and replaced, and the step trained on the kept ones (a ratio over unmasked tokens)
     assert sum(r["dapo/dropped_groups"] for r in grpo) > 0 and max(r["dapo/rounds"] for r in grpo) == 2
     assert all(r["actor/ratio_mean"] > 0 for r in grpo)
