@@ -33,7 +33,8 @@ class WeightSync:
         self.plans: dict[float, Any] = {}
 
     def new_source(self) -> None:
-        self.probe_next, self.connected, self.plans = True, False, {}
+        # a new source tries the group again (`auto`): a generator that failed to join may have been the one replaced
+        self.probe_next, self.connected, self.fallback, self.plans = True, False, False, {}
 
     def sync(self, learners: Any, generators: Any, version: int, probe_args: Sequence[Any]) -> dict[str, float]:
         """Send the learners' weights to every generator as `version`, check versions (and the probe)."""
