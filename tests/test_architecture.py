@@ -88,12 +88,49 @@ def test_the_core_never_imports_the_example_task():
     assert GRAPH["rlframe.errors"] == set()
 
 
+# One interpreter for every pure module: it imports torch (allowed, and most of each import's cost) once, then
+# forks a child per module, so each child starts from a sys.modules holding no rlframe module and no HEAVY one.
+PROBE = """
+import json, os, sys, torch
+heavy, out = json.loads(sys.argv[1]), {}
+for module in json.loads(sys.argv[2]):
+    r, w = os.pipe()
+    if os.fork() == 0:
+        os.close(r)
+        try:
+            __import__(module)
+            found = [m for m in heavy if m in sys.modules and m != module]
+        except BaseException as err:
+            found = ["import failed: " + repr(err)]
+        os.write(w, json.dumps(found).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out[module] = json.loads(f.read() or '["child died"]')
+    os.wait()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def pure_imports() -> dict[str, list[str]]:
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(HEAVY), json.dumps(PURE)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_import_probe_sees_a_heavy_import(tmp_path):
+    """The probe is not blind: a module that imports ray is reported."""
+    (tmp_path / "uses_ray_probe.py").write_text("import ray\n")
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(HEAVY), json.dumps(["uses_ray_probe"])],
+                         capture_output=True, text=True, check=True, cwd=tmp_path,
+                         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"uses_ray_probe": ["ray"]}
+
+
 @pytest.mark.parametrize("module", PURE)
-def test_pure_modules_import_no_ray_deepspeed_vllm_or_example(module):
-    code = (f"import sys, json; import {module}; "
-            f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules and m != {module!r}]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+def test_pure_modules_import_no_ray_deepspeed_vllm_or_example(module, pure_imports):
+    loaded = pure_imports[module]
     if module.startswith(EXAMPLE):
         loaded = [m for m in loaded if m != EXAMPLE]
     assert loaded == [], f"{module} imports {loaded}"
