@@ -70,8 +70,11 @@ class RunGuard:
                  ", ".join(self.d.state.completed) or "-")
 
     def resuming(self, stage: str) -> bool:
-        """Whether `stage` continues from the checkpoint (its learners then load their saved state)."""
-        return self.resumed is not None and self.d.state.stage == stage and stage not in self.d.state.completed
+        """Whether `stage` continues from the checkpoint (its learners then load their saved state): the checkpoint
+        was written during `stage`. (Not `state.stage`: a run resumed mid-SFT enters GRPO afterwards, and its GRPO
+        learners must start from the SFT policy, not from the SFT checkpoint's learner state.)"""
+        return (self.resumed is not None and self.resumed["run"]["stage"] == stage
+                and stage not in self.d.state.completed)
 
     def restore_learners(self, stage: str) -> int:
         """Load the checkpoint's learner state when resuming `stage`; the step to continue after."""

@@ -1,5 +1,6 @@
-"""Real failures: a generator that hangs is reported within its deadline, naming it; a learner rank killed
-mid-run stops the run naming the rank and the last checkpoint, and the run resumes to the end."""
+"""Real failures: a generator that hangs is reported within its deadline, naming it; a generator killed mid-run
+is restarted and resynced; SIGTERM during a step that cannot finish abandons it. (A learner rank killed
+mid-run is one link of the chain in test_resume.py.)"""
 from __future__ import annotations
 
 import dataclasses
@@ -49,24 +50,6 @@ def test_a_hanging_generator_is_reported_within_its_deadline_naming_it(ray_sessi
     assert "deadline 6 s, cluster.timeouts.generate_s" in msg
     assert "generate: waiting" in caplog.text                      # the heartbeat named it before that
     assert not [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["stage"] == "grpo"]
-
-
-def test_a_learner_rank_killed_mid_run_stops_it_naming_the_rank_then_resume_finishes(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = start(run_dir, "trainer.stages=[grpo]")
-    wait_for_row(run_dir, "grpo", 3, proc)
-    learners = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                if "LearnerWorker" in " ".join(p.cmdline()[:1])]
-    assert len(learners) == 2
-    learners[-1].send_signal(signal.SIGKILL)
-    rc, err = finish(proc)
-    assert rc == 1, err[-3000:]
-    assert "learner rank " in err and " on node " in err and "died during" in err
-    assert "last checkpoint: " in err and "checkpoints/" in err and "trainer.resume=auto" in err
-
-    rc, err = finish(start(run_dir, "trainer.stages=[grpo]", "trainer.resume=auto"))
-    assert rc == 0, err[-3000:]
-    assert [r["step"] for r in rows(run_dir, "grpo")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_generator_killed_mid_run_is_restarted_resynced_and_the_run_finishes(tmp_path):

@@ -1,8 +1,13 @@
-"""Runs that survive: SIGTERM mid-GRPO then `trainer.resume=auto`, and SIGKILL mid-SFT then resume, each give
-the same per-step losses and rewards as an uninterrupted run; no step is logged twice.
+"""A run that survives: SIGKILL mid-SFT, a learner rank killed mid-GRPO, then SIGTERM mid-GRPO, each followed by
+`trainer.resume=auto`, ends with the same per-step losses and rewards as an uninterrupted run; no step is
+logged twice.
+
+One chain rather than a test per failure: every link starts a whole run (Ray, learners, generator, rewards),
+which is most of its cost, and each resume starts from what the previous failure left.
 
 Real processes: `rlframe train` runs as a subprocess and the test signals it by its own pid (SIGKILL leaves
-its Ray processes behind, so the test then kills the descendants it recorded, and only those).
+its Ray processes behind, so the test then kills the descendants it recorded, and only those); the learner
+rank is killed by its own pid, found among the run's descendants.
 """
 from __future__ import annotations
 
@@ -74,10 +79,47 @@ def uninterrupted(tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_sigterm_mid_grpo_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_path):
+def kill_family(proc: subprocess.Popen) -> None:
+    """SIGKILL the run (no handler runs, nothing is cleaned up), then the Ray processes it started."""
+    family = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    proc.wait(timeout=60)
+    for p in family:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def test_sigkill_sft_then_a_dead_learner_then_sigterm_grpo_resume_to_the_uninterrupted_numbers(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
+    ckpts = run_dir / "checkpoints"
+
+    # 1. SIGKILL mid-SFT: the last complete checkpoint survives; a half-written one is left as if killed writing
     proc = start(run_dir)
+    wait_for_row(run_dir, "sft", 5, proc)
+    kill_family(proc)
+    complete, _ = listing(run_dir)
+    assert json.loads((complete[-1] / "COMPLETE").read_text())["step"] in (4, 6)   # save_every=2
+    (ckpts / ".tmp-0099-sft-step000006").mkdir()
+
+    # 2. resume, then kill one learner rank mid-GRPO: the run stops naming the rank and its last checkpoint
+    proc = start(run_dir, "trainer.resume=auto")
     wait_for_row(run_dir, "grpo", 3, proc)
+    learners = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if "LearnerWorker" in " ".join(p.cmdline()[:1])]
+    assert len(learners) == 2
+    learners[-1].send_signal(signal.SIGKILL)
+    rc, err = finish(proc)
+    assert rc == 1, err[-3000:]
+    assert f"resuming from {complete[-1]}" in err and "skipping incomplete checkpoint" in err
+    assert "learner rank " in err and " on node " in err and "died during" in err
+    assert "last checkpoint: " in err and "checkpoints/" in err and "trainer.resume=auto" in err
+
+    # 3. resume, then SIGTERM mid-GRPO: the step in flight finishes and is checkpointed, the message says how
+    # to resume
+    proc = start(run_dir, "trainer.resume=auto")
+    wait_for_row(run_dir, "grpo", 4, proc)
     proc.send_signal(signal.SIGTERM)
     rc, err = finish(proc)
     assert rc == 128 + signal.SIGTERM, err[-3000:]
@@ -85,13 +127,16 @@ def test_sigterm_mid_grpo_then_resume_matches_an_uninterrupted_run(uninterrupted
     complete, incomplete = listing(run_dir)
     assert complete and not incomplete
     stopped = json.loads((complete[-1] / "COMPLETE").read_text())
-    assert stopped["stage"] == "grpo" and 3 <= stopped["step"] < 6   # the step in flight finished first
+    assert stopped["stage"] == "grpo" and 4 <= stopped["step"] < 6, stopped
+    assert not (ckpts / ".tmp-0099-sft-step000006").exists()                    # cleaned by pruning
 
+    # 4. resume to the end: the numbers of the run that was never interrupted
     rc, err = finish(start(run_dir, "trainer.resume=auto"))
     assert rc == 0, err[-3000:]
     assert f"resuming from {complete[-1]}" in err
     grpo = rows(run_dir, "grpo")
-    assert [r["step"] for r in grpo] == [1, 2, 3, 4, 5, 6]       # continued, nothing logged twice
+    assert [r["step"] for r in rows(run_dir, "sft")] == list(range(1, 9))
+    assert [r["step"] for r in grpo] == [1, 2, 3, 4, 5, 6]                     # continued, nothing logged twice
     close(rows(uninterrupted, "sft"), rows(run_dir, "sft"), ("loss",))
     close(rows(uninterrupted, "grpo"), grpo, ("loss", "reward/total", "kl", "response_length"))
     # TensorBoard was rebuilt from the kept rows: each GRPO step has one loss event
@@ -101,29 +146,3 @@ def test_sigterm_mid_grpo_then_resume_matches_an_uninterrupted_run(uninterrupted
     events.Reload()
     assert [e.step for e in events.Scalars("grpo/loss")] == [1, 2, 3, 4, 5, 6]
     assert (run_dir / "final" / "config.json").exists()
-
-
-def test_sigkill_mid_sft_then_resume_from_the_last_complete_checkpoint(uninterrupted, tmp_path):
-    run_dir = tmp_path / "run"
-    proc = start(run_dir, "trainer.stages=[sft]")
-    wait_for_row(run_dir, "sft", 5, proc)
-    family = psutil.Process(proc.pid).children(recursive=True)
-    proc.kill()                                     # SIGKILL: no handler runs, nothing is cleaned up
-    proc.wait(timeout=60)
-    for p in family:                                # the Ray processes this run started
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    complete, _ = listing(run_dir)
-    step = json.loads((complete[-1] / "COMPLETE").read_text())["step"]
-    assert step in (4, 6), step                      # save_every=2; the kill came after step 5 was logged
-    (run_dir / "checkpoints" / ".tmp-0009-sft-step000006").mkdir()             # as if killed while writing
-
-    rc, err = finish(start(run_dir, "trainer.stages=[sft]", "trainer.resume=auto"))
-    assert rc == 0, err[-3000:]
-    assert "skipping incomplete checkpoint" in err
-    sft = rows(run_dir, "sft")
-    assert [r["step"] for r in sft] == list(range(1, 9))
-    close(rows(uninterrupted, "sft"), sft, ("loss",))
-    assert not (run_dir / "checkpoints" / ".tmp-0009-sft-step000006").exists()   # cleaned by pruning

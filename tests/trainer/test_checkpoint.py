@@ -94,3 +94,22 @@ def test_a_signal_right_after_a_checkpoint_does_not_write_a_second_one(tmp_path)
     with pytest.raises(RunInterrupted, match="signal 15") as info:
         guard.check_stop()
     assert info.value.checkpoint == "ckpt-7"
+
+
+def test_a_run_resumed_mid_sft_starts_grpo_fresh_not_from_the_sft_checkpoint(tmp_path):
+    """Found by the resume chain: the GRPO learners of a run resumed mid-SFT loaded the SFT checkpoint's learner
+    state (the policy of SFT step 4, not the finished SFT policy), because the stage was compared with the run's
+    current stage rather than the checkpoint's."""
+    from types import SimpleNamespace
+
+    from rlframe.trainer.run_state import RunState
+    from rlframe.trainer.survival import RunGuard
+
+    state = RunState(stage="sft", step=4)
+    guard = RunGuard(SimpleNamespace(state=state, run_dir=tmp_path))
+    guard.resumed = {"run": state.state_dict()}
+    assert guard.resuming("sft") and not guard.resuming("grpo")
+    state.completed.append("sft")
+    state.enter("grpo")                    # the driver entering the next stage of the same process
+    assert not guard.resuming("grpo") and not guard.resuming("sft")
+    assert guard.restore_learners("grpo") == 0
