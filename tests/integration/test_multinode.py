@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # one node per role, each marked by a custom resource the role's config asks for (the head hosts the rewards)
 NODES = {"node_reward": {"num_cpus": 1}, "node_gen": {"num_cpus": 1}, "node_learn": {"num_cpus": 1}}
 ROLE_NODE = {"RolloutWorker": "node_gen", "RewardWorker": "node_reward", "LearnerWorker": "node_learn"}
-RUN = ["trainer.stages=[grpo]", "rollout=hf", "learner.world_size=1", "data.num_train=16", "data.num_eval=4",
+# algorithm=dr_grpo: also its end-to-end run (no KL term: the learner node holds no reference model)
+RUN = ["trainer.stages=[grpo]", "algorithm=dr_grpo", "rollout=hf", "learner.world_size=1", "data.num_train=16", "data.num_eval=4",
        "trainer.max_steps=2", "trainer.save_every=1", "trainer.prompts_per_step=2", "algorithm.group_size=2", "rollout.max_new_tokens=8",
        "trainer.eval_every=0", "trainer.progress=false", "reward.stream_batch=0", "trainer.loggers=[]",
        "reward.fns=[{name:format,weight:0.5},{name:accuracy,weight:1.0}]",
@@ -90,6 +91,10 @@ def test_each_role_runs_on_the_node_its_config_names(three_nodes, first_run):
     cluster, node_of, scratch = three_nodes
     run_dir, err = first_run
     assert [r["step"] for r in grpo_rows(run_dir)] == [1, 2]
+    import yaml
+
+    algo = yaml.safe_load((run_dir / "config.yaml").read_text())["algorithm"]
+    assert (algo["name"], algo["loss_agg"], algo["kl_coef"]) == ("dr_grpo", "seq_mean_token_sum", 0.0)
 
     actors = cluster.global_state.actor_table(None).values()
     ran = {(a["ActorClassName"], node_of.get(a["Address"]["NodeID"])) for a in actors if a["ActorClassName"] in ROLE_NODE}

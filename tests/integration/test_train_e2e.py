@@ -96,11 +96,12 @@ def check_eval(run_dir: Path, tmp_path: Path) -> None:
     assert "| 3 | eval | 8 |" in (out / "eval.md").read_text()
 
 
-def test_hf_zero3_without_reference_probes_every_sync(ray_session, tmp_path):
+def test_hf_zero3_rloo_without_reference_probes_every_sync(ray_session, tmp_path):
+    """Also the end-to-end run of `algorithm=rloo` (no KL term, so no reference model)."""
     brevity = ROOT / "examples" / "rewards" / "batch_style.py"
     fns = ("reward.fns=[{name:format,weight:0.3},{name:accuracy,weight:1.0},"
            f"{{name:brevity,path:'{brevity}',weight:0.1,kwargs:{{budget:48}}}}]")
-    run_dir, rows = run(tmp_path, "rollout=hf", "learner=zero3", "algorithm.kl_coef=0",
+    run_dir, rows = run(tmp_path, "rollout=hf", "learner=zero3", "algorithm=rloo",
                         "weight_sync.probe_every=1", "trainer.eval_every=0", "trainer.sft.stop_threshold=-1",
                         "reward.stream_batch=0", fns)
     # any accuracy reaches -1: SFT stops at its first evaluation
@@ -116,6 +117,10 @@ def test_hf_zero3_without_reference_probes_every_sync(ray_session, tmp_path):
         assert r["kl"] == 0.0  # no frozen reference model was built
         assert r["weight_sync/probe_max_abs_diff"] < 1e-3  # verified on every sync
     assert (run_dir / "final" / "config.json").exists()
+    import yaml
+
+    algo = yaml.safe_load((run_dir / "config.yaml").read_text())["algorithm"]
+    assert (algo["name"], algo["kl_coef"], algo["group_size"]) == ("rloo", 0.0, 4)
     # where every actor ran (one machine here) and what it printed; the learners of SFT and of GRPO both logged
     placed = json.loads((run_dir / "placement.json").read_text())
     assert sorted((e["role"], e["rank"]) for e in placed) == [("learner", 0), ("learner", 0), ("learner", 1),
