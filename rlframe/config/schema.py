@@ -212,6 +212,9 @@ class LearnerConfig:
     # roles naming the same pool share one placement group, bundle i holding actor i of each (null: its own)
     pool: Optional[str] = None
     torch_threads: int = 1
+    # rows of a micro-batch that share a prompt are packed into one row, the prompt computed once for all of its
+    # completions (models/shared_prefix.py); text-only, eager/SDPA attention; the critic always runs padded rows
+    shared_prefix: bool = True
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 

@@ -1,0 +1,78 @@
+"""The shared-prefix forward gives the padded forward's log-probs and gradients, with each prompt computed once."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlframe.data.batching import collate
+from rlframe.models.logprobs import token_logprobs
+from rlframe.models.shared_prefix import pack_shared_prefix
+
+
+def tiny_qwen2(attn: str) -> torch.nn.Module:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      attn_implementation=attn)
+    return Qwen2ForCausalLM(cfg).float()
+
+
+# two prompts of different lengths, three completions each (one of a single token), one row with no completion,
+# and a prompt that appears once (packed on its own)
+PROMPTS = [[5, 6, 7], [5, 6, 7], [5, 6, 7], [9, 10, 11, 12, 13], [9, 10, 11, 12, 13], [9, 10, 11, 12, 13],
+           [20, 21], [9, 10, 11, 12, 13]]
+COMPS = [[30, 31, 32, 33], [34], [35, 36], [40, 41, 42, 43, 44, 45], [46, 47], [48, 49, 50], [51, 52, 53], []]
+
+
+def padded_and_packed(model, batch):
+    padded = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    packed = pack_shared_prefix(batch.input_ids, batch.attention_mask, batch.loss_mask)
+    out = packed.gather(model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                              attention_mask=packed.attention_mask(torch.float32)).logits)
+    return padded, out, packed
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_log_probs_and_gradients_match_the_padded_forward(attn):
+    model = tiny_qwen2(attn)
+    batch = collate(PROMPTS, COMPS, pad_id=0)
+    padded, packed_logits, packed = padded_and_packed(model, batch)
+    assert packed.input_ids.shape[0] == 3                      # three distinct prompts -> three packed rows
+    # each prompt once: 3 + 5 + 2 prompt tokens + every completion token, instead of every row's prompt again
+    assert int((packed.input_ids != 0).sum()) <= 10 + sum(map(len, COMPS))
+    targets, mask = batch.input_ids[:, 1:], batch.loss_mask
+    a, b = token_logprobs(padded, targets), token_logprobs(packed_logits, targets)
+    assert torch.allclose(a * mask, b * mask, atol=1e-5), (a * mask - b * mask).abs().max()
+    # the prompt's own positions are right too (their logits are the prompt's, computed once)
+    prompt_pos = torch.zeros_like(mask)
+    for i, p in enumerate(PROMPTS):
+        prompt_pos[i, : len(p) - 1] = 1
+    assert torch.allclose(a * prompt_pos, b * prompt_pos, atol=1e-5)
+    # gradients of a loss on the completion tokens agree parameter by parameter
+    weights = torch.linspace(-1, 1, mask.numel()).view_as(mask)
+    grads = []
+    for logp in (a, b):
+        model.zero_grad()
+        (logp * mask * weights).sum().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for ga, gb in zip(*grads):
+        assert torch.allclose(ga, gb, atol=1e-5, rtol=1e-4), (ga - gb).abs().max()
+
+
+def test_a_completion_never_sees_another_completion():
+    model = tiny_qwen2("sdpa")
+    batch = collate(PROMPTS[:3], COMPS[:3], pad_id=0)
+    _, before, _ = padded_and_packed(model, batch)
+    changed = [list(c) for c in COMPS[:3]]
+    changed[0] = [60, 61, 62, 63]                              # another first completion, same length
+    batch2 = collate(PROMPTS[:3], changed, pad_id=0)
+    _, after, _ = padded_and_packed(model, batch2)
+    assert torch.allclose(before[1:], after[1:], atol=1e-6)    # the other rows' logits did not move
+    assert not torch.allclose(before[0], after[0])
+
+
+def test_nothing_to_share_falls_back():
+    batch = collate([[1, 2], [3, 4], [1, 2, 3]], [[5], [6], [7]], pad_id=0)
+    assert pack_shared_prefix(batch.input_ids, batch.attention_mask, batch.loss_mask) is None
