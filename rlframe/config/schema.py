@@ -213,7 +213,7 @@ class LearnerConfig:
     pool: Optional[str] = None
     torch_threads: int = 1
     # rows of a micro-batch that share a prompt are packed into one row, the prompt computed once for all of its
-    # completions (models/shared_prefix.py); text-only, eager/SDPA attention; the critic always runs padded rows
+    # completions (models/shared_prefix.py); text-only, eager/SDPA attention (else padded rows); the critic too
     shared_prefix: bool = True
     lora: LoraConfig = field(default_factory=LoraConfig)
 

@@ -35,8 +35,10 @@ class ValueModel(torch.nn.Module):
     def gradient_checkpointing_enable(self) -> None:
         self.backbone.gradient_checkpointing_enable()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               position_ids=position_ids).last_hidden_state
         return self.value_head(hidden).squeeze(-1).float()
 
 
@@ -46,6 +48,11 @@ class CriticWorker(LearnerWorker):
 
     def _values(self, mb: TrainBatch) -> torch.Tensor:
         """[b, w-1]: position t holds V of the prefix that predicts token t+1 (aligned with loss_mask)."""
+        packed = self._packed(mb)
+        if packed is not None:   # a group's prompt computed once, as for the policy
+            dtype = next(self.engine.module.parameters()).dtype
+            return packed.gather(self.engine(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                                             attention_mask=packed.attention_mask(dtype)))
         return self.engine(input_ids=mb.input_ids, attention_mask=mb.attention_mask)[:, :-1]
 
     @torch.no_grad()

@@ -27,7 +27,7 @@ from rlframe.learner.losses import sft_loss
 from rlframe.learner.update import logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl, token_kl
 from rlframe.models.loading import DTYPES, load_policy
 from rlframe.models.logprobs import token_logprobs
-from rlframe.models.shared_prefix import pack_shared_prefix
+from rlframe.models.shared_prefix import PackedPrefix, pack_shared_prefix
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
 from rlframe.registry import import_plugin
 from rlframe.weight_sync.buckets import SyncPayload, SyncSource, plain_sources
@@ -142,18 +142,22 @@ class LearnerWorker:
                              f"grad_accum = micro-batches per update")
         return minis
 
-    def _logits(self, module: Any, mb: TrainBatch) -> torch.Tensor:
+    def _packed(self, mb: TrainBatch) -> PackedPrefix | None:
+        """The shared-prefix layout of a text micro-batch (learner.shared_prefix), or None for padded rows."""
         config = self.engine.module.config
-        packed = None
         if (self.cfg.shared_prefix and getattr(config, "vision_config", None) is None
                 and config._attn_implementation in ("sdpa", "eager")):
-            packed = pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask)
+            return pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask)
+        return None
+
+    def _logits(self, module: Any, mb: TrainBatch) -> torch.Tensor:
+        packed = self._packed(mb)
         if packed is not None:
             dtype = next(self.engine.module.parameters()).dtype
             return packed.gather(module(input_ids=packed.input_ids, position_ids=packed.position_ids,
                                         attention_mask=packed.attention_mask(dtype)).logits)
         return module(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
-                      **batch_vision_kwargs(config, mb)).logits[:, :-1]
+                      **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
 
     def _logprobs(self, module: Any, mb: TrainBatch, temperature: float) -> torch.Tensor:
         return token_logprobs(self._logits(module, mb), mb.input_ids[:, 1:], temperature)

@@ -76,3 +76,18 @@ def test_a_completion_never_sees_another_completion():
 def test_nothing_to_share_falls_back():
     batch = collate([[1, 2], [3, 4], [1, 2, 3]], [[5], [6], [7]], pad_id=0)
     assert pack_shared_prefix(batch.input_ids, batch.attention_mask, batch.loss_mask) is None
+
+
+def test_the_critic_values_match_the_padded_forward(tmp_path):
+    from rlframe.learner.critic import ValueModel
+
+    tiny_qwen2("sdpa").save_pretrained(tmp_path)
+    critic = ValueModel(str(tmp_path), torch.float32)
+    torch.nn.init.normal_(critic.value_head.weight)           # a head that is not zero, so values differ by row
+    batch = collate(PROMPTS, COMPS, pad_id=0)
+    padded = critic(batch.input_ids, batch.attention_mask)[:, :-1]
+    packed = pack_shared_prefix(batch.input_ids, batch.attention_mask, batch.loss_mask)
+    out = packed.gather(critic(packed.input_ids, packed.attention_mask(torch.float32), packed.position_ids))
+    mask = batch.loss_mask
+    assert torch.allclose(padded * mask, out * mask, atol=1e-5)
+    assert (padded * mask).abs().sum() > 0
