@@ -34,7 +34,9 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the actor pr
 
 
 def test_a_hanging_generator_is_reported_within_its_deadline_naming_it(ray_session, tmp_path, caplog):
-    cfg = load_config(["trainer.stages=[grpo]", "data.num_train=16", "data.num_eval=4", "trainer.max_steps=2",
+    # rollout=hf: the generator hangs whatever its backend; an HF engine starts in a fraction of vLLM's time
+    cfg = load_config(["trainer.stages=[grpo]", "rollout=hf", "data.num_train=16", "data.num_eval=4",
+                       "trainer.max_steps=2",
                        "trainer.prompts_per_step=4", "algorithm.group_size=2", "rollout.max_new_tokens=8",
                        "trainer.eval_every=0", "trainer.progress=false", "reward.stream_batch=0",
                        "cluster.timeouts.generate_s=6", "cluster.timeouts.generate_per_sample_s=0",
@@ -83,7 +85,9 @@ def test_sigterm_during_a_hung_step_abandons_it(ray_session, tmp_path, second_si
     from rlframe.errors import RunInterrupted
 
     grace = 30.0 if second_signal else 3.0
-    cfg = load_config(["trainer.stages=[grpo]", "data.num_train=16", "data.num_eval=4", "trainer.max_steps=2",
+    # rollout=hf: the generator hangs whatever its backend; an HF engine starts in a fraction of vLLM's time
+    cfg = load_config(["trainer.stages=[grpo]", "rollout=hf", "data.num_train=16", "data.num_eval=4",
+                       "trainer.max_steps=2",
                        "trainer.prompts_per_step=4", "algorithm.group_size=2", "rollout.max_new_tokens=8",
                        "trainer.eval_every=0", "trainer.progress=false", "reward.stream_batch=0",
                        "cluster.timeouts.generate_s=300", "cluster.heartbeat_s=1", f"trainer.signal_grace_s={grace}",
