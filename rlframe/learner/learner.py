@@ -27,8 +27,8 @@ from rlframe.learner.losses import sft_loss
 from rlframe.learner.update import logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl, token_kl
 from rlframe.models.loading import DTYPES, load_policy
 from rlframe.models.logprobs import token_logprobs
-from rlframe.models.shared_prefix import PackedPrefix, pack_shared_prefix
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
+from rlframe.models.shared_prefix import PackedPrefix, pack_shared_prefix
 from rlframe.registry import import_plugin
 from rlframe.weight_sync.buckets import SyncPayload, SyncSource, plain_sources
 from rlframe.weight_sync.collective import SendReport, SyncGroup, SyncPlan, make_plan, send

@@ -40,7 +40,7 @@ def pack_shared_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor,
     lengths = attention_mask.sum(1).tolist()
     starts = [int(m.nonzero()[0]) + 1 if m.any() else n for m, n in zip(loss_mask, lengths)]
     groups: dict[tuple[int, ...], list[int]] = {}
-    for b, (p, n) in enumerate(zip(starts, lengths)):
+    for b, p in enumerate(starts):
         groups.setdefault(tuple(input_ids[b, :p].tolist()), []).append(b)
     if len(groups) == len(lengths):
         return None
