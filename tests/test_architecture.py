@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,7 +125,7 @@ def test_the_import_probe_sees_a_heavy_import(tmp_path):
     (tmp_path / "uses_ray_probe.py").write_text("import ray\n")
     out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(HEAVY), json.dumps(["uses_ray_probe"])],
                          capture_output=True, text=True, check=True, cwd=tmp_path,
-                         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"uses_ray_probe": ["ray"]}
 
 

@@ -16,6 +16,7 @@ from rlframe.config.schema import AlgorithmConfig
 from rlframe.data.batching import TrainBatch
 from rlframe.learner.learner import LearnerWorker
 from rlframe.learner.update import pad_rows, run_critic_updates
+from rlframe.models.loading import DTYPES
 
 
 class ValueModel(torch.nn.Module):
@@ -50,9 +51,7 @@ class CriticWorker(LearnerWorker):
         """[b, w-1]: position t holds V of the prefix that predicts token t+1 (aligned with loss_mask)."""
         packed = self._packed(mb)
         if packed is not None:   # a group's prompt computed once, as for the policy
-            dtype = next(self.engine.module.parameters()).dtype
-            return packed.gather(self.engine(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                                             attention_mask=packed.attention_mask(dtype)))
+            return packed.gather(self.engine(**packed.model_inputs(DTYPES[self.dtype])))
         return self.engine(input_ids=mb.input_ids, attention_mask=mb.attention_mask)[:, :-1]
 
     @torch.no_grad()

@@ -153,9 +153,7 @@ class LearnerWorker:
     def _logits(self, module: Any, mb: TrainBatch) -> torch.Tensor:
         packed = self._packed(mb)
         if packed is not None:
-            dtype = next(self.engine.module.parameters()).dtype
-            return packed.gather(module(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                                        attention_mask=packed.attention_mask(dtype)).logits)
+            return packed.gather(module(**packed.model_inputs(DTYPES[self.dtype])).logits)
         return module(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
                       **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
 

@@ -27,6 +27,11 @@ class PackedPrefix:
         mask = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
         return mask.masked_fill_(~self.allowed, torch.finfo(dtype).min).unsqueeze(1)
 
+    def model_inputs(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The keyword arguments of the packed forward (a causal LM or the critic's value model)."""
+        return {"input_ids": self.input_ids, "position_ids": self.position_ids,
+                "attention_mask": self.attention_mask(dtype)}
+
     def gather(self, logits: torch.Tensor) -> torch.Tensor:
         """Packed logits [R, T, V] -> the padded layout [B, L-1, V] (differentiable)."""
         return logits[self.row, self.col]

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 NODES = {"node_reward": {"num_cpus": 1}, "node_gen": {"num_cpus": 1}, "node_learn": {"num_cpus": 1}}
 ROLE_NODE = {"RolloutWorker": "node_gen", "RewardWorker": "node_reward", "LearnerWorker": "node_learn"}
 # algorithm=dr_grpo: also its end-to-end run (no KL term: the learner node holds no reference model)
-RUN = ["trainer.stages=[grpo]", "algorithm=dr_grpo", "rollout=hf", "learner.world_size=1", "data.num_train=16", "data.num_eval=4",
+RUN = ["trainer.stages=[grpo]", "algorithm=dr_grpo", "rollout=hf", "learner.world_size=1", "data.num_train=16",
+       "data.num_eval=4",
        "trainer.max_steps=2", "trainer.save_every=1", "trainer.prompts_per_step=2", "algorithm.group_size=2", "rollout.max_new_tokens=8",
        "trainer.eval_every=0", "trainer.progress=false", "reward.stream_batch=0", "trainer.loggers=[]",
        "reward.fns=[{name:format,weight:0.5},{name:accuracy,weight:1.0}]",

@@ -29,8 +29,7 @@ COMPS = [[30, 31, 32, 33], [34], [35, 36], [40, 41, 42, 43, 44, 45], [46, 47], [
 def padded_and_packed(model, batch):
     padded = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
     packed = pack_shared_prefix(batch.input_ids, batch.attention_mask, batch.loss_mask)
-    out = packed.gather(model(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                              attention_mask=packed.attention_mask(torch.float32)).logits)
+    out = packed.gather(model(**packed.model_inputs(torch.float32)).logits)
     return padded, out, packed
 
 
@@ -87,7 +86,7 @@ def test_the_critic_values_match_the_padded_forward(tmp_path):
     batch = collate(PROMPTS, COMPS, pad_id=0)
     padded = critic(batch.input_ids, batch.attention_mask)[:, :-1]
     packed = pack_shared_prefix(batch.input_ids, batch.attention_mask, batch.loss_mask)
-    out = packed.gather(critic(packed.input_ids, packed.attention_mask(torch.float32), packed.position_ids))
+    out = packed.gather(critic(**packed.model_inputs(torch.float32)))
     mask = batch.loss_mask
     assert torch.allclose(padded * mask, out * mask, atol=1e-5)
     assert (padded * mask).abs().sum() > 0
