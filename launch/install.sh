@@ -17,6 +17,9 @@ PY="$VENV/bin/python"
 # pip_install ARGS...: one install step, with uv when it is there, else with pip
 if [ "${RLFRAME_INSTALLER:-uv}" = uv ] && { [ -x "$VENV/bin/uv" ] || $PY -m pip install -q uv; }; then
   export UV_CACHE_DIR=${UV_CACHE_DIR:-$PWD/.cache/uv}
+  # bytecode at install time (pip does this by default, uv does not): without it every process that
+  # imports torch, transformers or vllm compiles their sources again wherever PYTHONDONTWRITEBYTECODE is set
+  export UV_COMPILE_BYTECODE=${UV_COMPILE_BYTECODE:-1}
   export SSL_CERT_FILE=${SSL_CERT_FILE:-${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}}
   LINKS=()
   for dir in ${PIP_FIND_LINKS:-}; do [ -d "$dir" ] && LINKS+=(--find-links "$dir"); done
