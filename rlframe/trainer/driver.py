@@ -59,7 +59,7 @@ class Driver:
         self.rewarders: RewardPool | None = None
         self.tracker: Tracker | None = None
         self.state = RunState()
-        self.weights = WeightSync(cfg.weight_sync, cfg.cluster.timeouts.weight_sync_s)
+        self.weights = WeightSync(cfg.weight_sync, cfg.cluster.timeouts.weight_sync_s, cfg.model.dtype)
         self.owns_ray, self.generator_restarts = False, 0
         self.last_checkpoint: str | None = None
         self.guard = RunGuard(self)

@@ -13,6 +13,8 @@ from rlframe.errors import RoleFailure, WeightSyncError
 from rlframe.weight_sync.collective import check_digests
 
 log = logging.getLogger("rlframe")
+#: the probe's tolerance when weight_sync.probe_tolerance is null, by model.dtype
+PROBE_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.1}
 
 
 class WeightSync:
@@ -25,8 +27,9 @@ class WeightSync:
     buckets into Ray's object store; `auto` tries the group once per weight source and falls back to the
     object store (with a warning) when a generator cannot join it."""
 
-    def __init__(self, cfg: WeightSyncConfig, timeout_s: float = 600.0) -> None:
+    def __init__(self, cfg: WeightSyncConfig, timeout_s: float = 600.0, dtype: str = "float32") -> None:
         self.cfg, self.timeout_s = cfg, timeout_s
+        self.tolerance = cfg.probe_tolerance if cfg.probe_tolerance is not None else PROBE_TOLERANCE[dtype]
         self.syncs = 0
         self.probe_next = True
         self.connected, self.fallback = False, False
@@ -122,8 +125,8 @@ class WeightSync:
         for theirs in generators.wait(generators.call("probe_logprobs", *probe_args), "probe", self.timeout_s,
                                       "weight_sync_s"):
             worst = max(worst, float((mine - torch.tensor(theirs)).abs().max()))
-        if worst > self.cfg.probe_tolerance:
+        if worst > self.tolerance:
             raise WeightSyncError(
                 f"weight sync v{version}: generator log-probs differ from the learner's by {worst:.3g} "
-                f"(> weight_sync.probe_tolerance={self.cfg.probe_tolerance}) on the probe sequence")
+                f"(> weight_sync.probe_tolerance={self.tolerance}) on the probe sequence")
         return worst

@@ -177,3 +177,16 @@ def test_ppo_and_dapo_configs_set_their_values():
     dapo = load_config(["algorithm=dapo"]).algorithm
     assert (dapo.eps_low, dapo.eps_high, dapo.kl_coef, dapo.loss_agg) == (0.2, 0.28, 0.0, "token_mean")
     assert dapo.dynamic_sampling.enabled and dapo.overlong_penalty.enabled and dapo.overlong_penalty.cache_len == 32
+
+
+def test_probe_tolerance_follows_the_model_dtype_unless_set():
+    from rlframe.weight_sync.coordinator import WeightSync
+
+    for dtype, want in (("float32", 1e-3), ("bfloat16", 0.1), ("float16", 0.1)):
+        cfg = load_config([f"model.dtype={dtype}"])
+        assert cfg.weight_sync.probe_tolerance is None
+        assert WeightSync(cfg.weight_sync, dtype=cfg.model.dtype).tolerance == want
+    cfg = load_config(["model.dtype=bfloat16", "weight_sync.probe_tolerance=0.02"])
+    assert WeightSync(cfg.weight_sync, dtype=cfg.model.dtype).tolerance == 0.02
+    with pytest.raises(ConfigError, match=r"weight_sync.probe_tolerance=0.0: expected a number > 0"):
+        load_config(["weight_sync.probe_tolerance=0"])
