@@ -4,11 +4,11 @@ Runs `rlframe train` (the embedded default plus any overrides) once per seed, on
 collects each run's summary.json, prints one JSON line with the per-seed figures, appends it to
 benchmarks/results/learning_seeds.jsonl, and plots the GRPO reward curves to learning_seeds.png.
 
-    .venv/bin/python benchmarks/learning_seeds.py --seeds 0,1,2 [override ...]
+    rlframe bench learning_seeds --seeds 0,1,2 [override ...]
+    rlframe bench learning_seeds --quick --no-save      # smoke test: one seed, tiny data, 4 GRPO steps
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
@@ -16,23 +16,30 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from _common import ROOT, base_parser, emit, new_figure, save_plot
+
+#: smoke test (--quick): one seed, a few SFT and 4 GRPO steps (the fewest run summaries compare) on tiny data
+QUICK_OVERRIDES = ["data.num_train=64", "data.num_eval=8", "trainer.sft.steps=4", "trainer.sft.eval_every=0",
+                   "trainer.sft.stop_threshold=null", "trainer.max_steps=4", "trainer.prompts_per_step=4",
+                   "trainer.eval_every=4", "rollout.max_new_tokens=32"]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0, 1, 2],
-                    help="comma-separated, e.g. 0,1,2")
-    ap.add_argument("--out", default=str(ROOT / "outputs" / "learning_seeds"), help="folder for the runs")
+def main(argv: list[str] | None = None) -> int:
+    ap = base_parser(__doc__)
+    ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                    help="comma-separated, e.g. 0,1,2 (default 0,1,2; --quick: 0)")
+    ap.add_argument("--out", default=None, help="folder for the runs (default outputs/learning_seeds)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    out = Path(args.out or ROOT / "outputs" / ("learning_seeds_quick" if args.quick else "learning_seeds"))
+    overrides = [*(QUICK_OVERRIDES if args.quick else []), *args.overrides]
     rlframe = Path(sys.executable).with_name("rlframe")
     runs = []
-    for seed in args.seeds:
-        run_dir = Path(args.out) / f"seed{seed}"
+    for seed in seeds:
+        run_dir = out / f"seed{seed}"
         cmd = [str(rlframe), "train", f"run.seed={seed}", f"data.seed={1234 + seed}",
-               f"run.output_dir={run_dir}", "trainer.progress=false", *args.overrides]
+               f"run.output_dir={run_dir}", "trainer.progress=false", *overrides]
         print("$", " ".join(cmd), file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=ROOT)
@@ -42,8 +49,8 @@ def main() -> int:
                      "curve": [r["reward/total"] for r in rows if r["stage"] == "grpo"],
                      "accuracy_curve": [r["reward/accuracy"] for r in rows if r["stage"] == "grpo"]})
     line = {
-        "benchmark": "learning_seeds",
-        "overrides": args.overrides,
+        "overrides": overrides,
+        "quick": args.quick,
         "seeds": [{"seed": r["seed"], "wall_seconds": r["wall_seconds"],
                    "reward_first": r["summary"]["reward/total"]["first"],
                    "reward_last": r["summary"]["reward/total"]["last"],
@@ -58,21 +65,13 @@ def main() -> int:
                     "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "learning_seeds.jsonl", "a") as f:
-        f.write(json.dumps(line) + "\n")
-    _plot(runs, RESULTS / "learning_seeds.png")
-    print(json.dumps(line))
-    return 0 if line["all_learn"] else 1
+    line["plot"] = str(_plot(runs, args))
+    emit("learning_seeds", line, args)
+    return 0 if line["all_learn"] or args.quick else 1
 
 
-def _plot(runs: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+def _plot(runs: list[dict], args) -> Path:
+    fig, axes = new_figure(ncols=2, width=5.5)
     for r in runs:
         for ax, key in zip(axes, ("curve", "accuracy_curve")):
             ys = r[key]
@@ -84,8 +83,7 @@ def _plot(runs: list[dict], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("GRPO step")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return save_plot(fig, "learning_seeds", args)
 
 
 if __name__ == "__main__":

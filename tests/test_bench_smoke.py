@@ -1,0 +1,108 @@
+"""A smoke run of every benchmark (`rlframe bench NAME --quick`), for real, so a benchmark that breaks is caught.
+
+The figures of a quick run mean nothing; what is checked is that each script runs its real path to the end
+and that its JSON line (the last stdout line, which `rlframe bench table` and `compare` read) holds the figures
+its README section promises. The rollout benchmark's smoke run is in test_bench.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from rlframe import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def check_weight_sync(rec: dict) -> None:
+    by_transport = {r["transport"]: r for r in rec["results"]}
+    assert set(by_transport) == {"collective", "object_store"}
+    for r in by_transport.values():
+        assert _positive(r["gbps"]) and _positive(r["memcpy_gbps"]) and 0 < r["fraction_of_memcpy"]
+        assert r["gb"] > 0.002                      # the tiny model's 0.6M fp32 parameters
+    assert any("memcpy" in k for k in rec["headline"]["ratios"])
+    assert {"gather_seconds", "send_seconds", "load_seconds", "hash_seconds"} <= by_transport["collective"].keys()
+
+
+def check_step_time(rec: dict) -> None:
+    for side in ("rlframe", "trl"):
+        assert _positive(rec["seconds_per_step"][side]["median"]), side
+    assert _positive(rec["trl_over_rlframe_step_time"])
+    assert _positive(rec["rlframe_phases"]["train"]["median"]) and _positive(rec["rlframe_phases"]["generate"]["median"])
+
+
+def check_reward_throughput(rec: dict) -> None:
+    assert _positive(rec["pool_over_per_sample"]) and rec["max_abs_diff_pool_vs_per_sample"] < 1e-5
+    assert _positive(rec["model_load_s"])
+
+
+def check_reward_service(rec: dict) -> None:
+    assert rec["nothing_lost_or_double_scored"] is True and rec["hostile_all_answered_4xx_5xx"] is True
+    assert _positive(rec["concurrent_over_single"])
+
+
+def check_async_rl(rec: dict) -> None:
+    assert _positive(rec["k1_over_k0_steps_per_s"])
+    # k=0 trains on fresh rollouts only; k=1 on rollouts one version old
+    assert max(rec["staleness_mean"]["k0"]) == 0 and max(rec["staleness_mean"]["k1"]) > 0
+
+
+def check_algorithms(rec: dict) -> None:
+    assert rec["algorithms"] == ["grpo"] and not rec["failed"]
+    assert _positive(rec["table"]["grpo"]["seconds_per_step"]) and "heldout_accuracy_after" in rec["table"]["grpo"]
+
+
+def check_ablation(rec: dict) -> None:
+    (table,) = rec["tables"].values()           # one repetition penalty
+    assert set(table) == {"base", "sft", "rl_no_profile", "rl"}
+    assert set(rec["sp_id_accuracy"]) == set(table)
+
+
+def check_learning_seeds(rec: dict) -> None:
+    (seed,) = rec["seeds"]
+    assert rec["quick"] is True and seed["seed"] == 0 and _positive(seed["wall_seconds"])
+    assert "eval/accuracy" in seed["eval"]      # held-out evaluation before and after GRPO
+
+
+#: name -> (extra arguments, the check of its JSON line); {out} is the test's own folder for the runs
+SMOKE: dict[str, tuple[list[str], Callable[[dict], None]]] = {
+    "weight_sync": (["--repeats", "1"], check_weight_sync),
+    "step_time": (["--repeats", "1"], check_step_time),
+    "reward_throughput": (["--repeats", "1"], check_reward_throughput),
+    "reward_service": (["--repeats", "1"], check_reward_service),
+    "async_rl": (["--repeats", "1"], check_async_rl),
+    "algorithms": (["--seeds", "0", "--algorithms", "grpo", "--out", "{out}"], check_algorithms),
+    "ablation": (["--seeds", "0", "--repetition-penalties", "1.15", "--out", "{out}"], check_ablation),
+    "learning_seeds": (["--out", "{out}"], check_learning_seeds),
+}
+
+
+def test_every_benchmark_has_a_smoke_run():
+    assert set(bench.available()) == set(SMOKE) | {"rollout"}   # rollout: test_bench.py
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_benchmark_quick_runs_for_real(name, tmp_path):
+    extra, check = SMOKE[name]
+    args = [a.replace("{out}", str(tmp_path / "runs")) for a in extra]
+    rlframe = Path(sys.executable).with_name("rlframe")
+    proc = subprocess.run([str(rlframe), "bench", name, "--quick", "--no-save", "--results-dir", str(tmp_path), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    # the ablation names its results after the task it ran (ablation_text, ablation_vl)
+    assert rec["benchmark"] == {"ablation": "ablation_text"}.get(name, name)
+    assert rec["command"].startswith(f"rlframe bench {name} --quick")
+    assert not list(tmp_path.glob("*.jsonl"))      # --no-save appends nothing
+    check(rec)
