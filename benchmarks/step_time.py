@@ -40,6 +40,9 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--intermediate", type=int, default=1536)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="both sides: rlframe's model.dtype (DeepSpeed bf16, fp32 master weights) and TRL's bf16=True "
+                        "with the model loaded in bfloat16; bf16 matmuls use AMX/AVX512-BF16 where the CPU has them")
     p.add_argument("--kl", type=float, default=0.04, help="KL beta (both frameworks then keep a reference model)")
     p.add_argument("--no-trl", action="store_true", help="skip the TRL side (e.g. for a before/after only)")
     p.add_argument("--baseline", metavar="DIR", help="another rlframe checkout to run interleaved with this one")
@@ -74,7 +77,7 @@ def run_rlframe(spec: dict) -> dict:
         f"algorithm.group_size={spec['group_size']}", f"algorithm.kl_coef={spec['kl']}",
         f"rollout.max_new_tokens={spec['max_new_tokens']}", f"learner.lr={spec['lr']}", "learner.warmup_steps=0",
         "trainer.eval_every=0", "trainer.progress=false", "trainer.loggers=[]",
-        "reward.fns=[{name: format, weight: 1.0}]", f"run.output_dir={out}",
+        "reward.fns=[{name: format, weight: 1.0}]", f"run.output_dir={out}", f"model.dtype={spec['dtype']}",
         *(GPU_OVERRIDES if gpu else [])])
     t0 = time.perf_counter()
     with RoleMemory() as mem:
@@ -116,10 +119,11 @@ def run_trl(spec: dict) -> dict:
 
     tok = AutoTokenizer.from_pretrained(spec["model"])
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
+    bf16 = spec["dtype"] == "bfloat16"   # TRL's usual bf16 set-up: weights loaded in bf16, bf16=True
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.bfloat16 if bf16 else torch.float32)
     gpu = spec["device"] == "cuda"
     cfg = GRPOConfig(
-        output_dir=str(Path(spec["out"]) / f"trl-{os.getpid()}"), use_cpu=not gpu, bf16=False,
+        output_dir=str(Path(spec["out"]) / f"trl-{os.getpid()}"), use_cpu=not gpu, bf16=bf16,
         per_device_train_batch_size=spec["prompts"] * spec["group_size"], gradient_accumulation_steps=1,
         num_generations=spec["group_size"], max_completion_length=spec["max_new_tokens"], temperature=1.0,
         top_p=1.0, learning_rate=spec["lr"], lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
@@ -149,7 +153,8 @@ def make_spec(args) -> dict:
     spec = {"model": str(model), "params": nparams, "prompt_texts": [s["prompt"] for s in ctl.task.train],
             "prompt_tokens": sum(map(len, ctl.train_prompts)) / len(ctl.train_prompts), "out": str(out),
             "steps": args.steps, "prompts": args.prompts, "group_size": args.group_size,
-            "max_new_tokens": args.max_new_tokens, "lr": args.lr, "kl": args.kl, "device": args.device}
+            "max_new_tokens": args.max_new_tokens, "lr": args.lr, "kl": args.kl, "device": args.device,
+            "dtype": args.dtype}
     (out / "spec.json").write_text(json.dumps(spec))
     return spec
 
@@ -212,7 +217,7 @@ def main() -> int:
     figures = ", ".join(f"{k} {step[k]['median']:.2f} s/step" for k in runs)
     record = {
         "config": {k: spec[k] for k in ("params", "steps", "prompts", "group_size", "max_new_tokens", "lr", "kl",
-                                        "prompt_tokens", "device")}
+                                        "prompt_tokens", "device", "dtype")}
         | {"repeats": args.repeats, "quick": args.quick, "baseline": args.baseline},
         "seconds_per_step": step, "startup_seconds": startup, "rlframe_phases": phases,
         "response_length": {k: summarize([statistics_median(r["response_length"]) for r in v])
@@ -220,7 +225,7 @@ def main() -> int:
         "load_avg_1m": {k: [r["load_avg_1m"] for r in v] for k, v in runs.items()},
         "peak_rss_mb": memory,
         "headline": {"figures": f"{figures} ({spec['params'] / 1e6:.0f}M params, {args.prompts}x{args.group_size} "
-                                f"samples x {args.max_new_tokens} tokens)", "ratios": {}},
+                                f"samples x {args.max_new_tokens} tokens, {args.dtype})", "ratios": {}},
     }
     # each interleaved pair ran side by side under the same load: its ratio is the robust statistic
     if "baseline" in runs:
