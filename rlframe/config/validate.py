@@ -365,6 +365,8 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     _at_least(e, "weight_sync.bucket_mb", cfg.weight_sync.bucket_mb, 0.001)
     _choice(e, "weight_sync.transport", cfg.weight_sync.transport, ("auto", "collective", "object_store"))
     _at_least(e, "weight_sync.probe_every", cfg.weight_sync.probe_every, 0)
+    if cfg.weight_sync.delta and cfg.weight_sync.transport == "object_store":
+        e.append("weight_sync.delta=true: delta sync needs weight_sync.transport=collective (or auto), not object_store")
     if cfg.weight_sync.probe_tolerance is not None and not cfg.weight_sync.probe_tolerance > 0:
         e.append(f"weight_sync.probe_tolerance={cfg.weight_sync.probe_tolerance}: expected a number > 0, or null "
                  "(by model.dtype)")

@@ -262,10 +262,10 @@ class LearnerWorker:
     def sync_plan(self, bucket_mb: float) -> SyncPlan:
         return make_plan(self.sync_sources(), int(bucket_mb * 2**20))
 
-    def send_weights(self, plan: SyncPlan, checksum: bool) -> SendReport | None:
+    def send_weights(self, plan: SyncPlan, checksum: bool, delta: bool = False) -> SendReport | None:
         """Broadcast the full weights bucket by bucket (all ranks must call; rank 0 returns the report)."""
         return send(getattr(self, "sync_group", None), self.sync_sources(), plan, self.rank,
-                    self.cfg.zero_stage == 3, checksum)
+                    self.cfg.zero_stage == 3, checksum, delta)
 
     @torch.no_grad()
     def probe_logprobs(self, token_ids: Sequence[int], images: dict | None = None) -> list[float]:

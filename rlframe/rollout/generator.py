@@ -104,11 +104,11 @@ class RolloutWorker:
         self.sync_group = SyncGroup(addr, port, rank, world, backend, timeout_s, ray.util.get_node_ip_address(),
                                     join_timeout_s)
 
-    def receive_weights(self, version: int, plan: SyncPlan, checksum: bool) -> SyncReceipt:
+    def receive_weights(self, version: int, plan: SyncPlan, checksum: bool, delta: bool = False) -> SyncReceipt:
         """Receive the broadcast buckets into the engine; the driver compares the per-bucket digests."""
         t0 = time.perf_counter()
         device = "cuda" if self.sync_group.backend == "nccl" else "cpu"
-        got = receive_broadcast(self.sync_group, self.engine, plan, checksum, device)
+        got = receive_broadcast(self.sync_group, self.engine, plan, checksum, device, delta)
         self.version = version
         return SyncReceipt(version, plan.nbytes, time.perf_counter() - t0, None, got.digests, self.pid,
                            got.wait_seconds, got.hash_seconds)

@@ -61,8 +61,12 @@ def make_plan(sources: Sequence[SyncSource], bucket_bytes: int) -> SyncPlan:
 
 
 def pack(tensors: Sequence[torch.Tensor], slots: Sequence[Slot], buf: torch.Tensor) -> torch.Tensor:
-    for t, s in zip(tensors, slots):
+    """Copy the tensors into their slots; the alignment gaps are zeroed (a reused buffer would otherwise carry
+    another bucket's bytes there, which a delta sync would count and send as changes)."""
+    ends = [s.offset for s in slots[1:]] + [buf.numel()]
+    for t, s, end in zip(tensors, slots, ends):
         buf[s.offset:s.offset + s.nbytes].copy_(t.detach().contiguous().reshape(-1).view(torch.uint8))
+        buf[s.offset + s.nbytes:end].zero_()
     return buf
 
 
@@ -107,6 +111,7 @@ class SyncGroup:
             self.pg = dist.ProcessGroupGloo(store, rank, world, opts)
         self.rank, self.world, self.backend = rank, world, backend
         self._buffers: dict[int, torch.Tensor] = {}
+        self.previous: dict[int, torch.Tensor] = {}   # delta sync, sender: what the generators hold, per bucket
 
     def buffer(self, key: int, size: int, device: str | torch.device = "cpu") -> torch.Tensor:
         if torch.device(device).type != "cpu":   # the CUDA caching allocator already reuses memory
@@ -122,6 +127,47 @@ class SyncGroup:
         opts = dist.BroadcastOptions()
         opts.rootRank, opts.rootTensor = 0, 0
         return self.pg.broadcast([buf], opts)
+
+
+def delta_send(group: SyncGroup, k: int, buf: torch.Tensor) -> tuple[int, int]:
+    """Send bucket k as the 2-byte words that changed since the last sync (int32 index + int16 value each) when
+    that is under half the bucket, else whole; a small header says which. Returns (bytes sent, words changed).
+
+    The generators rebuild the bucket in the buffer that holds its previous version, so the first sync of a
+    group (nothing held yet) goes whole, and the digests of the full result are compared as always."""
+    words = buf.view(torch.int16)
+    prev = group.previous.get(k)
+    idx = None if prev is None or prev.numel() != words.numel() else (words != prev).nonzero().view(-1)
+    changed = words.numel() if idx is None else idx.numel()
+    sparse = idx is not None and idx.numel() * 6 * 2 < buf.numel()
+    group.broadcast(torch.tensor([idx.numel() if sparse else -1], dtype=torch.int64, device=buf.device)).wait()
+    if not sparse:
+        group.broadcast(buf).wait()
+        if prev is None or prev.numel() != words.numel():
+            group.previous[k] = words.clone()
+        else:
+            prev.copy_(words)
+        return buf.numel(), changed
+    if idx.numel():
+        vals = words[idx]
+        group.broadcast(torch.cat([idx.to(torch.int32).view(torch.uint8), vals.view(torch.uint8)])).wait()
+        prev[idx] = vals
+    return 8 + 6 * idx.numel(), changed
+
+
+def delta_receive(group: SyncGroup, k: int, size: int, device: str | torch.device) -> torch.Tensor:
+    """The other end of delta_send: bucket k, whole or patched in place over its previous version."""
+    buf = group.buffer(k, size, device)
+    header = torch.empty(1, dtype=torch.int64, device=device)
+    group.broadcast(header).wait()
+    n = int(header)
+    if n < 0:
+        group.broadcast(buf).wait()
+    elif n:
+        payload = torch.empty(6 * n, dtype=torch.uint8, device=device)
+        group.broadcast(payload).wait()
+        buf.view(torch.int16)[payload[:4 * n].view(torch.int32).long()] = payload[4 * n:].view(torch.int16)
+    return buf
 
 
 def check_digests(plan: SyncPlan, sent: list[str], received: list[str], version: int, who: str) -> None:
@@ -156,6 +202,8 @@ class SendReport:
     gather_seconds: float = 0.0   # gathering and packing (what overlaps the sends)
     hash_seconds: float = 0.0
     seconds: float = 0.0
+    sent_bytes: int = 0           # on the wire (under delta sync, less than `bytes` when few words changed)
+    changed_words: int = 0        # delta sync: 2-byte words that differ from the last sync (all, the first time)
 
 
 @dataclass
@@ -168,8 +216,9 @@ class Received:
 
 
 def send(group: SyncGroup | None, sources: Sequence[SyncSource], plan: SyncPlan, rank: int, zero3: bool,
-         checksum: bool) -> SendReport | None:
-    """Every learner rank calls (ZeRO-3 gathers are collective); rank 0 broadcasts, keeping two buckets in flight."""
+         checksum: bool, delta: bool = False) -> SendReport | None:
+    """Every learner rank calls (ZeRO-3 gathers are collective); rank 0 broadcasts, keeping two buckets in flight
+    (one at a time under delta sync, whose message sizes are only known once a bucket is compared)."""
     t0 = time.perf_counter()
     by_name = {s.name: s for s in sources}
     report, inflight = SendReport(), deque()
@@ -187,8 +236,13 @@ def send(group: SyncGroup | None, sources: Sequence[SyncSource], plan: SyncPlan,
         report.digests.append(digest(buf) if checksum else "")
         report.hash_seconds += time.perf_counter() - h0
         report.gather_seconds += h0 - g0
-        inflight.append((group.broadcast(buf), buf))
         report.bytes += sum(s.nbytes for s in slots)
+        if delta:
+            sent, changed = delta_send(group, k, buf)
+            report.sent_bytes, report.changed_words = report.sent_bytes + sent, report.changed_words + changed
+            continue
+        inflight.append((group.broadcast(buf), buf))
+        report.sent_bytes += size
         if len(inflight) > 1:
             inflight.popleft()[0].wait()
     while inflight:
@@ -197,8 +251,10 @@ def send(group: SyncGroup | None, sources: Sequence[SyncSource], plan: SyncPlan,
     return report if rank == 0 else None
 
 
-def receive(group: SyncGroup, engine: Any, plan: SyncPlan, checksum: bool, device: str = "cpu") -> Received:
-    """Stream the broadcast buckets into `engine.load_weights` (bucket k+1 arrives while bucket k loads)."""
+def receive(group: SyncGroup, engine: Any, plan: SyncPlan, checksum: bool, device: str = "cpu",
+            delta: bool = False) -> Received:
+    """Stream the broadcast buckets into `engine.load_weights` (bucket k+1 arrives while bucket k loads, except
+    under delta sync, where each bucket is rebuilt over its previous version first)."""
     got = Received()
 
     def post(k: int) -> tuple[torch.Tensor, Any]:
@@ -206,13 +262,16 @@ def receive(group: SyncGroup, engine: Any, plan: SyncPlan, checksum: bool, devic
         return buf, group.broadcast(buf)
 
     def stream() -> Iterator[tuple[str, torch.Tensor]]:
-        pending = deque(post(k) for k in range(min(2, len(plan.buckets))))
+        pending = deque(post(k) for k in range(min(2, len(plan.buckets)))) if not delta else deque()
         for k, slots in enumerate(plan.buckets):
-            buf, work = pending.popleft()
             t0 = time.perf_counter()
-            work.wait()
+            if delta:
+                buf = delta_receive(group, k, plan.sizes[k], device)
+            else:
+                buf, work = pending.popleft()
+                work.wait()
             t1 = time.perf_counter()
-            if k + 2 < len(plan.buckets):
+            if not delta and k + 2 < len(plan.buckets):
                 pending.append(post(k + 2))
             got.digests.append(digest(buf) if checksum else "")
             got.wait_seconds += t1 - t0

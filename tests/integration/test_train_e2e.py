@@ -97,13 +97,14 @@ def check_eval(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_hf_zero3_rloo_without_reference_probes_every_sync(ray_session, tmp_path):
-    """Also the end-to-end run of `algorithm=rloo` (no KL term, so no reference model)."""
+    """Also the end-to-end run of `algorithm=rloo` (no KL term, so no reference model), and of delta weight sync
+    (weight_sync.delta) under ZeRO-3, each sync checked by the log-prob probe."""
     brevity = ROOT / "examples" / "rewards" / "batch_style.py"
     fns = ("reward.fns=[{name:format,weight:0.3},{name:accuracy,weight:1.0},"
            f"{{name:brevity,path:'{brevity}',weight:0.1,kwargs:{{budget:48}}}}]")
     run_dir, rows = run(tmp_path, "rollout=hf", "learner=zero3", "algorithm=rloo",
-                        "weight_sync.probe_every=1", "trainer.eval_every=0", "trainer.sft.stop_threshold=-1",
-                        "reward.stream_batch=0", fns)
+                        "weight_sync.probe_every=1", "weight_sync.delta=true", "trainer.eval_every=0",
+                        "trainer.sft.stop_threshold=-1", "reward.stream_batch=0", fns)
     # any accuracy reaches -1: SFT stops at its first evaluation
     assert [r["step"] for r in rows if r["stage"] == "sft"] == [1, 2]
     assert [r["step"] for r in rows if r["stage"] == "sft_eval"] == [2]
@@ -116,6 +117,9 @@ def test_hf_zero3_rloo_without_reference_probes_every_sync(ray_session, tmp_path
         assert r["reward/brevity/num_tokens"] == pytest.approx(r["response_length"], abs=1e-6)
         assert r["kl"] == 0.0  # no frozen reference model was built
         assert r["weight_sync/probe_max_abs_diff"] < 1e-3  # verified on every sync
+        # delta sync: a share of the words changed; what went out is at most the whole buckets and their headers
+        assert 0.0 <= r["weight_sync/changed_fraction"] <= 1.0
+        assert 8 <= r["weight_sync/sent_bytes"] <= r["weight_sync/bytes"] * 1.01 + 8 * 64
     assert (run_dir / "final" / "config.json").exists()
     import yaml
 

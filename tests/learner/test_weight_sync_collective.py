@@ -119,3 +119,53 @@ def test_a_real_gloo_broadcast_reaches_every_generator_intact_twice():
             assert their_digests == digests and their_bytes == nbytes and len(digests) > 1
             assert loaded == weights   # every tensor arrived with its name, dtype, shape and bytes
     assert got[(0, 0)][0] != got[(0, 1)][0]   # the weights changed between the syncs, and so did the digests
+
+
+def _delta_peer(rank: int, port: int, queue) -> None:
+    """Three delta syncs: the first whole (nothing held yet), then one element per tensor changed, then all."""
+    torch.set_num_threads(1)
+    params = _params()
+    group = SyncGroup("127.0.0.1", port, rank, 3, "gloo", 60)
+    plan = make_plan(plain_sources(params), 1500)
+    eng = _Engine()
+    for step in range(3):
+        if rank == 0:
+            for _, p in params:
+                if step == 1:
+                    p.data.view(-1)[0] += 1
+                elif step == 2:
+                    p.data.add_(1)
+            rep = send(group, plain_sources(params), plan, 0, False, True, delta=True)
+            queue.put((rank, step, rep.digests, (rep.sent_bytes, rep.changed_words), _fingerprint(params)))
+        else:
+            got = receive(group, eng, plan, True, delta=True)
+            queue.put((rank, step, got.digests, None, _fingerprint(eng.loaded.items())))
+
+
+def test_delta_sync_sends_only_changed_words_and_rebuilds_the_same_weights():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_delta_peer, args=(r, port, queue)) for r in range(3)]
+    for p in procs:
+        p.start()
+    try:
+        got = {(r, step): (d, n, w) for r, step, d, n, w in (queue.get(timeout=120) for _ in range(9))}
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    plan = make_plan(plain_sources(_params()), 1500)
+    for step in range(3):
+        digests, _, weights = got[(0, step)]
+        for r in (1, 2):
+            assert got[(r, step)][0] == digests and got[(r, step)][2] == weights   # the full result, checked
+    (sent0, changed0), (sent1, changed1), (sent2, changed2) = (got[(0, s)][1] for s in range(3))
+    assert sent0 == sum(plan.sizes) and changed0 == sum(plan.sizes) // 2      # first sync: whole
+    # one element per tensor: 1 or 2 words each (2-byte words), sent as index + value with an 8-byte header
+    assert len(_params()) <= changed1 <= 4 * len(_params())
+    assert sent1 == 8 * len(plan.buckets) + 6 * changed1 < sum(plan.sizes) // 2
+    assert sent2 == sum(plan.sizes) and changed2 > sum(plan.sizes) // 4       # everything changed: whole again
