@@ -96,22 +96,27 @@ def _peer(rank: int, port: int, queue) -> None:
             queue.put((rank, step, got.digests, plan.nbytes, _fingerprint(eng.loaded.items())))
 
 
-def test_a_real_gloo_broadcast_reaches_every_generator_intact_twice():
+def _run_peers(target, syncs: int) -> dict:
+    """Learner rank 0 and two generators, each a forked process running `target`: {(rank, sync): result}."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("fork")   # torch is imported already: the peers start in milliseconds
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_peer, args=(r, port, queue)) for r in range(3)]
+    procs = [ctx.Process(target=target, args=(r, port, queue)) for r in range(3)]
     for p in procs:
         p.start()
     try:
-        got = {(r, step): (d, n, w) for r, step, d, n, w in (queue.get(timeout=120) for _ in range(6))}
+        return {(r, step): (d, n, w) for r, step, d, n, w in (queue.get(timeout=120) for _ in range(3 * syncs))}
     finally:
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
+
+
+def test_a_real_gloo_broadcast_reaches_every_generator_intact_twice():
+    got = _run_peers(_peer, 2)
     for step in range(2):
         digests, nbytes, weights = got[(0, step)]
         for r in (1, 2):
@@ -143,21 +148,7 @@ def _delta_peer(rank: int, port: int, queue) -> None:
 
 
 def test_delta_sync_sends_only_changed_words_and_rebuilds_the_same_weights():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_delta_peer, args=(r, port, queue)) for r in range(3)]
-    for p in procs:
-        p.start()
-    try:
-        got = {(r, step): (d, n, w) for r, step, d, n, w in (queue.get(timeout=120) for _ in range(9))}
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+    got = _run_peers(_delta_peer, 3)
     plan = make_plan(plain_sources(_params()), 1500)
     for step in range(3):
         digests, _, weights = got[(0, step)]
