@@ -111,7 +111,7 @@ class SyncGroup:
             self.pg = dist.ProcessGroupGloo(store, rank, world, opts)
         self.rank, self.world, self.backend = rank, world, backend
         self._buffers: dict[int, torch.Tensor] = {}
-        self.previous: dict[int, torch.Tensor] = {}   # delta sync, sender: what the generators hold, per bucket
+        self.previous: dict[int, torch.Tensor] = {}   # delta sync: what the generators hold, per bucket
 
     def buffer(self, key: int, size: int, device: str | torch.device = "cpu") -> torch.Tensor:
         if torch.device(device).type != "cpu":   # the CUDA caching allocator already reuses memory
@@ -156,8 +156,11 @@ def delta_send(group: SyncGroup, k: int, buf: torch.Tensor) -> tuple[int, int]:
 
 
 def delta_receive(group: SyncGroup, k: int, size: int, device: str | torch.device) -> torch.Tensor:
-    """The other end of delta_send: bucket k, whole or patched in place over its previous version."""
-    buf = group.buffer(k, size, device)
+    """The other end of delta_send: bucket k, whole or patched in place over its previous version (kept here
+    per bucket on every device: `buffer` hands out fresh CUDA memory each time)."""
+    buf = group.previous.get(k)
+    if buf is None or buf.numel() != size:
+        buf = group.previous[k] = torch.empty(size, dtype=torch.uint8, device=device)
     header = torch.empty(1, dtype=torch.int64, device=device)
     group.broadcast(header).wait()
     n = int(header)
