@@ -10,7 +10,6 @@ benchmarks/results/learning_seeds.jsonl, and plots the GRPO reward curves to lea
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -61,9 +60,6 @@ def main(argv: list[str] | None = None) -> int:
                    "format_last": r["summary"]["reward/format"]["last"],
                    "eval": r["summary"].get("eval", {})} for r in runs],
         "all_learn": all(r["summary"]["margin"] > r["summary"]["noise"] for r in runs),
-        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
-        "date": time.strftime("%Y-%m-%d"),
     }
     line["plot"] = str(_plot(runs, args))
     emit("learning_seeds", line, args)

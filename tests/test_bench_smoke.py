@@ -38,7 +38,8 @@ def check_step_time(rec: dict) -> None:
     for side in ("rlframe", "trl"):
         assert _positive(rec["seconds_per_step"][side]["median"]), side
     assert _positive(rec["trl_over_rlframe_step_time"])
-    assert _positive(rec["rlframe_phases"]["train"]["median"]) and _positive(rec["rlframe_phases"]["generate"]["median"])
+    phases = rec["rlframe_phases"]
+    assert _positive(phases["train"]["median"]) and _positive(phases["generate"]["median"])
 
 
 def check_reward_throughput(rec: dict) -> None:

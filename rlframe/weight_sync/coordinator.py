@@ -104,8 +104,9 @@ class WeightSync:
                 check_digests(plan, sent.digests, r.bucket_digests, version, f"rollout rank {i} (pid {r.pid})")
         slowest = max(receipts, key=lambda r: r.seconds)
         # delta sync: what went on the wire, and the share of 2-byte words that changed since the last sync
+        words = max(1, sum(plan.sizes) // 2)
         extra = {"weight_sync/sent_bytes": sent.sent_bytes,
-                 "weight_sync/changed_fraction": round(sent.changed_words / max(1, sum(plan.sizes) // 2), 6)} if delta else {}
+                 "weight_sync/changed_fraction": round(sent.changed_words / words, 6)} if delta else {}
         return {**extra, "weight_sync/bytes": sent.bytes, "weight_sync/gather_seconds": round(sent.gather_seconds, 4),
                 "weight_sync/send_seconds": round(sent.seconds, 4),
                 "weight_sync/load_seconds": round(slowest.seconds, 4),
