@@ -40,6 +40,7 @@ def worker_env(local: bool, cache_dir: Path) -> dict[str, str]:
     env.update({k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)})
     if local:
         env["TORCH_EXTENSIONS_DIR"] = os.environ.get("TORCH_EXTENSIONS_DIR", str(cache_dir / "torch_extensions"))
+        env["VLLM_CACHE_ROOT"] = os.environ.get("VLLM_CACHE_ROOT", str(cache_dir / "vllm"))   # compiled graphs
         if os.environ.get("DS_ACCELERATOR"):
             env["DS_ACCELERATOR"] = os.environ["DS_ACCELERATOR"]
     # a job started by `ray job submit --runtime-env-json ...`: Ray refuses a second value for the same key
