@@ -4,9 +4,12 @@ A ~20M-parameter Qwen2 (random weights, head_dim 64) is saved once; both framewo
 the same P prompts of the preference task (every step uses all P, G samples each), with AdamW at the same
 learning rate, the same clipped token-level loss (TRL "dapo" = rlframe token_mean), k3 KL beta to the frozen
 initial model, and the same cheap reward (the task's format reward). Each side runs in its own subprocess,
-interleaved rlframe, TRL, rlframe, TRL, ...; per-step time excludes start-up (reported apart).
+interleaved rlframe, TRL, rlframe, TRL, ...; per-step time excludes start-up and the first step (reported
+apart). rlframe runs with vLLM's compiled decode and torch.compile'd learners (COMPILED below), which pay
+their compiles there; TRL runs its defaults (eager model, `transformers` generate).
 
     rlframe bench step_time [--repeats 3] [--steps 6] [--quick] [--device cuda] [--no-trl] [--baseline DIR]
+                            [rlframe overrides, e.g. rollout.num_workers=2]
 
 `--baseline DIR` adds a third side: the same rlframe run from another checkout of rlframe (an older commit,
 say `git worktree add DIR <sha>`), interleaved with this one, for a before/after of a change; the headline is
@@ -25,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import base_parser, emit, interleave, new_figure, ratio, save_plot, summarize  # noqa: E402
 
 PHASES = ("generate", "reward", "reward_compute", "reward_wait", "ref", "train", "weight_sync")  # absent ones read 0
+# rlframe as a long run would be set up: vLLM's compiled decode and torch.compile'd learner forwards. Both
+# compile once (start-up and the first step, which are reported apart); --quick leaves them out (smoke runs).
+COMPILED = ["rollout.vllm.enforce_eager=false", "learner.compile=true"]
 # one GPU: one learner rank (NCCL cannot put two ranks on one device) beside the vLLM engine
 GPU_OVERRIDES = ["learner.world_size=1", "learner.num_gpus_per_worker=0.5", "rollout.num_gpus_per_worker=0.5",
                  "rollout.vllm.gpu_memory_utilization=0.3"]
@@ -46,6 +52,8 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--kl", type=float, default=0.04, help="KL beta (both frameworks then keep a reference model)")
     p.add_argument("--no-trl", action="store_true", help="skip the TRL side (e.g. for a before/after only)")
     p.add_argument("--baseline", metavar="DIR", help="another rlframe checkout to run interleaved with this one")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for the rlframe side only, after the benchmark's "
+                                                "own (e.g. rollout.num_workers=2): to measure a setting")
     p.add_argument("--worker", choices=["rlframe", "trl"], help=argparse_hidden())
     p.add_argument("--spec", help=argparse_hidden())
     args = p.parse_args(argv)
@@ -78,7 +86,7 @@ def run_rlframe(spec: dict) -> dict:
         f"rollout.max_new_tokens={spec['max_new_tokens']}", f"learner.lr={spec['lr']}", "learner.warmup_steps=0",
         "trainer.eval_every=0", "trainer.progress=false", "trainer.loggers=[]",
         "reward.fns=[{name: format, weight: 1.0}]", f"run.output_dir={out}", f"model.dtype={spec['dtype']}",
-        *(GPU_OVERRIDES if gpu else [])])
+        *(GPU_OVERRIDES if gpu else []), *spec.get("overrides", [])])
     t0 = time.perf_counter()
     with RoleMemory() as mem:
         run_dir = Driver(cfg).run()
@@ -154,7 +162,7 @@ def make_spec(args) -> dict:
             "prompt_tokens": sum(map(len, ctl.train_prompts)) / len(ctl.train_prompts), "out": str(out),
             "steps": args.steps, "prompts": args.prompts, "group_size": args.group_size,
             "max_new_tokens": args.max_new_tokens, "lr": args.lr, "kl": args.kl, "device": args.device,
-            "dtype": args.dtype}
+            "dtype": args.dtype, "overrides": ([] if args.quick else COMPILED) + args.overrides}
     (out / "spec.json").write_text(json.dumps(spec))
     return spec
 
@@ -210,6 +218,7 @@ def main() -> int:
     runs = interleave(sides, args.repeats)
     step = {k: summarize([steady(r) for r in v]) for k, v in runs.items()}
     startup = {k: summarize([r["total_seconds"] - sum(r["step_seconds"]) for r in v]) for k, v in runs.items()}
+    first = {k: summarize([r["step_seconds"][0] for r in v]) for k, v in runs.items()}   # warm-up, compiles
     phases = {ph: summarize([statistics_median(r["phases"][ph][1:] or r["phases"][ph]) for r in runs["rlframe"]])
               for ph in PHASES}
     memory = {k: {role: max(r["memory_mb"].get(role, 0.0) for r in v) for role in v[0]["memory_mb"]}
@@ -217,9 +226,9 @@ def main() -> int:
     figures = ", ".join(f"{k} {step[k]['median']:.2f} s/step" for k in runs)
     record = {
         "config": {k: spec[k] for k in ("params", "steps", "prompts", "group_size", "max_new_tokens", "lr", "kl",
-                                        "prompt_tokens", "device", "dtype")}
+                                        "prompt_tokens", "device", "dtype", "overrides")}
         | {"repeats": args.repeats, "quick": args.quick, "baseline": args.baseline},
-        "seconds_per_step": step, "startup_seconds": startup, "rlframe_phases": phases,
+        "seconds_per_step": step, "startup_seconds": startup, "first_step_seconds": first, "rlframe_phases": phases,
         "response_length": {k: summarize([statistics_median(r["response_length"]) for r in v])
                             for k, v in runs.items()},
         "load_avg_1m": {k: [r["load_avg_1m"] for r in v] for k, v in runs.items()},
