@@ -29,7 +29,8 @@ from _common import base_parser, emit, interleave, new_figure, ratio, save_plot,
 
 PHASES = ("generate", "reward", "reward_compute", "reward_wait", "ref", "train", "weight_sync")  # absent ones read 0
 # rlframe as a long run would be set up: vLLM's compiled decode and torch.compile'd learner forwards. Both
-# compile once (start-up and the first step, which are reported apart); --quick leaves them out (smoke runs).
+# compile once (start-up and the first step, which are reported apart). --quick leaves them out: they would add
+# 30-60 s to each smoke run; tests/integration/test_learners.py checks learner.compile against eager learners.
 COMPILED = ["rollout.vllm.enforce_eager=false", "learner.compile=true"]
 # one GPU: one learner rank (NCCL cannot put two ranks on one device) beside the vLLM engine
 GPU_OVERRIDES = ["learner.world_size=1", "learner.num_gpus_per_worker=0.5", "rollout.num_gpus_per_worker=0.5",

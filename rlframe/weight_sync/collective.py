@@ -137,13 +137,14 @@ def delta_send(group: SyncGroup, k: int, buf: torch.Tensor) -> tuple[int, int]:
     group (nothing held yet) goes whole, and the digests of the full result are compared as always."""
     words = buf.view(torch.int16)
     prev = group.previous.get(k)
-    idx = None if prev is None or prev.numel() != words.numel() else (words != prev).nonzero().view(-1)
+    fresh = prev is None or prev.numel() != words.numel()   # nothing held for this bucket yet
+    idx = None if fresh else (words != prev).nonzero().view(-1)
     changed = words.numel() if idx is None else idx.numel()
     sparse = idx is not None and idx.numel() * 6 * 2 < buf.numel()
     group.broadcast(torch.tensor([idx.numel() if sparse else -1], dtype=torch.int64, device=buf.device)).wait()
     if not sparse:
         group.broadcast(buf).wait()
-        if prev is None or prev.numel() != words.numel():
+        if fresh:
             group.previous[k] = words.clone()
         else:
             prev.copy_(words)
