@@ -20,6 +20,23 @@ def configure_vllm_env(on_gpu: bool, cpu_kv_cache_gb: int) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gb))
 
 
+def eager_logprob_ranks() -> bool:
+    """Run vLLM's rank count of sampled tokens (`batched_count_greater_than`) as the plain torch op on CPU.
+
+    vLLM wraps it in torch.compile, so the first request that asks for logprobs compiles it with inductor:
+    3.5-3.8 s of every vLLM-CPU start (measured), for a compare and a sum that eager torch does in microseconds
+    here. rlframe never reads the ranks. The GPU keeps the compiled kernel (it avoids a [batch, vocab] copy).
+    Returns whether it swapped the op (False once done, or for a vLLM without the hook)."""
+    try:
+        from vllm.v1.sample import sampler
+    except ImportError:
+        return False
+    eager = getattr(getattr(sampler, "batched_count_greater_than", None), "_torchdynamo_orig_callable", None)
+    if eager is not None:
+        sampler.batched_count_greater_than = eager
+    return eager is not None
+
+
 class VLLMEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
                  seed: int = 0, on_gpu: bool = False, gpu_memory_utilization: float = 0.5,
@@ -38,6 +55,8 @@ class VLLMEngine:
         if sleep_mode:   # cluster.colocate=true; vLLM's sleep mode is CUDA-only (validate refuses it on CPU)
             kwargs.update(enable_sleep_mode=True)
         self.llm = LLM(**kwargs)
+        if not on_gpu:
+            eager_logprob_ranks()
         # without a tokenizer vLLM knows no EOS: every id that ends a completion is passed explicitly
         self.stop_token_ids = list(stop_token_ids)
         self._batches = 0

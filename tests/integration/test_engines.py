@@ -43,6 +43,19 @@ def test_greedy_outputs_and_probe_agree(engines):
     assert pv.shape == (4,) and torch.allclose(pv, ph, atol=1e-4)
 
 
+def test_vllm_cpu_counts_logprob_ranks_without_an_inductor_compile(engines):
+    """The engine swapped vLLM's torch.compile'd rank count for the eager op (3.5 s less at every start); a vLLM
+    that renames the hook fails here rather than silently compiling again."""
+    from vllm.v1.sample import sampler
+
+    from rlframe.rollout.vllm_engine import eager_logprob_ranks
+
+    assert not hasattr(sampler.batched_count_greater_than, "_torchdynamo_orig_callable")
+    x, vals = torch.tensor([[0.1, 0.5, 0.3], [0.9, 0.2, 0.4]]), torch.tensor([[0.3], [0.9]])
+    assert sampler.batched_count_greater_than(x, vals).tolist() == [2, 1]
+    assert eager_logprob_ranks() is False   # already eager: nothing left to swap
+
+
 def test_sampling_groups_and_logprobs_match_the_model(engines, tiny_model_dir):
     """n samples per prompt come grouped, and their log-probs are those of softmax(logits / T)."""
     from transformers import AutoModelForCausalLM
