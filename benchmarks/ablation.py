@@ -7,9 +7,9 @@ For each seed the script runs, through the `rlframe` CLI:
 2. `rlframe train trainer.stages=[grpo]` twice from that SFT checkpoint: once with the profile-similarity
    reward's weight set to 0 (the component is still computed and logged, it just does not enter the total),
    once with the default weight (0.7);
-3. `rlframe eval` of the four policies: the untrained initial model (base), the SFT checkpoint and both RL
-   results, on the same held-out samples, greedy, under each `--repetition-penalties` value (1.15 is the
-   paper's, 1.0 none).
+3. `rlframe eval eval.policies=[...]` of the four policies: the untrained initial model (base), the SFT
+   checkpoint and both RL results, on the same held-out samples, greedy, once under each `--repetition-penalties`
+   value (1.15 is the paper's, 1.0 none).
 
 It reports accuracy per subset (SP_ID, SP_OD, MP_ID, MP_OD: seen / unseen users with single / multiple
 liked terms per dimension), their unweighted mean, the format-valid rate and the profile similarity (raw
@@ -49,7 +49,8 @@ VL_OVERRIDES = ["experiment=preferthinker_tiny_vl", "data.num_train=1024", "data
                 "trainer.sft.steps=1200", "trainer.sft.eval_every=100", "trainer.sft.min_steps=300",
                 "trainer.sft.stop_threshold=0.6", "trainer.max_steps=40", "trainer.prompts_per_step=16",
                 "trainer.eval_every=10"]
-QUICK_OVERRIDES = ["data.num_train=64", "data.num_eval=16", "trainer.sft.steps=10", "trainer.sft.eval_every=0",
+# rollout=hf in the smoke: seven processes each skip vLLM's start-up (~10 s); the script's path is the same
+QUICK_OVERRIDES = ["rollout=hf", "data.num_train=64", "data.num_eval=16", "trainer.sft.steps=10", "trainer.sft.eval_every=0",
                    "trainer.sft.stop_threshold=null",
                    "trainer.max_steps=2", "trainer.prompts_per_step=4", "trainer.eval_every=0",
                    "rollout.max_new_tokens=32"]
@@ -109,11 +110,13 @@ def run_seed(seed: int, out: Path, common: list[str], rlframe: str, penalties: l
     policies = {"base": out / "sft" / "init_model", "sft": sft,
                 "rl_no_profile": out / "rl_no_profile" / "final", "rl": out / "rl" / "final"}
     evals: dict[str, dict[str, Any]] = {}
-    for i, rp in enumerate(penalties):
-        for v, path in policies.items():
-            name = f"eval_{v}" if i == 0 else f"eval_{v}_rp{_rp_key(rp)}"
-            step(name, ["eval", f"model.init_from={path}", f"eval.repetition_penalty={rp}"], "eval.json")
-            evals.setdefault(_rp_key(rp), {})[v] = json.loads((out / name / "eval.json").read_text())
+    listed = "[" + ",".join(f"'{p}'" for p in policies.values()) + "]"
+    for rp in penalties:   # one `rlframe eval` of all four policies per penalty (one start-up, not four)
+        name = f"eval_rp{_rp_key(rp)}"
+        step(name, ["eval", f"eval.policies={listed}", f"eval.repetition_penalty={rp}"],
+             f"policy-{len(policies) - 1}/eval.json")
+        evals[_rp_key(rp)] = {v: json.loads((out / name / f"policy-{i}" / "eval.json").read_text())
+                              for i, v in enumerate(policies)}
     return {"evals": evals, "seconds": times}
 
 

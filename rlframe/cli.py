@@ -18,8 +18,8 @@ Overrides use Hydra syntax:  rlframe train learner=zero3 trainer.max_steps=10 ru
 COMMANDS = {
     "train": "SFT then GRPO (trainer.stages) on Ray with DeepSpeed learners and vLLM generators",
     "sft": "supervised fine-tuning only (cross-entropy on assistant tokens); saves a Hugging Face checkpoint",
-    "eval": "greedy evaluation of model.path / model.init_from per held-out subset (eval.num_history sweeps); "
-            "writes eval.json and eval.md",
+    "eval": "greedy evaluation of model.path / model.init_from, or of each eval.policies folder, per held-out "
+            "subset (eval.num_history sweeps); writes eval.json and eval.md",
 }
 
 # Other subcommands live in their own modules, each with `add_arguments(parser)`, `run(args) -> int` and a
@@ -113,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cfg == "job":
         print(to_yaml(cfg), end="")
         return 0
+    if args.command == "eval" and cfg.eval.policies and not (cfg.model.init_from or cfg.model.path):
+        cfg.model.init_from = cfg.eval.policies[0]   # its tokenizer and chat template render the prompts
     _setup_logging(args.verbose)
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     import torch

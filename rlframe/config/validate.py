@@ -270,6 +270,9 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     _at_least(e, "data.num_train", cfg.data.num_train, 1)
     _in_range(e, "data.num_history", cfg.data.num_history, 1, 5)
     _choice(e, "data.on_invalid", cfg.data.on_invalid, ["error", "skip"])
+    for i, path in enumerate(cfg.eval.policies):
+        if not (Path(path).expanduser() / "config.json").is_file():
+            e.append(f"eval.policies[{i}]={path!r}: not a Hugging Face model folder (no config.json there)")
 
     _choice(e, "rollout.backend", r.backend, ["vllm", "hf"])
     _at_least(e, "rollout.num_workers", r.num_workers, 1)

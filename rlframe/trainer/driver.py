@@ -157,12 +157,15 @@ class Driver:
 
     def start_rollout_and_reward(self, model_path: str) -> None:
         """Create generators and reward workers without waiting: their start-up overlaps SFT."""
+        self.start_generators(model_path)
+        rw = self.cfg.reward
+        self.rewarders = RewardPool(self.roles.start("reward", (list(rw.fns), rw.torch_threads, rw.on_error,
+                                                                rw.fallback_value)), rw, self.timeouts)
+
+    def start_generators(self, model_path: str) -> None:
         cfg, r = self.cfg, self.cfg.rollout
         self.roles.start("rollout", (self.storage.ship(model_path), self.storage.ship(self.tokenizer_dir), r,
                                      cfg.model.dtype, cfg.run.seed, self.stop_ids, self.pad_id, cfg.cluster.colocate))
-        rw = cfg.reward
-        self.rewarders = RewardPool(self.roles.start("reward", (list(rw.fns), rw.torch_threads, rw.on_error,
-                                                                rw.fallback_value)), rw, cfg.cluster.timeouts)
 
     def start_learners(self, model_path: str, ref_path: str | None, local_batch: int, role: str = "learner") -> None:
         lc = getattr(self.cfg, role)   # role "critic": PPO's critic, its own DeepSpeed group (section `critic`)
@@ -347,9 +350,7 @@ class Driver:
             self.guard.load_resume()
         try:
             self.start_cluster()
-            if mode == "eval":
-                self.start_rollout_and_reward(self.model_path)
-                self.wait_ready()
+            if mode == "eval":   # (it starts the generators and reward workers)
                 return run_eval(self)
             self.guard.install()
             policy = self.state.policy or self.model_path

@@ -54,16 +54,50 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_policies(policies: list[str], tokenizer: Any) -> None:
+    """Every eval.policies entry with a tokenizer of its own has the run's: the prompts are encoded once, with
+    the first policy's tokenizer (that every entry is a model folder, config validation checked)."""
+    from transformers import AutoTokenizer
+
+    from rlframe.config import ConfigError
+
+    vocab = tokenizer.get_vocab()
+    for i, path in enumerate(policies):
+        if (Path(path) / "tokenizer_config.json").is_file() and AutoTokenizer.from_pretrained(path).get_vocab() != vocab:
+            raise ConfigError(f"eval.policies[{i}]={path!r}: its tokenizer differs from the first policy's; "
+                              f"evaluate it in a run of its own")
+
+
 def run_eval(d: Driver) -> Path:
-    """Evaluate `model.path` / `model.init_from` (the driver did the set-up); writes eval.json, eval.md
-    and eval_predictions.jsonl into the run folder."""
+    """Evaluate `model.path` / `model.init_from`, or each of eval.policies in turn (the generators restart
+    with each; Ray, the reward workers and the encoded prompts serve all). Writes eval.json, eval.md and
+    eval_predictions.jsonl into the run folder, or into <run>/policy-<i>/ for each policy."""
+    policies = list(d.cfg.eval.policies)
+    if policies:
+        check_policies(policies, d.tokenizer)
+        (d.run_dir / "policies.json").write_text(json.dumps({f"policy-{i}": p for i, p in enumerate(policies)},
+                                                            indent=2))
+    d.start_rollout_and_reward(policies[0] if policies else d.model_path)
+    for i, path in enumerate(policies or [d.model_path]):
+        if i:
+            d.roles.stop("rollout")
+            d.start_generators(path)
+        d.wait_ready()
+        out = d.run_dir / f"policy-{i}" if policies else d.run_dir
+        out.mkdir(parents=True, exist_ok=True)
+        evaluate_policy(d, path, out)
+    return d.run_dir
+
+
+def evaluate_policy(d: Driver, model: str, out_dir: Path) -> None:
+    """Greedy decoding of the held-out set(s) by the running generators, which hold `model`."""
     cfg = d.cfg
     e = cfg.eval
     params = SamplingSettings(n=1, temperature=0.0, max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
                               repetition_penalty=e.repetition_penalty)
     sweep = list(e.num_history) or [cfg.data.num_history]
     results: dict[str, dict[str, Any]] = {}
-    with open(d.run_dir / "eval_predictions.jsonl", "w") as pred_file:
+    with open(out_dir / "eval_predictions.jsonl", "w") as pred_file:
         for k in sweep:
             task = d.task if k == cfg.data.num_history else d.task_spec.build(replace(cfg.data, num_history=k),
                                                                                d.cache_dir)
@@ -77,12 +111,11 @@ def run_eval(d: Driver) -> Path:
                                             **{m: batch.components[key][j] for key, m in metrics.items()
                                                if key in batch.components}}) + "\n")
             log.info("eval num_history=%d: %s", k, ", ".join(f"{m} {v:.3f}" for m, v in results[str(k)]["mean"].items()))
-    out = {"model": d.model_path, "settings": {"greedy": True, "max_new_tokens": params.max_new_tokens,
-                                                "repetition_penalty": params.repetition_penalty,
-                                                "rollout_workers": cfg.rollout.num_workers},
+    out = {"model": model, "settings": {"greedy": True, "max_new_tokens": params.max_new_tokens,
+                                        "repetition_penalty": params.repetition_penalty,
+                                        "rollout_workers": cfg.rollout.num_workers},
            "num_history": results}
-    (d.run_dir / "eval.json").write_text(json.dumps(out, indent=2))
+    (out_dir / "eval.json").write_text(json.dumps(out, indent=2))
     table = markdown_table(results)
-    (d.run_dir / "eval.md").write_text(f"# Evaluation of {d.model_path}\n\n{table}")
-    print(table, end="")
-    return d.run_dir
+    (out_dir / "eval.md").write_text(f"# Evaluation of {model}\n\n{table}")
+    print(f"{model}:\n{table}" if cfg.eval.policies else table, end="")

@@ -190,3 +190,12 @@ def test_probe_tolerance_follows_the_model_dtype_unless_set():
     assert WeightSync(cfg.weight_sync, dtype=cfg.model.dtype).tolerance == 0.02
     with pytest.raises(ConfigError, match=r"weight_sync.probe_tolerance=0.0: expected a number > 0"):
         load_config(["weight_sync.probe_tolerance=0"])
+
+
+def test_eval_policies_must_be_model_folders(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    cfg = load_config([f"eval.policies=[{tmp_path / 'model'}]"])
+    assert cfg.eval.policies == [str(tmp_path / "model")]
+    with pytest.raises(ConfigError, match=r"eval.policies\[1\]=.*nowhere.*not a Hugging Face model folder"):
+        load_config([f"eval.policies=[{tmp_path / 'model'},{tmp_path / 'nowhere'}]"])

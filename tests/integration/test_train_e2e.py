@@ -95,6 +95,28 @@ def check_eval(run_dir: Path, tmp_path: Path) -> None:
                                                               "profile_exact"}
     assert "| 3 | eval | 8 |" in (out / "eval.md").read_text()
 
+    # eval.policies: two policies in one start-up, a perturbed copy first; after the generators reload, the
+    # trained policy decodes exactly as it did alone
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    other = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    with torch.no_grad():
+        for i, prm in enumerate(other.parameters()):
+            prm.add_(torch.randn(prm.shape, generator=torch.Generator().manual_seed(i)) * 0.5)
+    other.save_pretrained(tmp_path / "perturbed")
+    AutoTokenizer.from_pretrained(run_dir / "final").save_pretrained(tmp_path / "perturbed")
+    cfg.eval.policies = [str(tmp_path / "perturbed"), str(run_dir / "final")]
+    cfg.run.output_dir = str(tmp_path / "eval_both")
+    both = Driver(cfg).run("eval")
+    assert json.loads((both / "policies.json").read_text()) == {"policy-0": cfg.eval.policies[0],
+                                                                 "policy-1": cfg.eval.policies[1]}
+    alone = json.loads((both / "policy-1" / "eval.json").read_text())
+    assert alone["model"] == cfg.eval.policies[1] and alone["num_history"] == result["num_history"]
+    preds = (out / "eval_predictions.jsonl").read_text()
+    assert (both / "policy-0" / "eval_predictions.jsonl").read_text() != preds
+    assert (both / "policy-1" / "eval_predictions.jsonl").read_text() == preds
+
 
 def test_hf_zero3_rloo_without_reference_probes_every_sync(ray_session, tmp_path):
     """Also the end-to-end run of `algorithm=rloo` (no KL term, so no reference model), and of delta weight sync
