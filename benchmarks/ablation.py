@@ -49,9 +49,9 @@ VL_OVERRIDES = ["experiment=preferthinker_tiny_vl", "data.num_train=1024", "data
                 "trainer.sft.steps=1200", "trainer.sft.eval_every=100", "trainer.sft.min_steps=300",
                 "trainer.sft.stop_threshold=0.6", "trainer.max_steps=40", "trainer.prompts_per_step=16",
                 "trainer.eval_every=10"]
-# rollout=hf in the smoke: seven processes each skip vLLM's start-up (~10 s); the script's path is the same
-QUICK_OVERRIDES = ["rollout=hf", "data.num_train=64", "data.num_eval=16", "trainer.sft.steps=10", "trainer.sft.eval_every=0",
-                   "trainer.sft.stop_threshold=null",
+# rollout=hf in the smoke: each of its four processes skips vLLM's start-up; the script's path is the same
+QUICK_OVERRIDES = ["rollout=hf", "data.num_train=64", "data.num_eval=16", "trainer.sft.steps=10",
+                   "trainer.sft.eval_every=0", "trainer.sft.stop_threshold=null",
                    "trainer.max_steps=2", "trainer.prompts_per_step=4", "trainer.eval_every=0",
                    "rollout.max_new_tokens=32"]
 #: where the profile-similarity reward sits in conf/reward/preference.yaml's `fns`

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from rlframe.tasks.preference.rewards import EVAL_METRICS
-from rlframe.trainer.evaluation import markdown_table, subset_metrics
+from rlframe.config import ConfigError
+from rlframe.trainer.evaluation import check_policies, markdown_table, subset_metrics
 
 
 def test_subset_metrics_against_a_known_answer_file():
@@ -38,3 +39,24 @@ def test_records_without_split_form_one_subset_and_missing_metrics_are_left_out(
 def test_a_task_without_metric_names_reports_every_component_under_its_own_name():
     out = subset_metrics([{"split": "x"}, {"split": "y"}], {"exact": [1.0, 0.0], "length": [3.0, 5.0]})
     assert out["mean"] == {"exact": 0.5, "length": 4.0}
+
+
+def _tokenizer(folder, words: list[str]):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<unk>", *words])}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>")
+    tok.save_pretrained(folder)
+    return tok
+
+
+def test_eval_policies_with_another_tokenizer_are_refused_by_index(tmp_path):
+    run = _tokenizer(tmp_path / "a", ["Image", "A", "B"])
+    _tokenizer(tmp_path / "same", ["Image", "A", "B"])
+    _tokenizer(tmp_path / "other", ["Image", "A", "C"])
+    (tmp_path / "no_tokenizer").mkdir()            # a weights-only folder takes the run's tokenizer
+    check_policies([str(tmp_path / "same"), str(tmp_path / "no_tokenizer")], run)
+    with pytest.raises(ConfigError, match=r"eval.policies\[2\]=.*other.*tokenizer differs"):
+        check_policies([str(tmp_path / "same"), str(tmp_path / "no_tokenizer"), str(tmp_path / "other")], run)

@@ -56,16 +56,19 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
 
 def check_policies(policies: list[str], tokenizer: Any) -> None:
     """Every eval.policies entry with a tokenizer of its own has the run's: the prompts are encoded once, with
-    the first policy's tokenizer (that every entry is a model folder, config validation checked)."""
+    the tokenizer of model.init_from / model.path (by default the first policy's). That every entry is a model
+    folder, config validation checked."""
     from transformers import AutoTokenizer
 
     from rlframe.config import ConfigError
 
     vocab = tokenizer.get_vocab()
     for i, path in enumerate(policies):
-        if (Path(path) / "tokenizer_config.json").is_file() and AutoTokenizer.from_pretrained(path).get_vocab() != vocab:
-            raise ConfigError(f"eval.policies[{i}]={path!r}: its tokenizer differs from the first policy's; "
-                              f"evaluate it in a run of its own")
+        own = (Path(path) / "tokenizer_config.json").is_file()
+        if own and AutoTokenizer.from_pretrained(path).get_vocab() != vocab:
+            raise ConfigError(f"eval.policies[{i}]={path!r}: its tokenizer differs from the one that encoded the "
+                              f"prompts (model.init_from / model.path, by default the first policy's); evaluate it "
+                              f"in a run of its own")
 
 
 def run_eval(d: Driver) -> Path:
