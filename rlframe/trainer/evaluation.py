@@ -81,6 +81,11 @@ def run_eval(d: Driver) -> Path:
         (d.run_dir / "policies.json").write_text(json.dumps({f"policy-{i}": p for i, p in enumerate(policies)},
                                                             indent=2))
     d.start_rollout_and_reward(policies[0] if policies else d.model_path)
+    cfg = d.cfg   # the held-out set of each num_history value, built and encoded once for every policy
+    sets = {k: d.task if k == cfg.data.num_history else d.task_spec.build(replace(cfg.data, num_history=k),
+                                                                           d.cache_dir)
+            for k in list(cfg.eval.num_history) or [cfg.data.num_history]}
+    sets = {k: (task, d.encode_prompts(task.eval, task)) for k, task in sets.items()}
     for i, path in enumerate(policies or [d.model_path]):
         if i:
             d.roles.stop("rollout")
@@ -88,23 +93,20 @@ def run_eval(d: Driver) -> Path:
         d.wait_ready()
         out = d.run_dir / f"policy-{i}" if policies else d.run_dir
         out.mkdir(parents=True, exist_ok=True)
-        evaluate_policy(d, path, out)
+        evaluate_policy(d, path, out, sets)
     return d.run_dir
 
 
-def evaluate_policy(d: Driver, model: str, out_dir: Path) -> None:
-    """Greedy decoding of the held-out set(s) by the running generators, which hold `model`."""
+def evaluate_policy(d: Driver, model: str, out_dir: Path, sets: dict[int, tuple[Any, list]]) -> None:
+    """Greedy decoding of the held-out sets (`sets`: num_history -> task, prompts) by the generators holding `model`."""
     cfg = d.cfg
     e = cfg.eval
     params = SamplingSettings(n=1, temperature=0.0, max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
                               repetition_penalty=e.repetition_penalty)
-    sweep = list(e.num_history) or [cfg.data.num_history]
     results: dict[str, dict[str, Any]] = {}
     with open(out_dir / "eval_predictions.jsonl", "w") as pred_file:
-        for k in sweep:
-            task = d.task if k == cfg.data.num_history else d.task_spec.build(replace(cfg.data, num_history=k),
-                                                                               d.cache_dir)
-            batch = RolloutBatch(task.eval, d.encode_prompts(task.eval, task), 1)
+        for k, (task, prompts) in sets.items():
+            batch = RolloutBatch(task.eval, prompts, 1)
             d.rollout(batch, params)
             metrics = task.eval_metrics or {c: c for c in batch.components}
             results[str(k)] = subset_metrics(task.eval, batch.components, metrics)
