@@ -80,5 +80,5 @@ class CriticWorker(LearnerWorker):
         t1 = time.perf_counter()
         self.engine.train()
         self._set_lr(lr)
-        out = run_critic_updates(self.engine, self._values, minis, olds, rets, algo)
+        out = run_critic_updates(self.engine, self._values, minis, olds, rets, algo, self.scales(minis, "token_mean"))
         return {**out, "critic/lr": lr, "timing/critic_values": t_values, "timing/critic": time.perf_counter() - t1}

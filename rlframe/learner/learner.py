@@ -24,7 +24,8 @@ from rlframe.config.schema import AlgorithmConfig, LearnerConfig
 from rlframe.data.batching import TrainBatch
 from rlframe.learner.lora import AdapterOff, merged_sources, save_merged_and_adapter, wrap as wrap_lora
 from rlframe.learner.losses import sft_loss
-from rlframe.learner.update import logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl, token_kl
+from rlframe.learner.update import (loss_scales, logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl,
+                                    token_kl)
 from rlframe.models.loading import DTYPES, load_policy
 from rlframe.models.logprobs import token_logprobs
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
@@ -165,6 +166,16 @@ class LearnerWorker:
     def _logprobs(self, module: Any, mb: TrainBatch, temperature: float) -> torch.Tensor:
         return token_logprobs(self._logits(module, mb), mb.input_ids[:, 1:], temperature)
 
+    def sum_over_ranks(self, values: list[float]) -> list[float]:
+        """Element-wise sums over the data-parallel ranks (one all-reduce): the loss normalisers of a step."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.world > 1:
+            torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def scales(self, minis: list[list[TrainBatch]], agg: str) -> list[list[float]]:
+        return loss_scales(minis, agg, self.engine.gradient_accumulation_steps(), self.world, self.sum_over_ranks)
+
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -174,11 +185,12 @@ class LearnerWorker:
         self.engine.train()
         self._set_lr(lr)
         losses, tokens = [], 0.0
-        for mb in batch.micro_batches(self.cfg.micro_batch_size, self.device):
+        mbs = batch.micro_batches(self.cfg.micro_batch_size, self.device)
+        for mb, scale in zip(mbs, self.scales([mbs], "token_mean")[0]):   # the mean over every rank's tokens
             logits = self.engine(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
                                  **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
             loss = sft_loss(logits, mb.input_ids[:, 1:], mb.loss_mask)
-            self.engine.backward(loss)
+            self.engine.backward(loss * scale)
             self.engine.step()
             losses.append(loss.item())
             tokens += float(mb.loss_mask.sum())
@@ -230,7 +242,7 @@ class LearnerWorker:
         self.engine.train()
         self._set_lr(lr)
         out = run_updates(self.engine, partial(self._logits, self.engine), minis, refs, olds, algo, temperature,
-                          max_new_tokens)
+                          max_new_tokens, self.scales(minis, algo.loss_agg))
         return {**out, "lr": lr, **timing, "timing/train": time.perf_counter() - t1}
 
     @torch.no_grad()

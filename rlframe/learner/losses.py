@@ -66,6 +66,14 @@ LOSS_AGGREGATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "seq_mean_token_sum": _seq_mean_token_sum,
 }
 
+
+def agg_units(agg: str, mask: torch.Tensor) -> float:
+    """What LOSS_AGGREGATIONS[agg] divides by in a micro-batch: its masked tokens (token_mean) or its sequences.
+
+    Every aggregation is (a sum over the micro-batch) / units, so scaling a micro-batch's loss by
+    units / (the units of the whole update, over every micro-batch and rank) gives the update's own mean."""
+    return float(mask.sum()) if agg == "token_mean" else float(mask.shape[0])
+
 PolicyLoss = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 POLICY_LOSSES: Registry[PolicyLoss] = Registry("policy loss")
 

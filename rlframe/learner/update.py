@@ -14,10 +14,25 @@ import torch.nn.functional as F
 
 from rlframe.config.schema import AlgorithmConfig
 from rlframe.data.batching import TrainBatch, split_even
-from rlframe.learner.losses import KL_ESTIMATORS, masked_mean, mismatch_weights, policy_loss, value_loss
+from rlframe.learner.losses import KL_ESTIMATORS, agg_units, masked_mean, mismatch_weights, policy_loss, value_loss
 from rlframe.models.logprobs import token_logprobs
 
 Forward = Callable[[TrainBatch], torch.Tensor]   # micro-batch -> logits [B, L-1, V] (position t scores t+1)
+SumOverRanks = Callable[[list[float]], list[float]]   # element-wise sum over the data-parallel ranks
+
+
+def loss_scales(minis: list[list[TrainBatch]], agg: str, gas: int, world: int,
+                over_ranks: SumOverRanks = lambda xs: xs) -> list[list[float]]:
+    """A factor per micro-batch loss so that each update's gradient is the mean over the whole update.
+
+    DeepSpeed divides every micro-batch loss by its accumulation steps (`gas`) and averages gradients over the
+    ranks, so without these factors `token_mean` would weight a token by 1 / (its own micro-batch's tokens):
+    tokens of short completions count more when micro-batches or ranks hold fewer tokens. With them a token
+    weighs 1 / (the update's tokens over every rank), as in DAPO, TRL and veRL, whatever the micro-batch size
+    or the split. `over_ranks` sums the per-update unit counts over the ranks (one all-reduce)."""
+    local = [[agg_units(agg, mb.loss_mask) for mb in mini] for mini in minis]
+    totals = over_ranks([sum(units) for units in local])
+    return [[u * gas * world / total if total > 0 else 0.0 for u in units] for units, total in zip(local, totals)]
 
 
 def updates(algo: AlgorithmConfig) -> int:
@@ -72,7 +87,8 @@ def token_kl(minis: list[list[TrainBatch]], olds: list[list[torch.Tensor]], refs
 
 
 def run_critic_updates(engine: Any, values: Forward, minis: list[list[TrainBatch]], olds: list[list[torch.Tensor]],
-                       returns: list[list[torch.Tensor]], algo: AlgorithmConfig) -> dict[str, float]:
+                       returns: list[list[torch.Tensor]], algo: AlgorithmConfig,
+                       scales: list[list[float]] | None = None) -> dict[str, float]:
     """The critic's share of a step: the actor's schedule (epochs x mini-batches, one update each) on the value
     loss against the GAE returns, clipped around the values the advantages came from (`olds`)."""
     sums: dict[str, float] = {}
@@ -81,7 +97,7 @@ def run_critic_updates(engine: Any, values: Forward, minis: list[list[TrainBatch
         for i, mini in enumerate(minis):
             for j, mb in enumerate(mini):
                 loss, m = value_loss(values(mb), olds[i][j], returns[i][j], mb.loss_mask, algo.value_clip)
-                engine.backward(loss)
+                engine.backward(loss * scales[i][j] if scales is not None else loss)
                 engine.step()
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -98,10 +114,12 @@ def _key(k: str) -> str:
 
 def run_updates(engine: Any, forward: Forward, minis: list[list[TrainBatch]], refs: list[list[torch.Tensor | None]],
                 olds: list[list[torch.Tensor]] | None, algo: AlgorithmConfig, temperature: float,
-                norm_len: int | None = None) -> dict[str, float]:
+                norm_len: int | None = None, scales: list[list[float]] | None = None) -> dict[str, float]:
     """algo.epochs passes over the mini-batches, one optimizer update per mini-batch. Without `olds` (a single
     update) the ratio's denominator is the forward itself, detached: ratio 1, the clip cannot fire, and the
-    gradient is the plain policy gradient. Returns metrics averaged over every micro-batch of every update."""
+    gradient is the plain policy gradient. `scales` (loss_scales) make each update's loss the mean over the
+    update rather than over each micro-batch. Returns metrics averaged over every micro-batch of every update
+    (the logged loss is each micro-batch's own mean)."""
     sums: dict[str, float] = {}
     grad_norms, count = [], 0
     mm = algo.mismatch
@@ -119,7 +137,7 @@ def run_updates(engine: Any, forward: Forward, minis: list[list[TrainBatch]], re
                                        ref_logp=refs[i][j], kl_coef=algo.kl_coef if algo.kl_in == "loss" else 0.0,
                                        kl_estimator=algo.kl_estimator, agg=algo.loss_agg, norm_len=norm_len,
                                        loss_fn=algo.policy_loss, dual_clip_c=algo.dual_clip_c, weights=weights)
-                engine.backward(loss)
+                engine.backward(loss * scales[i][j] if scales is not None else loss)
                 engine.step()
                 m.update(lm)
                 m["entropy"] = masked_mean(entropy(logits, temperature), mb.loss_mask.to(logp.dtype)).item()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -39,6 +40,11 @@ def shards(batch: TrainBatch) -> list[TrainBatch]:
     return batch.shards(WORLD)
 
 
+def pick(batch: TrainBatch, rows: list[int]) -> TrainBatch:
+    return replace(batch, **{f.name: getattr(batch, f.name)[rows] for f in fields(batch)
+                             if getattr(batch, f.name) is not None})
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_learners_train_and_gather(ray_session, start_role, tiny_model_dir, tmp_path, stage):
     ray = ray_session
@@ -60,6 +66,19 @@ def test_zero_learners_train_and_gather(ray_session, start_role, tiny_model_dir,
     for m in ms:
         assert m["kl"] > 0 and torch.isfinite(torch.tensor(m["loss"]))
         assert m["actor/grad_norm"] > 0 and m["timing/ref"] > 0 and m["timing/train"] > 0
+
+    # the update's gradient is the mean over every rank's tokens, not the mean of the ranks' means: the short
+    # completions on one rank and the long ones on the other give the global norm of an interleaved split
+    # (lr 0: the weights stay where they are between the calls)
+    order = torch.argsort(batch.loss_mask.sum(1)).tolist()
+    splits = {"by_length": [order[:8], order[8:]], "interleaved": [order[0::2], order[1::2]]}
+    norms = {}
+    for name, (a, b) in splits.items():
+        assert pick(batch, a).loss_mask.sum() != pick(batch, b).loss_mask.sum() or name == "interleaved"
+        rl = ray.get(group.call_each("rl_step", [(pick(batch, ix), 0.0, algo, 1.0) for ix in (a, b)]))
+        sft = ray.get(group.call_each("sft_step", [(pick(batch, ix), 0.0) for ix in (a, b)]))
+        norms[name] = (rl[0]["actor/grad_norm"], sft[0]["grad_norm"])
+    assert norms["by_length"] == pytest.approx(norms["interleaved"], rel=1e-4), norms
 
     # full weights: gathered (ZeRO-3 included), hashed, equal to what save_hf writes
     out = group.run("gather_weights", 0.05, True)

@@ -10,7 +10,9 @@ import torch
 
 from rlframe.config.schema import AlgorithmConfig, MismatchConfig
 from rlframe.data.batching import TrainBatch, collate
-from rlframe.learner.update import entropy, logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl
+from rlframe.learner.losses import agg_units
+from rlframe.learner.update import (entropy, logprobs, loss_scales, minibatches, needs_old_logprobs, run_updates,
+                                    sequence_kl)
 
 VOCAB = 11
 
@@ -170,3 +172,37 @@ def test_entropy_hand_values():
     assert h[0].tolist() == pytest.approx([1.3862944, 0.0], abs=1e-6)
     # T = 2: logits [0, log 3] -> p = [1/4, 3/4]: -(1/4 log 1/4 + 3/4 log 3/4) = 0.5623351
     assert entropy(logits[1:], temperature=2.0)[0, 0].item() == pytest.approx(0.5623351, abs=1e-6)
+
+
+class Accumulate(TorchEngine):
+    """DeepSpeed's backward (each loss / gas) without the optimizer: the gradient stays on the model."""
+
+    def step(self) -> None:
+        self.calls["step"] += 1
+
+
+def update_gradient(data: TrainBatch, micro: int, agg: str, scaled: bool, world: int = 1,
+                    over_ranks=lambda xs: xs) -> torch.Tensor:
+    algo = AlgorithmConfig(kl_coef=0.0, loss_agg=agg, mismatch=MismatchConfig(mode="none"))
+    model = TinyLM()
+    minis = minibatches(data, 1, micro)
+    gas = len(minis[0])
+    scales = loss_scales(minis, agg, gas, world, over_ranks) if scaled else None
+    run_updates(Accumulate(model, 0.0, gas), model, minis, [[None] * gas], None, algo, 1.0, 5, scales)
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"])
+def test_the_update_is_the_mean_over_the_whole_update_whatever_the_micro_batches_and_ranks(agg):
+    data = batch()   # completions of 3 to 5 tokens: micro-batches hold different numbers of tokens
+    whole = update_gradient(data, 8, agg, scaled=True)
+    for micro in (1, 2, 4):
+        assert torch.allclose(update_gradient(data, micro, agg, scaled=True), whole, atol=1e-6), micro
+    # two ranks of 2 and 6 rows, 2 micro-batches each; DeepSpeed averages their gradients
+    shards = [data.rows(slice(0, 2)), data.rows(slice(2, 8))]
+    total = sum(agg_units(agg, sh.loss_mask) for sh in shards)   # what the all-reduce returns
+    ranks = [update_gradient(sh, m, agg, scaled=True, world=2, over_ranks=lambda xs: [total])
+             for sh, m in zip(shards, (1, 3))]
+    assert torch.allclose((ranks[0] + ranks[1]) / 2, whole, atol=1e-6)
+    if agg == "token_mean":   # unscaled, the mean of micro-batch means: short completions weigh more
+        assert not torch.allclose(update_gradient(data, 1, agg, scaled=False), whole, atol=1e-4)
