@@ -23,12 +23,12 @@ class TrainBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def rows(self, sl: slice) -> TrainBatch:
+    def rows(self, sl: slice | list[int]) -> TrainBatch:
         return replace(self, **{f.name: v[sl] for f, v in self._tensors()})
 
-    def shards(self, parts: int) -> list[TrainBatch]:
-        """Contiguous, near-equal row slices, one per data-parallel rank."""
-        return [self.rows(sl) for sl in split_even(len(self), parts)]
+    def balanced_split(self, parts: int, unit: int = 1) -> list[list[int]]:
+        """Row indices per data-parallel rank, even in rows and as even as possible in tokens (balanced_split)."""
+        return balanced_split(self.attention_mask.sum(1).tolist(), parts, unit)
 
     def micro_batches(self, size: int, device: torch.device | str = "cpu") -> list[TrainBatch]:
         """Row chunks of `size`, each trimmed to its own longest sequence and moved to `device`."""
@@ -85,6 +85,27 @@ def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int
             loss_mask[i, len(p) - 1: len(p) - 1 + len(c)] = 1.0
     images = collate_images([getattr(p, "images", None) for p in prompts])
     return TrainBatch(input_ids, attention, loss_mask, **images)
+
+
+def balanced_split(costs: Sequence[float], parts: int, unit: int = 1) -> list[list[int]]:
+    """Indices of `costs` per part: as many rows per part as split_even gives, spread so that the parts' summed
+    costs (tokens) are as even as a greedy pass makes them, since the slowest rank sets the pace of a step.
+
+    Rows move in whole units of `unit` consecutive rows (a GRPO group, whose shared prompt is then computed once
+    per group, learner.shared_prefix) when the units divide evenly over the parts, so that every part still gets
+    the same number of rows (and DeepSpeed micro-batches). The largest unit goes first to the part with the least
+    cost that still has room; each part keeps its rows in their original order."""
+    if len(costs) % unit or (len(costs) // unit) % parts:
+        unit = 1
+    units = [list(range(i, i + unit)) for i in range(0, len(costs), unit)]
+    room = [sl.stop - sl.start for sl in split_even(len(units), parts)]
+    load, out = [0.0] * parts, [[] for _ in range(parts)]
+    for u in sorted(units, key=lambda u: -sum(costs[i] for i in u)):
+        k = min((k for k in range(parts) if room[k]), key=lambda k: load[k])
+        out[k] += u
+        load[k] += sum(costs[i] for i in u)
+        room[k] -= 1
+    return [sorted(rows) for rows in out]
 
 
 def split_even(n: int, parts: int) -> list[slice]:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from rlframe.data.batching import split_even
 from rlframe.data.rollout_batch import RolloutBatch
 from rlframe.errors import RewardError
 from rlframe.learner.advantages import compute_advantages
@@ -108,23 +107,29 @@ def learner_update(d: Driver, batch: RolloutBatch, lr: float, params: SamplingSe
     """Advantages, then one `rl_step` call per learner rank. With the KL as a reward penalty the learners first
     score the batch (`score_batch`: reference and old log-probs, kept on the ranks) and the driver subtracts
     kl_coef * each sequence's summed KL from its reward before the advantages. With a critic (algorithm.name=gae)
-    the advantages are GAE's, per token, and the critic trains while the actor does (not in its warm-up)."""
+    the advantages are GAE's, per token, and the critic trains while the actor does (not in its warm-up).
+    The ranks get whole groups, as many rows each and as even in tokens as balanced_split makes them."""
     a, world = d.cfg.algorithm, d.cfg.learner.world_size
     rewards, extra, scored = torch.tensor(batch.rewards), {}, None
     deadline = d.train_deadline(len(batch) / world)
     train = batch.train_batch(d.pad_id, d.stop_ids)
+    ranks = train.balanced_split(world, a.group_size)
+    order = torch.tensor([i for rows in ranks for i in rows])   # the learners' row order, rank after rank
+    loads = [float(train.attention_mask[rows].sum()) for rows in ranks]
+    extra["train/rank_tokens_max_over_mean"] = max(loads) * len(loads) / max(sum(loads), 1.0)
     critic = d.roles.get("critic")
     values = ppo.request_values(d, train) if critic else None
     if a.kl_in == "reward" and a.kl_coef > 0:
-        scored = d.learners.wait(d.learners.call_each("score_batch", [(sh, a, params.temperature)
-                                                                      for sh in train.shards(world)]),
+        scored = d.learners.wait(d.learners.call_each("score_batch", [(train.rows(rows), a, params.temperature)
+                                                                      for rows in ranks]),
                                  "score_batch", deadline, "train_s")
-        penalty = a.kl_coef * torch.tensor([x for s in scored for x in s["kl_seq"]])
+        penalty = torch.zeros(len(batch))
+        penalty[order] = a.kl_coef * torch.tensor([x for s in scored for x in s["kl_seq"]])
         extra["reward/kl_penalty"] = float(penalty.mean())
         rewards = rewards if critic else rewards - penalty   # GAE takes it per token instead
     critic_refs: list = []
     if critic:
-        kl = torch.cat([s["kl_tok"] for s in scored]) if scored else None
+        kl = torch.cat([s["kl_tok"] for s in scored])[torch.argsort(order)] if scored else None
         batch.advantages, critic_refs, cm = ppo.advantages_and_update(d, train, rewards, kl, values, step)
         extra.update(cm)
     else:
@@ -132,9 +137,8 @@ def learner_update(d: Driver, batch: RolloutBatch, lr: float, params: SamplingSe
     train.advantages = batch.advantages
     refs: list = []
     if step > a.critic_warmup_steps:   # in the critic's warm-up the actor does not train
-        args = [(None, lr, a, params.temperature, params.max_new_tokens, batch.advantages[sl]) if scored else
-                (train.rows(sl), lr, a, params.temperature, params.max_new_tokens)
-                for sl in split_even(len(batch), world)]
+        args = [(None, lr, a, params.temperature, params.max_new_tokens, batch.advantages[rows]) if scored else
+                (train.rows(rows), lr, a, params.temperature, params.max_new_tokens) for rows in ranks]
         refs = d.learners.call_each("rl_step", args)
     out = merge_ranks(d.learners.wait(refs, "rl_step", deadline, "train_s")) if refs else {}
     if critic_refs:

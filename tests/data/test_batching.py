@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlframe.data.batching import collate, split_even, truncate_after_eos
+from rlframe.data.batching import balanced_split, collate, split_even, truncate_after_eos
 from rlframe.data.sampler import EpochSampler
 
 PAD, EOS = 0, 9
@@ -73,6 +73,27 @@ def test_split_even():
     assert [(s.start, s.stop) for s in split_even(2, 3)] == [(0, 1), (1, 2), (2, 2)]
     items = list(range(11))
     assert sum((items[s] for s in split_even(11, 4)), []) == items
+
+
+def test_balanced_split_evens_tokens_keeps_groups_and_row_counts():
+    # 4 groups of 2 rows; groups of 10, 10, 2 and 2 tokens per row: a contiguous split puts 40 against 8 tokens
+    costs = [10, 10, 10, 10, 2, 2, 2, 2]
+    parts = balanced_split(costs, 2, unit=2)
+    assert parts == [[0, 1, 4, 5], [2, 3, 6, 7]]                     # whole groups, 24 tokens each
+    # row by row when the groups do not divide evenly over the parts (3 groups, 2 ranks): rows stay 3 + 3
+    parts = balanced_split([9, 9, 1, 1, 5, 5], 2, unit=2)
+    assert sorted(len(p) for p in parts) == [3, 3] and sorted(sum(parts, [])) == list(range(6))
+    assert sorted(sum([9, 9, 1, 1, 5, 5][i] for i in p) for p in parts) == [15, 15]
+    # random costs: every row exactly once, row counts as split_even's, the spread no worse than contiguous
+    gen = torch.Generator().manual_seed(0)
+    for n, k in [(64, 2), (30, 4), (7, 3)]:
+        costs = torch.randint(1, 200, (n,), generator=gen).tolist()
+        parts = balanced_split(costs, k)
+        assert sorted(sum(parts, [])) == list(range(n))
+        assert [len(p) for p in parts] == [s.stop - s.start for s in split_even(n, k)]
+        loads = [sum(costs[i] for i in p) for p in parts]
+        contiguous = [sum(costs[s]) for s in split_even(n, k)]
+        assert max(loads) - min(loads) <= max(max(contiguous) - min(contiguous), max(costs))
 
 
 # ------------------------------------------------------------------------------------ EpochSampler

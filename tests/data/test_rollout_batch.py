@@ -50,14 +50,17 @@ def test_train_batch_repeats_each_prompt_for_its_group_and_places_sampling_logpr
     assert tb.advantages is batch.advantages
 
 
-def test_shards_and_micro_batches_keep_rows_together_and_trim_padding():
+def test_rank_splits_and_micro_batches_keep_rows_together_and_trim_padding():
     tb = collate([[1, 2, 3], [4], [5, 6], [7]], [[8], [9, 9, 9, 9], [10], [11]], pad_id=0)
     tb.advantages = torch.arange(4.0)
-    halves = tb.shards(2)
-    assert [len(h) for h in halves] == [2, 2] and halves[1].advantages.tolist() == [2.0, 3.0]
+    # tokens per row 4, 5, 3, 2: the two longest rows go to different ranks, two rows each
+    ranks = tb.balanced_split(2)
+    assert ranks == [[1, 3], [0, 2]]
+    halves = [tb.rows(r) for r in ranks]
+    assert [len(h) for h in halves] == [2, 2] and halves[1].advantages.tolist() == [0.0, 2.0]
     mbs = halves[1].micro_batches(1)
-    assert [m.input_ids.shape[1] for m in mbs] == [3, 2]            # each trimmed to its own length
-    assert [m.loss_mask.shape[1] for m in mbs] == [2, 1]
+    assert [m.input_ids.shape[1] for m in mbs] == [4, 3]            # each trimmed to its own length
+    assert [m.loss_mask.shape[1] for m in mbs] == [3, 2]
     assert isinstance(mbs[0], TrainBatch) and mbs[0].sample_logp is None
 
 

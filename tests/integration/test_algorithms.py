@@ -27,7 +27,7 @@ def test_mini_batch_updates_clip_from_the_second_and_kl_in_reward(ray_session, s
     batch = fixed_batch()
     batch.advantages = torch.tensor([1.0, -1.0] * 8)
     batch.sample_logp = torch.zeros_like(batch.loss_mask)
-    shards = batch.shards(WORLD)
+    shards = [batch.rows(r) for r in batch.balanced_split(WORLD)]
     algo = AlgorithmConfig(kl_coef=0.0, updates_per_batch=2)
 
     def step(lr: float, a: AlgorithmConfig) -> list[dict]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -37,12 +36,7 @@ def fixed_batch(n: int = 16, seed: int = 0) -> TrainBatch:
 
 
 def shards(batch: TrainBatch) -> list[TrainBatch]:
-    return batch.shards(WORLD)
-
-
-def pick(batch: TrainBatch, rows: list[int]) -> TrainBatch:
-    return replace(batch, **{f.name: getattr(batch, f.name)[rows] for f in fields(batch)
-                             if getattr(batch, f.name) is not None})
+    return [batch.rows(r) for r in batch.balanced_split(WORLD)]
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -74,9 +68,9 @@ def test_zero_learners_train_and_gather(ray_session, start_role, tiny_model_dir,
     splits = {"by_length": [order[:8], order[8:]], "interleaved": [order[0::2], order[1::2]]}
     norms = {}
     for name, (a, b) in splits.items():
-        assert pick(batch, a).loss_mask.sum() != pick(batch, b).loss_mask.sum() or name == "interleaved"
-        rl = ray.get(group.call_each("rl_step", [(pick(batch, ix), 0.0, algo, 1.0) for ix in (a, b)]))
-        sft = ray.get(group.call_each("sft_step", [(pick(batch, ix), 0.0) for ix in (a, b)]))
+        assert batch.rows(a).loss_mask.sum() != batch.rows(b).loss_mask.sum() or name == "interleaved"
+        rl = ray.get(group.call_each("rl_step", [(batch.rows(ix), 0.0, algo, 1.0) for ix in (a, b)]))
+        sft = ray.get(group.call_each("sft_step", [(batch.rows(ix), 0.0) for ix in (a, b)]))
         norms[name] = (rl[0]["actor/grad_norm"], sft[0]["grad_norm"])
     assert norms["by_length"] == pytest.approx(norms["interleaved"], rel=1e-4), norms
 
