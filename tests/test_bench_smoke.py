@@ -75,6 +75,17 @@ def check_learning_seeds(rec: dict) -> None:
     assert "eval/accuracy" in seed["eval"]      # held-out evaluation before and after GRPO
 
 
+def check_packing(rec: dict) -> None:
+    for name in ("padded", "group_rows", "packed"):
+        assert _positive(rec["layout"][name]["seconds"]["median"]), name
+    # packing never computes more tokens than one group per row, which never computes more than padded rows
+    tokens = {n: rec["layout"][n]["row_tokens"]["median"] for n in rec["layout"]}
+    assert tokens["packed"] <= tokens["group_rows"] <= tokens["padded"]
+    assert rec["logprob_max_abs_diff_vs_padded"] < 0.05          # bf16: the three layouts compute the same thing
+    assert _positive(rec["group_rows_over_packed"]) and _positive(rec["contiguous_over_balanced"])
+    assert rec["split"]["balanced"]["tokens_max_over_mean"]["median"] >= 1.0
+
+
 #: name -> (extra arguments, the check of its JSON line); {out} is the test's own folder for the runs
 SMOKE: dict[str, tuple[list[str], Callable[[dict], None]]] = {
     "weight_sync": (["--repeats", "1"], check_weight_sync),
@@ -85,6 +96,7 @@ SMOKE: dict[str, tuple[list[str], Callable[[dict], None]]] = {
     "algorithms": (["--seeds", "0", "--algorithms", "grpo", "--out", "{out}"], check_algorithms),
     "ablation": (["--seeds", "0", "--repetition-penalties", "1.15", "--out", "{out}"], check_ablation),
     "learning_seeds": (["--out", "{out}"], check_learning_seeds),
+    "packing": ([], check_packing),
 }
 
 

@@ -5,7 +5,8 @@ packed row, ``prompt, completion_1, ..., completion_G``, with a 4-D attention ma
 causal, each completion sees the prompt and its own earlier tokens (never another completion), and position
 ids that restart after the prompt for every completion. The logits are then gathered back to the padded
 layout ``[B, L-1, V]`` the losses expect, so the loss code does not change; the prompt's keys and values, and
-their gradient, serve all G completions. Padding disappears too, except between packed rows.
+their gradient, serve all G completions. Groups shorter than the widest share a row (attention stays within a
+group), so padding only fills what is left at the end of a row.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 
 @dataclass
 class PackedPrefix:
-    input_ids: torch.Tensor      # [R, T]: one row per distinct prompt of the micro-batch
+    input_ids: torch.Tensor      # [R, T]: the micro-batch's groups (a prompt and its completions), packed into rows
     position_ids: torch.Tensor   # [R, T]
     allowed: torch.Tensor        # [R, T, T] bool: query t may attend key s
     row: torch.Tensor            # [B, L-1]: packed row of the logit that scores input_ids[b, t+1]
@@ -37,11 +38,28 @@ class PackedPrefix:
         return logits[self.row, self.col]
 
 
-def pack_shared_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                       loss_mask: torch.Tensor) -> PackedPrefix | None:
+def pack_rows(widths: list[int]) -> list[list[int]]:
+    """Groups (by index) into rows no wider than the widest group, first-fit by decreasing width: shorter groups
+    share a row instead of each being padded to the widest, and no row gets longer (attention costs its square)."""
+    cap, rows, room = max(widths), [], []
+    for g in sorted(range(len(widths)), key=lambda g: -widths[g]):
+        r = next((r for r in range(len(rows)) if room[r] >= widths[g]), None)
+        if r is None:
+            rows.append([])
+            room.append(cap)
+            r = len(rows) - 1
+        rows[r].append(g)
+        room[r] -= widths[g]
+    return rows
+
+
+def pack_shared_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
+                       share_rows: bool = True) -> PackedPrefix | None:
     """The packed layout of a right-padded micro-batch, or None when no two rows share a prompt (nothing to save).
 
-    A row's prompt ends where its loss mask starts (a row without completion tokens is all prompt)."""
+    A row's prompt ends where its loss mask starts (a row without completion tokens is all prompt). Groups
+    (a prompt and its completions) are packed into rows by `pack_rows`, attention staying inside a group
+    (`share_rows=False`: one group per row, the layout before rows were shared; benchmarks/packing.py)."""
     lengths = attention_mask.sum(1).tolist()
     starts = [int(m.nonzero()[0]) + 1 if m.any() else n for m, n in zip(loss_mask, lengths)]
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -49,33 +67,42 @@ def pack_shared_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor,
         groups.setdefault(tuple(input_ids[b, :p].tolist()), []).append(b)
     if len(groups) == len(lengths):
         return None
-    width = max(len(k) + sum(lengths[b] - starts[b] for b in rows) for k, rows in groups.items())
-    r_count, (b_count, l_count) = len(groups), input_ids.shape
+    members = list(groups.items())
+    widths = [len(k) + sum(lengths[b] - starts[b] for b in rows) for k, rows in members]
+    layout = pack_rows(widths) if share_rows else [[g] for g in range(len(widths))]
+    width = max(widths)
+    r_count, (b_count, l_count) = len(layout), input_ids.shape
     ids = torch.zeros(r_count, width, dtype=input_ids.dtype)
     pos = torch.zeros(r_count, width, dtype=torch.long)
-    seg = torch.full((r_count, width), -1, dtype=torch.long)    # -1 padding, 0 the prompt, i+1 completion i
+    grp = torch.full((r_count, width), -1, dtype=torch.long)    # the group of each position, -1 padding
+    seg = torch.zeros((r_count, width), dtype=torch.long)       # 0 the prompt, i+1 completion i
     row = torch.zeros(b_count, l_count - 1, dtype=torch.long)
     col = torch.zeros(b_count, l_count - 1, dtype=torch.long)
-    for r, (prompt, rows) in enumerate(groups.items()):
-        p = len(prompt)
-        ids[r, :p] = torch.tensor(prompt, dtype=input_ids.dtype)
-        pos[r, :p] = torch.arange(p)
-        seg[r, :p] = 0
-        at = p
-        for i, b in enumerate(rows):
-            c = lengths[b] - p
-            ids[r, at: at + c] = input_ids[b, p: lengths[b]]
-            pos[r, at: at + c] = torch.arange(p, p + c)
-            seg[r, at: at + c] = i + 1
-            row[b] = r
-            n = min(p, l_count - 1)                                   # prompt positions (p-1 scores the first token)
-            col[b, :n] = torch.arange(n)
-            if c > 1:                                                 # completion token j scores token j+1
-                col[b, p: lengths[b] - 1] = torch.arange(at, at + c - 1)
-            at += c
-    q, k = seg.unsqueeze(2), seg.unsqueeze(1)
+    for r, packed in enumerate(layout):
+        at = 0
+        for g in packed:
+            prompt, rows = members[g]
+            p, first = len(prompt), at
+            ids[r, at: at + p] = torch.tensor(prompt, dtype=input_ids.dtype)
+            pos[r, at: at + p] = torch.arange(p)
+            grp[r, at: at + p] = g
+            at += p
+            for i, b in enumerate(rows):
+                c = lengths[b] - p
+                ids[r, at: at + c] = input_ids[b, p: lengths[b]]
+                pos[r, at: at + c] = torch.arange(p, p + c)
+                grp[r, at: at + c] = g
+                seg[r, at: at + c] = i + 1
+                row[b] = r
+                n = min(p, l_count - 1)                               # prompt positions (p-1 scores the first token)
+                col[b, :n] = torch.arange(first, first + n)
+                if c > 1:                                             # completion token j scores token j+1
+                    col[b, p: lengths[b] - 1] = torch.arange(at, at + c - 1)
+                at += c
     causal = pos.unsqueeze(2) >= pos.unsqueeze(1)
-    allowed = causal & (k >= 0) & ((q == k) | ((k == 0) & (q > 0)))
+    q, k = seg.unsqueeze(2), seg.unsqueeze(1)
+    same = (grp.unsqueeze(2) == grp.unsqueeze(1)) & (grp.unsqueeze(1) >= 0)
+    allowed = causal & same & ((q == k) | ((k == 0) & (q > 0)))
     allowed |= torch.eye(width, dtype=torch.bool).unsqueeze(0)      # padding attends to itself (no empty rows)
     dev = input_ids.device
     return PackedPrefix(ids.to(dev), pos.to(dev), allowed.to(dev), row.to(dev), col.to(dev))

@@ -41,8 +41,9 @@ def run_sft(d: Driver) -> str:
         lr = lr_at(step, s.steps, s.lr, s.warmup_steps, "cosine", s.min_lr_ratio)
         d.roles.sleep("rollout")   # cluster.colocate=true: the generators free the GPUs the learners share
         with timer("train"):
-            m = merge_ranks(d.learners.wait(d.learners.call_each("sft_step", [(batch.rows(r), lr) for r in batch.balanced_split(world)]),
-                                            "sft_step", d.train_deadline(s.batch_size / world), "train_s"))
+            shards = [(batch.rows(rows), lr) for rows in batch.balanced_split(world)]
+            m = merge_ranks(d.learners.wait(d.learners.call_each("sft_step", shards), "sft_step",
+                                            d.train_deadline(s.batch_size / world), "train_s"))
         d.state.step = step + 1
         d.tracker.log({"step": step + 1, "stage": "sft", **m, "epoch": sampler.epoch, **timer.metrics()})
         bar.set_postfix(loss=f"{m['loss']:.3f}")
