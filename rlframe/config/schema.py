@@ -310,10 +310,12 @@ class TrainerConfig:
 @dataclass
 class WeightSyncConfig:
     # collective: tensor buckets broadcast over a gloo/NCCL group of learner rank 0 and the generators;
-    # object_store: pickled buckets through Ray's object store; auto: the group, or the store if it cannot form
+    # object_store: pickled buckets through Ray's object store; auto: the group, or the store if it cannot form;
+    # cuda_ipc: colocated on GPUs (cluster.colocate=true), the generators load the learners' tensors in place
+    # through CUDA IPC handles (vLLM's native weight transfer); GPU only
     transport: str = "auto"
     bucket_mb: float = 16.0
-    # verify every sync with a checksum of the received tensors
+    # verify every sync with a checksum of the received tensors (cuda_ipc: each tensor's byte sum, on the GPU)
     checksum: bool = True
     # collective transport: send only the 2-byte words that changed since the last sync (index + value) when that
     # is under half a bucket; generators patch their copy, the checksum covers the full result. Costs learner

@@ -366,10 +366,14 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     if t.sft.stop_threshold is not None and not t.sft.eval_every:
         e.append("trainer.sft.stop_threshold is set but trainer.sft.eval_every=0: the SFT stage never evaluates")
     _at_least(e, "weight_sync.bucket_mb", cfg.weight_sync.bucket_mb, 0.001)
-    _choice(e, "weight_sync.transport", cfg.weight_sync.transport, ("auto", "collective", "object_store"))
+    _choice(e, "weight_sync.transport", cfg.weight_sync.transport, ("auto", "collective", "object_store", "cuda_ipc"))
+    if cfg.weight_sync.transport == "cuda_ipc" and not cfg.cluster.colocate:
+        e.append("weight_sync.transport=cuda_ipc: the generators open the learners' GPU memory, so they must share "
+                 "GPUs (cluster.colocate=true, rollout=vllm, CUDA); otherwise use weight_sync.transport=auto")
     _at_least(e, "weight_sync.probe_every", cfg.weight_sync.probe_every, 0)
-    if cfg.weight_sync.delta and cfg.weight_sync.transport == "object_store":
-        e.append("weight_sync.delta=true: delta sync needs weight_sync.transport=collective (or auto), not object_store")
+    if cfg.weight_sync.delta and cfg.weight_sync.transport in ("object_store", "cuda_ipc"):
+        e.append(f"weight_sync.delta=true: delta sync needs weight_sync.transport=collective (or auto), not "
+                 f"{cfg.weight_sync.transport}")
     if cfg.weight_sync.probe_tolerance is not None and not cfg.weight_sync.probe_tolerance > 0:
         e.append(f"weight_sync.probe_tolerance={cfg.weight_sync.probe_tolerance}: expected a number > 0, or null "
                  "(by model.dtype)")

@@ -31,6 +31,7 @@ from rlframe.models.logprobs import token_logprobs
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
 from rlframe.models.shared_prefix import PackedPrefix, pack_shared_prefix
 from rlframe.registry import import_plugin
+from rlframe.weight_sync import cuda_ipc
 from rlframe.weight_sync.buckets import SyncPayload, SyncSource, plain_sources
 from rlframe.weight_sync.collective import SendReport, SyncGroup, SyncPlan, make_plan, send
 from rlframe.weight_sync.sender import gather_to_object_store
@@ -74,6 +75,7 @@ class LearnerWorker:
         self.engine = None
         self.ref = None
         self._pending: tuple | None = None   # score_batch -> rl_step: micro-batches, ref and old log-probs
+        self._exported: list[torch.Tensor] = []   # cuda_ipc: alive until the generators have loaded them
 
     def master_address(self) -> tuple[str, int]:
         with socket.socket() as s:
@@ -283,6 +285,13 @@ class LearnerWorker:
         """Broadcast the full weights bucket by bucket (all ranks must call; rank 0 returns the report)."""
         return send(getattr(self, "sync_group", None), self.sync_sources(), plan, self.rank,
                     self.cfg.zero_stage == 3, checksum, delta)
+
+    def export_ipc(self, checksum: bool) -> cuda_ipc.IpcExport:
+        """CUDA IPC handles of the full weights on this rank's GPU (transport cuda_ipc; all ranks must call)."""
+        return cuda_ipc.export(self.sync_sources(), self.cfg.zero_stage == 3, self._exported, checksum)
+
+    def release_ipc(self) -> None:
+        cuda_ipc.release(self._exported)
 
     @torch.no_grad()
     def probe_logprobs(self, token_ids: Sequence[int], images: dict | None = None) -> list[float]:

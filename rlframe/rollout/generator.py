@@ -12,6 +12,7 @@ from rlframe.config.schema import RolloutConfig
 from rlframe.data.rollout_batch import Completion
 from rlframe.rng import capture_rng, restore_rng
 from rlframe.rollout.engine import Engine, SamplingSettings
+from rlframe.weight_sync import cuda_ipc
 from rlframe.weight_sync.buckets import SyncPayload, SyncReceipt
 from rlframe.weight_sync.collective import SyncGroup, SyncPlan
 from rlframe.weight_sync.collective import receive as receive_broadcast
@@ -19,9 +20,10 @@ from rlframe.weight_sync.receiver import receive
 
 
 def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_id: int | Sequence[int],
-                pad_id: int, sleep_mode: bool = False) -> Engine:
+                pad_id: int, sleep_mode: bool = False, ipc: bool = False) -> Engine:
     """`eos_id`: the id (or every id, e.g. a chat template's end of turn and the EOS) that ends a completion;
-    `sleep_mode`: vLLM may sleep (cluster.colocate=true, CUDA only)."""
+    `sleep_mode`: vLLM may sleep (cluster.colocate=true, CUDA only); `ipc`: vLLM loads weights from the
+    learners' CUDA IPC handles (weight_sync.transport=cuda_ipc)."""
     stops = [eos_id] if isinstance(eos_id, int) else list(eos_id)
     on_gpu = cfg.num_gpus_per_worker > 0 and torch.cuda.is_available()
     if cfg.backend == "vllm":
@@ -31,7 +33,8 @@ def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_
         return VLLMEngine(model_path, dtype=dtype, max_model_len=v.max_model_len, seed=seed, on_gpu=on_gpu,
                           gpu_memory_utilization=v.gpu_memory_utilization,
                           tensor_parallel_size=v.tensor_parallel_size, enforce_eager=v.enforce_eager,
-                          cpu_kv_cache_gb=v.cpu_kv_cache_gb, stop_token_ids=stops, sleep_mode=sleep_mode)
+                          cpu_kv_cache_gb=v.cpu_kv_cache_gb, stop_token_ids=stops, sleep_mode=sleep_mode,
+                          weight_transfer="ipc" if ipc else None)
     from rlframe.rollout.hf_engine import HFEngine
 
     return HFEngine(model_path, dtype=dtype, device="cuda" if on_gpu else "cpu", eos_token_id=stops,
@@ -51,7 +54,7 @@ def rollout_threads(cfg: RolloutConfig) -> int:
 
 class RolloutWorker:
     def __init__(self, model_path: str, tokenizer_path: str, cfg: RolloutConfig, dtype: str, seed: int,
-                 eos_id: int | Sequence[int], pad_id: int, sleep_mode: bool = False) -> None:
+                 eos_id: int | Sequence[int], pad_id: int, sleep_mode: bool = False, ipc: bool = False) -> None:
         threads = rollout_threads(cfg)
         # vLLM-CPU sizes its thread pool from OMP_NUM_THREADS (Ray sets 1 in every worker), not from torch
         os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -62,7 +65,7 @@ class RolloutWorker:
         # run-folder files shipped to this node (no shared filesystem), or paths checked to exist here
         model_path, tokenizer_path = localize(model_path, "model"), localize(tokenizer_path, "tokenizer")
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-        self.engine = make_engine(model_path, cfg, dtype, seed, eos_id, pad_id, sleep_mode)
+        self.engine = make_engine(model_path, cfg, dtype, seed, eos_id, pad_id, sleep_mode, ipc)
         release(model_path, tokenizer_path)   # loaded: the engine keeps its weights in memory
         self.version = 0
         self.pid = os.getpid()
@@ -112,6 +115,16 @@ class RolloutWorker:
         self.version = version
         return SyncReceipt(version, plan.nbytes, time.perf_counter() - t0, None, got.digests, self.pid,
                            got.wait_seconds, got.hash_seconds)
+
+    def receive_ipc(self, version: int, update_info: dict, sums: list[int] | None) -> SyncReceipt:
+        """weight_sync.transport=cuda_ipc: vLLM opens the learners' handles on this GPU (checked first when
+        `sums`, weight_sync.checksum) and loads the tensors in place."""
+        t0 = time.perf_counter()
+        if sums is not None:
+            cuda_ipc.verify(update_info, sums, version, f"generator pid {self.pid}")
+        self.engine.load_ipc(update_info)
+        self.version = version
+        return SyncReceipt(version, 0, time.perf_counter() - t0, None, pid=self.pid)
 
     def sleep(self) -> None:
         """cluster.colocate=true, while the learners use the shared GPU: vLLM level-1 sleep (weights to CPU memory,

@@ -41,7 +41,8 @@ class VLLMEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
                  seed: int = 0, on_gpu: bool = False, gpu_memory_utilization: float = 0.5,
                  tensor_parallel_size: int = 1, enforce_eager: bool = True, cpu_kv_cache_gb: int = 1,
-                 stop_token_ids: Sequence[int] = (), sleep_mode: bool = False) -> None:
+                 stop_token_ids: Sequence[int] = (), sleep_mode: bool = False,
+                 weight_transfer: str | None = None) -> None:
         configure_vllm_env(on_gpu, cpu_kv_cache_gb)
         from vllm import LLM
 
@@ -54,7 +55,11 @@ class VLLMEngine:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization)
         if sleep_mode:   # cluster.colocate=true; vLLM's sleep mode is CUDA-only (validate refuses it on CPU)
             kwargs.update(enable_sleep_mode=True)
+        if weight_transfer:   # vLLM's native weight-transfer engine ("ipc": weight_sync.transport=cuda_ipc)
+            kwargs.update(weight_transfer_config={"backend": weight_transfer})
         self.llm = LLM(**kwargs)
+        if weight_transfer == "ipc":
+            self.llm.init_weight_transfer_engine({"init_info": {"packed": False}})
         if not on_gpu:
             eager_logprob_ranks()
         # without a tokenizer vLLM knows no EOS: every id that ends a completion is passed explicitly
@@ -105,6 +110,14 @@ class VLLMEngine:
         it = iter(weights)
         self.llm.collective_rpc(lambda worker: worker.model_runner.reload_weights(weights_iterator=it))
         # KV blocks cached under the old weights would be reused for identical prompts
+        self.llm.reset_prefix_cache()
+
+    def load_ipc(self, update_info: dict) -> None:
+        """Load the learners' tensors from their CUDA IPC handles (vLLM's native weight transfer, backend "ipc"):
+        the layers are reloaded in place between start and finish, as `reload_weights` does."""
+        self.llm.start_weight_update()
+        self.llm.update_weights({"update_info": update_info})
+        self.llm.finish_weight_update()
         self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:

@@ -163,9 +163,10 @@ class Driver:
                                                                 rw.fallback_value)), rw, self.timeouts)
 
     def start_generators(self, model_path: str) -> None:
-        cfg, r = self.cfg, self.cfg.rollout
-        self.roles.start("rollout", (self.storage.ship(model_path), self.storage.ship(self.tokenizer_dir), r,
-                                     cfg.model.dtype, cfg.run.seed, self.stop_ids, self.pad_id, cfg.cluster.colocate))
+        cfg, ship = self.cfg, self.storage.ship
+        self.roles.start("rollout", (ship(model_path), ship(self.tokenizer_dir), cfg.rollout, cfg.model.dtype,
+                                     cfg.run.seed, self.stop_ids, self.pad_id, cfg.cluster.colocate,
+                                     cfg.weight_sync.transport == "cuda_ipc"))
 
     def start_learners(self, model_path: str, ref_path: str | None, local_batch: int, role: str = "learner") -> None:
         lc = getattr(self.cfg, role)   # role "critic": PPO's critic, its own DeepSpeed group (section `critic`)
@@ -189,8 +190,7 @@ class Driver:
 
     # ------------------------------------------------------------------ generation and scoring
     def generate_deadline(self, samples: int) -> float:
-        t = self.timeouts
-        return t.generate_s + t.generate_per_sample_s * samples / max(1, len(self.generators))
+        return self.timeouts.generate_s + self.timeouts.generate_per_sample_s * samples / max(1, len(self.generators))
 
     def train_deadline(self, samples_per_rank: float) -> float:
         """Seconds a learner step (reference pass + update, or an SFT step) may take on each rank."""

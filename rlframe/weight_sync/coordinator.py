@@ -11,6 +11,7 @@ import torch
 from rlframe.config.schema import WeightSyncConfig
 from rlframe.errors import RoleFailure, WeightSyncError
 from rlframe.weight_sync.collective import check_digests
+from rlframe.weight_sync.cuda_ipc import merge as merge_ipc
 
 log = logging.getLogger("rlframe")
 #: the probe's tolerance when weight_sync.probe_tolerance is null, by model.dtype
@@ -25,7 +26,8 @@ class WeightSync:
     Transport (`weight_sync.transport`): `collective` broadcasts packed tensor buckets from learner rank 0
     over a process group of its own with the generators (collective.py); `object_store` puts pickled
     buckets into Ray's object store; `auto` tries the group once per weight source and falls back to the
-    object store (with a warning) when a generator cannot join it."""
+    object store (with a warning) when a generator cannot join it; `cuda_ipc` (colocated on GPUs) hands the
+    generators CUDA IPC handles of the learners' tensors (cuda_ipc.py)."""
 
     def __init__(self, cfg: WeightSyncConfig, timeout_s: float = 600.0, dtype: str = "float32") -> None:
         self.cfg, self.timeout_s = cfg, timeout_s
@@ -42,11 +44,15 @@ class WeightSync:
     def sync(self, learners: Any, generators: Any, version: int, probe_args: Sequence[Any]) -> dict[str, float]:
         """Send the learners' weights to every generator as `version`, check versions (and the probe)."""
         t0 = time.perf_counter()
-        collective = self.cfg.transport != "object_store"
+        collective = self.cfg.transport in ("auto", "collective")
         if collective and not self.connected and not self.fallback:
             self.connect(learners, generators)
-        stats = self.broadcast(learners, generators, version) if collective and self.connected else \
-            self.object_store(learners, generators, version)
+        if self.cfg.transport == "cuda_ipc":
+            stats = self.cuda_ipc(learners, generators, version)
+        elif collective and self.connected:
+            stats = self.broadcast(learners, generators, version)
+        else:
+            stats = self.object_store(learners, generators, version)
         versions = generators.wait(generators.call("weight_version"), "weight version", self.timeout_s,
                                    "weight_sync_s")
         if any(v != version for v in versions):
@@ -119,6 +125,20 @@ class WeightSync:
         receipts = generators.wait(generators.call("update_weights", version, payload), "weight load",
                                    self.timeout_s, "weight_sync_s")
         return {"weight_sync/bytes": payload.bytes, "weight_sync/gather_seconds": round(payload.gather_seconds, 4),
+                "weight_sync/load_seconds": round(max(r.seconds for r in receipts), 4)}
+
+    def cuda_ipc(self, learners: Any, generators: Any, version: int) -> dict[str, float]:
+        """Every learner rank exports handles of its GPU's full tensors; every generator loads from its own GPU's;
+        the learners let go of the tensors once all have loaded (or failed)."""
+        exports = learners.wait(learners.call("export_ipc", self.cfg.checksum), "weight export", self.timeout_s,
+                                "weight_sync_s")
+        try:
+            receipts = generators.wait(generators.call("receive_ipc", version, merge_ipc(exports), exports[0].sums),
+                                       "weight load", self.timeout_s, "weight_sync_s")
+        finally:
+            learners.wait(learners.call("release_ipc"), "weight release", self.timeout_s, "weight_sync_s")
+        return {"weight_sync/bytes": exports[0].bytes,
+                "weight_sync/gather_seconds": round(max(e.seconds for e in exports), 4),
                 "weight_sync/load_seconds": round(max(r.seconds for r in receipts), 4)}
 
     def probe(self, learners: Any, generators: Any, version: int, probe_args: Sequence[Any]) -> float:
