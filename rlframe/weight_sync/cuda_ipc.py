@@ -56,8 +56,8 @@ def export(sources: list[SyncSource], zero3: bool, keep: list[torch.Tensor], sum
     """IPC handles of every full tensor on this rank's GPU (every rank must call: ZeRO-3 gathers are collective).
 
     Plain ZeRO-1/2 parameters are shared as they are (nothing changes them until the generators have loaded);
-    ZeRO-3's gathered tensors and LoRA's merged ones are copied first, since the gather is released after each
-    tensor. `keep` holds what was exported until the driver says the generators are done."""
+    ZeRO-3's gathered tensors are copied first, since each gather is released after its tensor (LoRA's merged
+    tensors are new ones anyway). `keep` holds what was exported until the driver says the generators are done."""
     require_cuda()
     import deepspeed
     from torch.multiprocessing.reductions import reduce_tensor
@@ -68,7 +68,9 @@ def export(sources: list[SyncSource], zero3: bool, keep: list[torch.Tensor], sum
     for s in sources:
         with deepspeed.zero.GatheredParameters(list(s.params), modifier_rank=None, enabled=zero3):
             t = s.full()
-            t = t.clone() if zero3 or s.merge is not None or not t.is_contiguous() else t
+            if zero3 and s.merge is None:
+                t = t.clone()   # the gathered storage is released when the context ends
+        t = t.contiguous()
         keep.append(t)
         out.names.append(s.name)
         out.dtype_names.append(str(t.dtype).removeprefix("torch."))
