@@ -20,7 +20,7 @@ algorithm and seed, the mean over seeds) and `results/algorithms.png` (training 
     rlframe bench algorithms                                   # seeds 0,1; grpo,rloo,reinforce_pp,ppo,dapo
     rlframe bench algorithms --steps 30                        # fewer RL steps, the same for every algorithm
     rlframe bench algorithms --algorithms grpo,gspo --seeds 0  # any conf/algorithm/ names
-    rlframe bench algorithms --quick                           # smoke test: tiny data, 2 RL steps
+    rlframe bench algorithms --quick                           # smoke test: tiny data, 2 RL steps, no SFT
 
 Runs that finished before with the same settings are reused (a run folder holding `summary.json`), so an
 interrupted comparison continues where it stopped. A run that fails is reported (exit code, log tail) and the
@@ -123,10 +123,11 @@ def run_figures(run_dir: Path) -> dict[str, Any]:
 
 
 def run_seed(seed: int, out: Path, algorithms: list[str], common: list[str], rl_extra: list[str],
-             rlframe: str, cwd: Path, collect_only: bool = False) -> dict[str, Any]:
-    """SFT once, then every algorithm's RL stage from it. Returns {"sft": {...}, "runs": {algo: figures or
-    {"failed": ...}}}. Finished runs (summary.json present, same settings) are reused; with `collect_only`
-    nothing is started and a run not finished yet is reported as not run."""
+             rlframe: str, cwd: Path, collect_only: bool = False, sft: bool = True) -> dict[str, Any]:
+    """SFT once, then every algorithm's RL stage from it (`sft=False`, the smoke test: from the random init, one
+    process less). Returns {"sft": {...}, "runs": {algo: figures or {"failed": ...}}}. Finished runs
+    (summary.json present, same settings) are reused; with `collect_only` nothing is started and a run not
+    finished yet is reported as not run."""
     out.mkdir(parents=True, exist_ok=True)
     seed_args = [f"run.seed={seed}", f"data.seed={1234 + seed}", "trainer.progress=false", *common]
     stamp = out / "overrides.json"
@@ -137,15 +138,16 @@ def run_seed(seed: int, out: Path, algorithms: list[str], common: list[str], rl_
     result: dict[str, Any] = {"seed": seed, "runs": {}}
     sft_dir = out / "sft"
     not_run = {"failed": True, "not_run": True, "exit_code": None}
-    if collect_only and not (sft_dir / "final" / "config.json").exists():
+    if collect_only and sft and not (sft_dir / "final" / "config.json").exists():
         return {**result, "sft": {"steps": None, "seconds": None}, "runs": {a: dict(not_run) for a in algorithms}}
-    if not (sft_dir / "final" / "config.json").exists():
+    if sft and not (sft_dir / "final" / "config.json").exists():
         t0 = time.perf_counter()
         rc = _run([rlframe, "sft", *seed_args, f"run.output_dir={sft_dir}"], out / "sft.log", cwd)
         if rc != 0:
             raise SystemExit(f"SFT failed for seed {seed} (exit {rc}):\n{_tail(out / 'sft.log')}")
         (out / "sft.seconds").write_text(f"{time.perf_counter() - t0:.1f}")
-    sft_rows = [json.loads(ln) for ln in (sft_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    sft_rows = [json.loads(ln) for ln in (sft_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()] \
+        if sft else []
     sft_steps = [r["step"] for r in sft_rows if r.get("stage") == "sft"]
     result["sft"] = {"steps": max(sft_steps) if sft_steps else None,
                      "seconds": float((out / "sft.seconds").read_text()) if (out / "sft.seconds").exists() else None}
@@ -156,8 +158,8 @@ def run_seed(seed: int, out: Path, algorithms: list[str], common: list[str], rl_
             continue
         if not (run_dir / "summary.json").exists():
             t0 = time.perf_counter()
-            rc = _run([rlframe, "train", "trainer.stages=[grpo]", f"model.init_from={sft_dir / 'final'}",
-                       f"algorithm={algo}", *SAME_BUDGET, *seed_args, *rl_extra, f"run.output_dir={run_dir}"],
+            start = [f"model.init_from={sft_dir / 'final'}"] if sft else []
+            rc = _run([rlframe, "train", "trainer.stages=[grpo]", *start, f"algorithm={algo}", *SAME_BUDGET, *seed_args, *rl_extra, f"run.output_dir={run_dir}"],
                       out / f"{algo}.log", cwd)
             if rc != 0 or not (run_dir / "summary.json").exists():
                 result["runs"][algo] = {"failed": True, "exit_code": rc, "log": str(out / f"{algo}.log"),
@@ -337,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=None,
                     help="held-out evaluation every N RL steps (default: only before the first and after the last)")
     ap.add_argument("--out", default=None, help="folder for the runs (default outputs/algorithms)")
-    ap.add_argument("--quick", action="store_true", help="smoke test: tiny data, 10 SFT and 2 RL steps")
+    ap.add_argument("--quick", action="store_true", help="smoke test: tiny data, 2 RL steps from the random init")
     ap.add_argument("--collect-only", action="store_true",
                     help="start nothing: tabulate the runs already finished in --out (the others: not run)")
     ap.add_argument("--no-save", action="store_true", help="print the JSON line but do not write results/")
@@ -352,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     rlframe = str(Path(sys.executable).with_name("rlframe"))
     t0 = time.perf_counter()
     per_seed = [run_seed(seed, out / f"seed{seed}", args.algorithms, common, rl_extra, rlframe, ROOT,
-                         args.collect_only) for seed in args.seeds]
+                         args.collect_only, sft=not args.quick) for seed in args.seeds]
     table = aggregate(per_seed, args.algorithms)
     first_cfg = next((out / f"seed{s['seed']}" / a / "config.yaml" for s in per_seed for a in args.algorithms
                       if not s["runs"].get(a, {}).get("failed")), None)
