@@ -98,6 +98,9 @@ class LearnerWorker:
             torch.cuda.set_device(0)  # Ray sets CUDA_VISIBLE_DEVICES per actor
         import deepspeed
 
+        if not gpu:   # its CPU shared-memory all-reduce serves only DeepSpeed's inference tensor parallelism, which
+            # rlframe does not use; building it cost the first learner on a machine 60-90 s of g++ (measured)
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         self.device = torch.device("cuda", 0) if gpu else torch.device("cpu")
         self.dtype = dtype
