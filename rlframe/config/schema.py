@@ -202,6 +202,10 @@ class LearnerConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     micro_batch_size: int = 16
+    # tokens per micro-batch instead of micro_batch_size rows (veRL's use_dynamic_bsz + ppo_max_token_len_per_gpu):
+    # rows of a similar length share a micro-batch, as many as fit (rows x the widest row, or the packed tokens of
+    # whole GRPO groups under shared_prefix); a sequence longer than this is a micro-batch of its own. null: rows
+    micro_batch_tokens: Optional[int] = None
     # "auto" = nccl when GPUs are used, gloo otherwise
     dist_backend: str = "auto"
     num_cpus_per_worker: float = 1.0

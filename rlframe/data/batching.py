@@ -19,6 +19,8 @@ class TrainBatch:
     sample_logp: torch.Tensor | None = None       # [B, L-1], the generator's log-probs at the mask
     pixel_values: torch.Tensor | None = None      # [B, P_max, D], row-padded (models/multimodal.py)
     image_grid_thw: torch.Tensor | None = None    # [B, K_max, 3]
+    index: torch.Tensor | None = None             # [B], a micro-batch's rows in the rank's batch (token budgets
+                                                  # regroup rows by length; results go back in row order)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -32,18 +34,17 @@ class TrainBatch:
 
     def micro_batches(self, size: int, device: torch.device | str = "cpu") -> list[TrainBatch]:
         """Row chunks of `size`, each trimmed to its own longest sequence and moved to `device`."""
-        full = self.input_ids.shape[1]
-        out = []
-        for s in range(0, len(self), size):
-            width = int(self.attention_mask[s: s + size].sum(1).max())
-            parts = {}
-            for f, v in self._tensors():
-                v = v[s: s + size]
-                if v.ndim == 2:
-                    v = v[:, :width] if v.shape[1] == full else v[:, : width - 1]
-                parts[f.name] = v.to(device)
-            out.append(replace(self, **parts))
-        return out
+        return [self.rows(slice(s, s + size)).trimmed(device) for s in range(0, len(self), size)]
+
+    def trimmed(self, device: torch.device | str = "cpu") -> TrainBatch:
+        """The rows cut to their own longest sequence, on `device`."""
+        full, width = self.input_ids.shape[1], int(self.attention_mask.sum(1).max())
+        parts = {}
+        for f, v in self._tensors():
+            if v.ndim == 2:
+                v = v[:, :width] if v.shape[1] == full else v[:, : width - 1]
+            parts[f.name] = v.to(device)
+        return replace(self, **parts)
 
     def _tensors(self) -> list[tuple[Any, torch.Tensor]]:
         return [(f, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
@@ -106,6 +107,36 @@ def balanced_split(costs: Sequence[float], parts: int, unit: int = 1) -> list[li
         load[k] += sum(costs[i] for i in u)
         room[k] -= 1
     return [sorted(rows) for rows in out]
+
+
+def token_micro_batches(units: Sequence[Sequence[int]], widths: Sequence[int], budget: int, packed: bool,
+                        count: int | None = None) -> list[list[int]]:
+    """Rows (by index) in micro-batches by a token budget instead of a row count (veRL's dynamic batch size).
+
+    `units` are rows that stay together (a GRPO group under the shared-prefix forward, else single rows) and
+    `widths` their tokens. A micro-batch's tokens are what its forward computes: the units' summed widths when
+    `packed`, else rows x its widest row (right-padded rows). The widest units go first, each micro-batch filled
+    while it stays within `budget` (a unit wider than the budget alone), so that units of a similar width share
+    a micro-batch and padding stays small. `count` (from `agree`, at least the number the budget needs) splits the
+    costliest micro-batches in two until there are that many: every rank then runs as many forward and backward
+    calls, which ZeRO's collectives need."""
+    def cost(chunk: list[int]) -> int:
+        sizes = [widths[u] for u in chunk]
+        return sum(sizes) if packed else sum(len(units[u]) for u in chunk) * max(sizes)
+
+    if count is not None and count > len(units):
+        raise ValueError(f"{count} micro-batches asked of {len(units)} units")
+    chunks: list[list[int]] = []
+    for u in sorted(range(len(units)), key=lambda u: -widths[u]):
+        if chunks and cost(chunks[-1] + [u]) <= budget:
+            chunks[-1].append(u)
+        else:
+            chunks.append([u])
+    while count is not None and len(chunks) < count:
+        k = max((k for k in range(len(chunks)) if len(chunks[k]) > 1), key=lambda k: cost(chunks[k]))
+        half = len(chunks[k]) // 2
+        chunks[k: k + 1] = [chunks[k][:half], chunks[k][half:]]
+    return [[r for u in chunk for r in units[u]] for chunk in chunks]
 
 
 def split_even(n: int, parts: int) -> list[slice]:

@@ -15,7 +15,7 @@ import torch
 from rlframe.config.schema import AlgorithmConfig
 from rlframe.data.batching import TrainBatch
 from rlframe.learner.learner import LearnerWorker
-from rlframe.learner.update import pad_rows, run_critic_updates
+from rlframe.learner.update import in_row_order, pad_rows, run_critic_updates
 from rlframe.models.loading import DTYPES
 
 
@@ -62,8 +62,8 @@ class CriticWorker(LearnerWorker):
         minis = self._minibatches(batch, algo)
         olds = [[self._values(mb) for mb in m] for m in minis]
         self._pending = (minis, olds, time.perf_counter() - t0)
-        return pad_rows([v * mb.loss_mask for m, om in zip(minis, olds) for mb, v in zip(m, om)],
-                        batch.loss_mask.shape[1])
+        return in_row_order(minis, pad_rows([v * mb.loss_mask for m, om in zip(minis, olds) for mb, v in zip(m, om)],
+                                             batch.loss_mask.shape[1]))
 
     def update(self, returns: torch.Tensor, lr: float, algo: AlgorithmConfig) -> dict[str, Any]:
         """Fit the values kept by `values` to `returns` (this rank's rows, [rows, width]); critic/* metrics."""
@@ -71,12 +71,7 @@ class CriticWorker(LearnerWorker):
             raise RuntimeError("critic update needs a `values` call of this step first")
         minis, olds, t_values = self._pending
         self._pending = None
-        rets, start = [], 0
-        for m in minis:
-            rets.append([])
-            for mb in m:
-                rets[-1].append(returns[start: start + len(mb), : mb.loss_mask.shape[1]].to(self.device))
-                start += len(mb)
+        rets = [[returns[mb.index.cpu(), : mb.loss_mask.shape[1]].to(self.device) for mb in m] for m in minis]
         t1 = time.perf_counter()
         self.engine.train()
         self._set_lr(lr)

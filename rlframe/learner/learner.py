@@ -1,9 +1,9 @@
 """The policy learner actor: one rank of a DeepSpeed ZeRO data-parallel group.
 
 Thin by design: the losses live in losses.py, the update loop in update.py, batching in data/batching.py, the
-weight-sync sender in weight_sync/sender.py. Every rank receives the same number of equally sized micro-batches,
-so the collectives of ZeRO-3 (parameter gathers in forward) stay in lockstep. One call per step does the
-reference (and old-policy) pass and the updates, so a shard crosses from the driver to its rank once; with the
+weight-sync sender in weight_sync/sender.py. Every rank runs the same number of micro-batches (a token budget's
+counts are agreed over the ranks), so the collectives of ZeRO-3 (parameter gathers in forward) stay in lockstep.
+One call per step does the reference (and old-policy) pass and the updates, so a shard crosses from the driver to its rank once; with the
 KL in the reward the driver needs those log-probs first, and calls `score_batch` then `rl_step(None, ...)`.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from rlframe.config.schema import AlgorithmConfig, LearnerConfig
 from rlframe.data.batching import TrainBatch
 from rlframe.learner.lora import AdapterOff, merged_sources, save_merged_and_adapter, wrap as wrap_lora
 from rlframe.learner.losses import sft_loss
-from rlframe.learner.update import (loss_scales, logprobs, minibatches, needs_old_logprobs, run_updates, sequence_kl,
-                                    token_kl)
+from rlframe.learner.update import (in_row_order, loss_scales, logprobs, minibatches, needs_old_logprobs, run_updates,
+                                    sequence_kl, token_kl)
 from rlframe.models.loading import DTYPES, load_policy
 from rlframe.models.logprobs import token_logprobs
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
@@ -145,21 +145,18 @@ class LearnerWorker:
         return load_policy(model_path, dtype)
 
     def _minibatches(self, batch: TrainBatch, algo: AlgorithmConfig) -> list[list[TrainBatch]]:
-        minis = minibatches(batch, algo.updates_per_batch, self.cfg.micro_batch_size, self.device)
-        gas = self.engine.gradient_accumulation_steps()
-        if any(len(m) != gas for m in minis):   # one update = exactly DeepSpeed's accumulation window
-            raise ValueError(f"{len(batch)} rows in {algo.updates_per_batch} updates of {[len(m) for m in minis]} "
-                             f"micro-batches, but DeepSpeed accumulates {gas}: start the learners with "
-                             f"grad_accum = micro-batches per update")
-        return minis
+        return minibatches(batch, algo.updates_per_batch, self.cfg.micro_batch_size, self.device,
+                           self.cfg.micro_batch_tokens, self._packs(), partial(self.sum_over_ranks, op="MAX"))
+
+    def _packs(self) -> bool:
+        """Whether text micro-batches take the shared-prefix forward (learner.shared_prefix)."""
+        config = self.engine.module.config
+        return (self.cfg.shared_prefix and getattr(config, "vision_config", None) is None
+                and config._attn_implementation in ("sdpa", "eager"))
 
     def _packed(self, mb: TrainBatch) -> PackedPrefix | None:
-        """The shared-prefix layout of a text micro-batch (learner.shared_prefix), or None for padded rows."""
-        config = self.engine.module.config
-        if (self.cfg.shared_prefix and getattr(config, "vision_config", None) is None
-                and config._attn_implementation in ("sdpa", "eager")):
-            return pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask)
-        return None
+        """The shared-prefix layout of a text micro-batch, or None for padded rows."""
+        return pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask) if self._packs() else None
 
     def _logits(self, module: Any, mb: TrainBatch) -> torch.Tensor:
         packed = self._packed(mb)
@@ -171,11 +168,12 @@ class LearnerWorker:
     def _logprobs(self, module: Any, mb: TrainBatch, temperature: float) -> torch.Tensor:
         return token_logprobs(self._logits(module, mb), mb.input_ids[:, 1:], temperature)
 
-    def sum_over_ranks(self, values: list[float]) -> list[float]:
-        """Element-wise sums over the data-parallel ranks (one all-reduce): the loss normalisers of a step."""
+    def sum_over_ranks(self, values: list[float], op: str = "SUM") -> list[float]:
+        """Element-wise sums (or maxima: op MAX) over the data-parallel ranks, one all-reduce: the loss normalisers
+        of a step, the micro-batch counts of a token budget."""
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         if self.world > 1:
-            torch.distributed.all_reduce(t)
+            torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, op))
         return t.tolist()
 
     def scales(self, minis: list[list[TrainBatch]], agg: str) -> list[list[float]]:
@@ -190,8 +188,10 @@ class LearnerWorker:
         self.engine.train()
         self._set_lr(lr)
         losses, tokens = [], 0.0
-        mbs = batch.micro_batches(self.cfg.micro_batch_size, self.device)
-        for mb, scale in zip(mbs, self.scales([mbs], "token_mean")[0]):   # the mean over every rank's tokens
+        mbs = minibatches(batch, 1, self.cfg.micro_batch_size, self.device, self.cfg.micro_batch_tokens,
+                          agree=partial(self.sum_over_ranks, op="MAX"))[0]
+        for j, (mb, scale) in enumerate(zip(mbs, self.scales([mbs], "token_mean")[0])):   # over every rank's tokens
+            self.engine.set_gradient_accumulation_boundary(j == len(mbs) - 1)
             logits = self.engine(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
                                  **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
             loss = sft_loss(logits, mb.input_ids[:, 1:], mb.loss_mask)
@@ -222,7 +222,7 @@ class LearnerWorker:
             return {}
         kl = [sequence_kl(o, r, mb.loss_mask, algo.kl_estimator) for mm, om, rm in zip(minis, olds, refs)
               for mb, o, r in zip(mm, om, rm)]
-        out = {"kl_seq": torch.cat(kl).cpu().tolist()}
+        out = {"kl_seq": in_row_order(minis, torch.cat(kl).cpu()).tolist()}
         if algo.name == "gae":   # GAE puts each token's KL into that token's reward
             out["kl_tok"] = token_kl(minis, olds, refs, algo.kl_estimator, batch.loss_mask.shape[1])
         return out
@@ -238,11 +238,9 @@ class LearnerWorker:
             raise RuntimeError("rl_step(None, ...) needs a score_batch call of this step first")
         minis, refs, olds, timing = self._pending
         self._pending = None
-        start = 0   # the driver's advantages for this rank's rows, in row order
         for mb in [mb for m in minis for mb in m] if advantages is not None else []:
-            adv = advantages[start: start + len(mb)]   # per token (GAE): cut to the micro-batch's width
+            adv = advantages[mb.index.cpu()]   # the driver's, in this rank's row order; GAE's cut to the width
             mb.advantages = (adv if adv.ndim == 1 else adv[:, : mb.loss_mask.shape[1]]).to(self.device)
-            start += len(mb)
         t1 = time.perf_counter()
         self.engine.train()
         self._set_lr(lr)

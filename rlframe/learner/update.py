@@ -1,21 +1,25 @@
 """The policy update of one RL step (pure torch): mini-batches, epochs, old log-probs, mismatch weights, the loss.
 
 Independent of DeepSpeed so that it can be tested with a plain torch model: `engine` is anything with
-DeepSpeed's engine calls (`backward(loss)`, `step()` after every micro-batch, which updates at the gradient
-accumulation boundary, and `get_global_grad_norm()`). Every rank runs the same number of forward, backward and
-step calls (same mini-batch and micro-batch counts), which keeps ZeRO-3's collectives in lockstep.
+DeepSpeed's engine calls (`set_gradient_accumulation_boundary(last)` before each micro-batch, `backward(loss)`,
+`step()` after every micro-batch, which updates at the boundary, and `get_global_grad_norm()`). The boundary is
+the last micro-batch of each mini-batch, so an update need not hold DeepSpeed's configured accumulation count
+(token budgets vary it). Every rank runs the same number of forward, backward and step calls (same mini-batch
+and micro-batch counts), which keeps ZeRO-3's collectives in lockstep.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
 from rlframe.config.schema import AlgorithmConfig
-from rlframe.data.batching import TrainBatch, split_even
+from rlframe.data.batching import TrainBatch, split_even, token_micro_batches
 from rlframe.learner.losses import KL_ESTIMATORS, agg_units, masked_mean, mismatch_weights, policy_loss, value_loss
 from rlframe.models.logprobs import token_logprobs
+from rlframe.models.shared_prefix import prompt_groups
 
 Forward = Callable[[TrainBatch], torch.Tensor]   # micro-batch -> logits [B, L-1, V] (position t scores t+1)
 SumOverRanks = Callable[[list[float]], list[float]]   # element-wise sum over the data-parallel ranks
@@ -46,10 +50,41 @@ def needs_old_logprobs(algo: AlgorithmConfig, has_ref: bool) -> bool:
     return updates(algo) > 1 or (algo.kl_in == "reward" and has_ref and algo.kl_coef > 0)
 
 
-def minibatches(batch: TrainBatch, parts: int, micro: int,
-                device: torch.device | str = "cpu") -> list[list[TrainBatch]]:
-    """`parts` contiguous row slices (one optimizer update each), each cut into micro-batches of `micro` rows."""
-    return [batch.rows(sl).micro_batches(micro, device) for sl in split_even(len(batch), parts)]
+def minibatches(batch: TrainBatch, parts: int, micro: int, device: torch.device | str = "cpu",
+                tokens: int | None = None, packed: bool = False,
+                agree: Callable[[list[int]], list[int]] = lambda counts: counts) -> list[list[TrainBatch]]:
+    """`parts` contiguous row slices (one optimizer update each), each cut into micro-batches of `micro` rows, or
+    with `tokens` into micro-batches of at most that many tokens (`token_micro_batches`; GRPO groups kept whole
+    when `packed`, the shared-prefix forward). `agree` takes this rank's micro-batch count per update and returns
+    the largest over the ranks. Every micro-batch carries `index`, its rows' positions in `batch` (`in_row_order`)."""
+    whole = replace(batch, index=torch.arange(len(batch)))
+    minis = [whole.rows(sl) for sl in split_even(len(batch), parts)]
+    if tokens is None:
+        return [m.micro_batches(micro, device) for m in minis]
+    layouts = [_units(m, packed) for m in minis]
+    counts = [int(c) for c in agree([len(token_micro_batches(u, w, tokens, packed)) for u, w, _ in layouts])]
+    out = []
+    for m, (units, widths, lengths), count in zip(minis, layouts, counts):
+        ok = count <= len(units)   # else another rank needs more micro-batches than this one has groups: rows
+        plan = token_micro_batches(units if ok else [[r] for r in range(len(m))], widths if ok else lengths, tokens,
+                                   packed and ok, count)
+        out.append([m.rows(rows).trimmed(device) for rows in plan])
+    return out
+
+
+def _units(batch: TrainBatch, packed: bool) -> tuple[list[list[int]], list[int], list[int]]:
+    """The rows that stay in one micro-batch and their tokens: prompt groups when `packed`, else single rows."""
+    groups, widths, lengths = prompt_groups(batch.input_ids, batch.attention_mask, batch.loss_mask)
+    if packed:
+        return [rows for _, rows in groups], widths, lengths
+    return [[r] for r in range(len(batch))], lengths, lengths
+
+
+def in_row_order(minis: list[list[TrainBatch]], values: torch.Tensor) -> torch.Tensor:
+    """Per-row results stacked in micro-batch order ([rows, ...]) back in the rank batch's row order."""
+    out = torch.empty_like(values)
+    out[torch.cat([mb.index.cpu() for mini in minis for mb in mini])] = values
+    return out
 
 
 @torch.no_grad()
@@ -82,8 +117,9 @@ def pad_rows(parts: list[torch.Tensor], width: int) -> torch.Tensor:
 def token_kl(minis: list[list[TrainBatch]], olds: list[list[torch.Tensor]], refs: list[list[torch.Tensor]],
              estimator: str, width: int) -> torch.Tensor:
     """Each completion token's KL to the reference ([rows, width], 0 off the mask): GAE's per-token penalty."""
-    return pad_rows([KL_ESTIMATORS[estimator](o, r) * mb.loss_mask for mm, om, rm in zip(minis, olds, refs)
-                     for mb, o, r in zip(mm, om, rm)], width)
+    kl = [KL_ESTIMATORS[estimator](o, r) * mb.loss_mask for mm, om, rm in zip(minis, olds, refs)
+          for mb, o, r in zip(mm, om, rm)]
+    return in_row_order(minis, pad_rows(kl, width))
 
 
 def run_critic_updates(engine: Any, values: Forward, minis: list[list[TrainBatch]], olds: list[list[torch.Tensor]],
@@ -96,6 +132,7 @@ def run_critic_updates(engine: Any, values: Forward, minis: list[list[TrainBatch
     for _ in range(algo.epochs):
         for i, mini in enumerate(minis):
             for j, mb in enumerate(mini):
+                engine.set_gradient_accumulation_boundary(j == len(mini) - 1)
                 loss, m = value_loss(values(mb), olds[i][j], returns[i][j], mb.loss_mask, algo.value_clip)
                 engine.backward(loss * scales[i][j] if scales is not None else loss)
                 engine.step()
@@ -126,6 +163,7 @@ def run_updates(engine: Any, forward: Forward, minis: list[list[TrainBatch]], re
     for _ in range(algo.epochs):
         for i, mini in enumerate(minis):
             for j, mb in enumerate(mini):
+                engine.set_gradient_accumulation_boundary(j == len(mini) - 1)
                 logits = forward(mb)
                 logp = token_logprobs(logits, mb.input_ids[:, 1:], temperature)
                 old = olds[i][j] if olds is not None else logp.detach()

@@ -53,22 +53,30 @@ def pack_rows(widths: list[int]) -> list[list[int]]:
     return rows
 
 
-def pack_shared_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
-                       share_rows: bool = True) -> PackedPrefix | None:
-    """The packed layout of a right-padded micro-batch, or None when no two rows share a prompt (nothing to save).
-
-    A row's prompt ends where its loss mask starts (a row without completion tokens is all prompt). Groups
-    (a prompt and its completions) are packed into rows by `pack_rows`, attention staying inside a group
-    (`share_rows=False`: one group per row, the layout before rows were shared; benchmarks/packing.py)."""
+def prompt_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor
+                  ) -> tuple[list[tuple[tuple[int, ...], list[int]]], list[int], list[int]]:
+    """The rows that share a prompt, as (prompt ids, rows) in first-seen order, each group's packed width (the
+    prompt once and every completion) and each row's length. A row's prompt ends where its loss mask starts (a
+    row without completion tokens is all prompt)."""
     lengths = attention_mask.sum(1).tolist()
     starts = [int(m.nonzero()[0]) + 1 if m.any() else n for m, n in zip(loss_mask, lengths)]
     groups: dict[tuple[int, ...], list[int]] = {}
     for b, p in enumerate(starts):
         groups.setdefault(tuple(input_ids[b, :p].tolist()), []).append(b)
-    if len(groups) == len(lengths):
-        return None
     members = list(groups.items())
-    widths = [len(k) + sum(lengths[b] - starts[b] for b in rows) for k, rows in members]
+    return members, [len(k) + sum(lengths[b] - starts[b] for b in rows) for k, rows in members], lengths
+
+
+def pack_shared_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
+                       share_rows: bool = True) -> PackedPrefix | None:
+    """The packed layout of a right-padded micro-batch, or None when no two rows share a prompt (nothing to save).
+
+    Groups (a prompt and its completions, `prompt_groups`) are packed into rows by `pack_rows`, attention staying
+    inside a group (`share_rows=False`: one group per row, the layout before rows were shared; see
+    benchmarks/packing.py)."""
+    members, widths, lengths = prompt_groups(input_ids, attention_mask, loss_mask)
+    if len(members) == len(lengths):
+        return None
     layout = pack_rows(widths) if share_rows else [[g] for g in range(len(widths))]
     width = max(widths)
     r_count, (b_count, l_count) = len(layout), input_ids.shape

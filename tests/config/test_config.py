@@ -36,6 +36,7 @@ def test_learner_zero3_group():
     ("learner.zero_stage=4", "learner.zero_stage", "expected one of 1, 2, 3"),
     ("rollout.backend=foo", "rollout.backend", "expected one of 'vllm', 'hf'"),
     ("algorithm.group_size=1", "algorithm.group_size", "must be >= 2"),
+    ("learner.micro_batch_tokens=0", "learner.micro_batch_tokens", "must be >= 1"),
 ])
 def test_invalid_values_name_key_and_allowed_values(override, key, allowed):
     with pytest.raises(ConfigError) as info:

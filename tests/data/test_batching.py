@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlframe.data.batching import balanced_split, collate, split_even, truncate_after_eos
+from rlframe.data.batching import balanced_split, collate, split_even, token_micro_batches, truncate_after_eos
 from rlframe.data.sampler import EpochSampler
 
 PAD, EOS = 0, 9
@@ -94,6 +94,29 @@ def test_balanced_split_evens_tokens_keeps_groups_and_row_counts():
         loads = [sum(costs[i] for i in p) for p in parts]
         contiguous = [sum(costs[s]) for s in split_even(n, k)]
         assert max(loads) - min(loads) <= max(max(contiguous) - min(contiguous), max(costs))
+
+
+def test_token_micro_batches_fill_a_budget_longest_first_and_meet_an_agreed_count():
+    # padded rows: a micro-batch costs rows x its widest row; 9+9 fill 18, 8+4 cost 16, 3+2 cost 6
+    widths = [3, 9, 4, 8, 2, 9]
+    rows = [[i] for i in range(6)]
+    assert token_micro_batches(rows, widths, 18, packed=False) == [[1, 5], [3, 2], [0, 4]]
+    # another rank needs 4: the costliest micro-batch (18 tokens) is split
+    assert token_micro_batches(rows, widths, 18, packed=False, count=4) == [[1], [5], [3, 2], [0, 4]]
+    # a row wider than the budget is a micro-batch of its own
+    assert token_micro_batches(rows, widths, 5, packed=False)[:2] == [[1], [5]]
+    with pytest.raises(ValueError, match="7 micro-batches asked of 6 units"):
+        token_micro_batches(rows, widths, 18, packed=False, count=7)
+    # packed GRPO groups stay whole and cost their summed widths: 20 alone, then 12 + 7
+    assert token_micro_batches([[0, 1], [2, 3], [4, 5]], [20, 7, 12], 20, packed=True) == [[0, 1], [4, 5, 2, 3]]
+    # random widths: every row once, within the budget unless alone, never fewer micro-batches than asked
+    gen = torch.Generator().manual_seed(0)
+    for n, budget in [(40, 64), (17, 30), (5, 1000)]:
+        widths = torch.randint(1, 40, (n,), generator=gen).tolist()
+        chunks = token_micro_batches([[i] for i in range(n)], widths, budget, packed=False)
+        assert sorted(sum(chunks, [])) == list(range(n))
+        assert all(len(c) == 1 or len(c) * max(widths[i] for i in c) <= budget for c in chunks)
+        assert len(token_micro_batches([[i] for i in range(n)], widths, budget, False, count=n)) == n
 
 
 # ------------------------------------------------------------------------------------ EpochSampler

@@ -17,9 +17,9 @@ WORLD = 2
 
 
 def start_learners(ray, start_role, model_dir: str, stage: int, ref: bool, lr: float = 1e-2,
-                   compile: bool = False) -> ActorGroup:
+                   compile: bool = False, micro_batch_tokens: int | None = None) -> ActorGroup:
     cfg = LearnerConfig(world_size=WORLD, zero_stage=stage, lr=lr, micro_batch_size=4, num_cpus_per_worker=0.5,
-                        compile=compile)
+                        compile=compile, micro_batch_tokens=micro_batch_tokens)
     group = start_role("learner", LearnerWorker, WORLD, [(r, WORLD, cfg, ".cache") for r in range(WORLD)],
                        per_rank_args=True)
     addr, port = ray.get(group.actors[0].master_address.remote())
@@ -119,6 +119,37 @@ def test_without_a_reference_there_is_no_kl_term(ray_session, start_role, tiny_m
     batch.sample_logp = torch.zeros_like(batch.loss_mask)
     ms = ray.get(group.call_each("rl_step", [(sh, 1e-3, AlgorithmConfig(kl_coef=0.04), 1.0) for sh in shards(batch)]))
     assert [m["kl"] for m in ms] == [0.0, 0.0] and all(m["loss"] != 0 for m in ms)
+
+
+def test_token_budget_micro_batches_on_zero3_ranks(ray_session, start_role, tiny_model_dir):
+    """learner.micro_batch_tokens: rows regrouped by length into micro-batches of at most 48 tokens. Ranks whose
+    rows need different counts agree on the largest (ZeRO-3 gathers parameters in every forward: a rank with
+    fewer would hang the others), the update is the same whatever the split, and per-row results come back in
+    the rows' order."""
+    ray = ray_session
+    group = start_learners(ray, start_role, tiny_model_dir, 3, ref=True, micro_batch_tokens=48)
+    rng = random.Random(0)   # rows of 10 to 37 tokens: 1 to 4 rows per micro-batch
+    batch = collate([[rng.randrange(3, 500) for _ in range(rng.randrange(4, 9))] for _ in range(16)],
+                    [[rng.randrange(3, 500) for _ in range(2 + 2 * i)] + [2] for i in range(16)], pad_id=0, eos_id=2)
+    batch.advantages = torch.tensor([1.0, -1.0] * 8)
+    batch.sample_logp = torch.zeros_like(batch.loss_mask)
+    ray.get(group.call_each("sft_step", [(sh, 1e-2) for sh in shards(batch)]))   # away from the reference
+    order = torch.argsort(batch.attention_mask.sum(1)).tolist()
+    splits = {"by_length": [order[:8], order[8:]], "interleaved": [order[0::2], order[1::2]]}
+    algo, norms = AlgorithmConfig(kl_coef=0.04), {}
+    for name, (a, b) in splits.items():   # by length: 4 micro-batches of the short rows, 8 of the long ones
+        rl = ray.get(group.call_each("rl_step", [(batch.rows(ix), 0.0, algo, 1.0) for ix in (a, b)]))
+        sft = ray.get(group.call_each("sft_step", [(batch.rows(ix), 0.0) for ix in (a, b)]))
+        norms[name] = (rl[0]["actor/grad_norm"], sft[0]["grad_norm"])
+        assert rl[0]["kl"] > 0 and norms[name][0] > 0
+    assert norms["by_length"] == pytest.approx(norms["interleaved"], rel=1e-4), norms
+    # KL as a reward penalty: each row's KL lands on its row, whatever micro-batch the budget put it in
+    kl_algo = AlgorithmConfig(kl_coef=0.1, kl_in="reward")
+    a, b = splits["interleaved"]
+    forward = ray.get(group.call_each("score_batch", [(batch.rows(ix), kl_algo, 1.0) for ix in (a, b)]))
+    backward = ray.get(group.call_each("score_batch", [(batch.rows(ix[::-1]), kl_algo, 1.0) for ix in (a, b)]))
+    for f, r in zip(forward, backward):
+        assert len(set(f["kl_seq"])) == 8 and r["kl_seq"] == pytest.approx(f["kl_seq"][::-1], rel=1e-5)
 
 
 def grpo_batch(groups: int = 4, g: int = 4, seed: int = 0) -> TrainBatch:

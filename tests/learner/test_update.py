@@ -11,8 +11,8 @@ import torch
 from rlframe.config.schema import AlgorithmConfig, MismatchConfig
 from rlframe.data.batching import TrainBatch, collate
 from rlframe.learner.losses import agg_units
-from rlframe.learner.update import (entropy, logprobs, loss_scales, minibatches, needs_old_logprobs, run_updates,
-                                    sequence_kl)
+from rlframe.learner.update import (entropy, in_row_order, logprobs, loss_scales, minibatches, needs_old_logprobs,
+                                    run_updates, sequence_kl)
 
 VOCAB = 11
 
@@ -29,13 +29,18 @@ class TinyLM(torch.nn.Module):
 
 
 class TorchEngine:
-    """DeepSpeed's engine calls on a torch model: `step()` after each micro-batch updates every `gas` calls."""
+    """DeepSpeed's engine calls on a torch model: each loss divided by the configured `gas`, `step()` after each
+    micro-batch updating at the boundary the caller set (set_gradient_accumulation_boundary)."""
 
     def __init__(self, model: torch.nn.Module, lr: float, gas: int) -> None:
         self.params = list(model.parameters())
         self.opt, self.gas = torch.optim.SGD(self.params, lr=lr), gas
         self.calls = {"backward": 0, "step": 0, "update": 0}
         self.norm: float | None = None
+        self.boundary: bool | None = None
+
+    def set_gradient_accumulation_boundary(self, is_boundary: bool) -> None:
+        self.boundary = is_boundary
 
     def backward(self, loss: torch.Tensor) -> None:
         self.calls["backward"] += 1
@@ -43,7 +48,9 @@ class TorchEngine:
 
     def step(self) -> None:
         self.calls["step"] += 1
-        if self.calls["step"] % self.gas == 0:
+        if self.boundary is None:
+            raise AssertionError("the update loop sets the accumulation boundary before every micro-batch")
+        if self.boundary:
             self.norm = float(torch.nn.utils.clip_grad_norm_(self.params, 1e9))
             self.opt.step()
             self.opt.zero_grad()
@@ -182,13 +189,13 @@ class Accumulate(TorchEngine):
 
 
 def update_gradient(data: TrainBatch, micro: int, agg: str, scaled: bool, world: int = 1,
-                    over_ranks=lambda xs: xs) -> torch.Tensor:
+                    over_ranks=lambda xs: xs, tokens: int | None = None, gas: int | None = None) -> torch.Tensor:
     algo = AlgorithmConfig(kl_coef=0.0, loss_agg=agg, mismatch=MismatchConfig(mode="none"))
     model = TinyLM()
-    minis = minibatches(data, 1, micro)
-    gas = len(minis[0])
+    minis = minibatches(data, 1, micro, tokens=tokens)
+    gas = gas or len(minis[0])   # DeepSpeed's configured divisor: a token budget's count may differ from it
     scales = loss_scales(minis, agg, gas, world, over_ranks) if scaled else None
-    run_updates(Accumulate(model, 0.0, gas), model, minis, [[None] * gas], None, algo, 1.0, 5, scales)
+    run_updates(Accumulate(model, 0.0, gas), model, minis, [[None] * len(minis[0])], None, algo, 1.0, 5, scales)
     return torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
@@ -206,3 +213,43 @@ def test_the_update_is_the_mean_over_the_whole_update_whatever_the_micro_batches
     assert torch.allclose((ranks[0] + ranks[1]) / 2, whole, atol=1e-6)
     if agg == "token_mean":   # unscaled, the mean of micro-batch means: short completions weigh more
         assert not torch.allclose(update_gradient(data, 1, agg, scaled=False), whole, atol=1e-4)
+
+
+@pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_sum"])
+def test_token_budget_micro_batches_give_the_same_update(agg):
+    data = batch(16, seed=3)
+    whole = update_gradient(data, 16, agg, scaled=True)
+    counts = set()
+    for tokens in (8, 20, 40, 200):
+        minis = minibatches(data, 1, 16, tokens=tokens)
+        counts.add(len(minis[0]))
+        assert all(len(mb) == 1 or mb.attention_mask.numel() <= tokens for mb in minis[0])   # rows x widest row
+        assert torch.allclose(update_gradient(data, 16, agg, scaled=True, tokens=tokens, gas=2), whole, atol=1e-6)
+    assert len(counts) == 4                       # four budgets, four micro-batch counts, one gradient
+
+
+def test_token_micro_batches_regroup_rows_and_results_come_back_in_row_order():
+    data = batch(12, seed=5)
+    minis = minibatches(data, 2, 12, tokens=12)
+    assert [mb.index.tolist() for mb in minis[0]] != [list(range(6))]   # rows regrouped by length
+    assert sorted(torch.cat([mb.index for m in minis for mb in m]).tolist()) == list(range(12))
+    for m, sl in zip(minis, (slice(0, 6), slice(6, 12))):   # each update keeps its own rows
+        assert sorted(i for mb in m for i in mb.index.tolist()) == list(range(12))[sl]
+    # a per-row result computed in micro-batch order lands on its row
+    lengths = torch.cat([mb.attention_mask.sum(1) for m in minis for mb in m])
+    assert torch.equal(in_row_order(minis, lengths), data.attention_mask.sum(1))
+    # a rank that agreed to more micro-batches than the budget needs splits its fullest ones
+    more = minibatches(data, 2, 12, tokens=12, agree=lambda counts: [c + 2 for c in counts])
+    assert [len(m) for m in more] == [len(m) + 2 for m in minis]
+
+
+def test_packed_token_micro_batches_keep_each_prompt_group_whole():
+    prompts = [[1, 3, 4]] * 4 + [[1, 5]] * 4 + [[1, 6, 7, 8]] * 4
+    data = collate(prompts, [[3 + i % 5] * (1 + i % 4) + [2] for i in range(12)], 0, 2)
+    minis = minibatches(data, 1, 12, tokens=16, packed=True)
+    assert len(minis[0]) > 1 and sorted(i for mb in minis[0] for i in mb.index.tolist()) == list(range(12))
+    for mb in minis[0]:   # whole groups: each prompt in a micro-batch with all 4 of its rows
+        members = [tuple(prompts[i]) for i in mb.index.tolist()]
+        assert all(members.count(p) == 4 for p in members), members
+    # more micro-batches than groups (another rank's count): single rows
+    assert len(minibatches(data, 1, 12, tokens=16, packed=True, agree=lambda c: [6])[0]) == 6
