@@ -11,11 +11,17 @@ Batches are G=4 samples of --prompts prompts, random tokens, a log-normal comple
    the same weights), interleaved per batch: `rl_step` with the rows split contiguously (split_even) and by
    `balanced_split` (whole groups, as even in tokens as it can).
 
-Read `layout[name].seconds`, `group_rows_over_packed` and `padded_over_packed` (medians of per-batch ratios;
-above 1: packed is faster), `layout[name].row_tokens` (tokens computed, padding included), and
-`split[name].seconds`, `split[name].tokens_max_over_mean`, `contiguous_over_balanced`.
+3. Micro-batches, in this process like 1., one rank's rows in micro-batches of --micro-batch rows taken in order
+   (learner.micro_batch_size) or by a token budget (learner.micro_batch_tokens) set to the largest of those
+   micro-batches' tokens (no micro-batch bigger, so no more memory), with padded rows and with the shared-prefix
+   forward: forward and backward of every micro-batch.
 
-    rlframe bench packing [--repeats 5] [--prompts 16] [--max-new-tokens 256] [--skip-split] [--quick]
+Read `layout[name].seconds`, `group_rows_over_packed` and `padded_over_packed` (medians of per-batch ratios;
+above 1: packed is faster), `layout[name].row_tokens` (tokens computed, padding included),
+`split[name].seconds`, `split[name].tokens_max_over_mean`, `contiguous_over_balanced`, and
+`micro[forward][rows|tokens]` with `micro_rows_over_tokens[forward]`.
+
+    rlframe bench packing [--repeats 5] [--prompts 16] [--max-new-tokens 256] [--micro-batch 8] [--skip-split]
 """
 from __future__ import annotations
 
@@ -38,10 +44,11 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--prompt-tokens", type=int, default=82)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
-    p.add_argument("--skip-split", action="store_true", help="only the in-process layout comparison")
+    p.add_argument("--micro-batch", type=int, default=8, help="rows per micro-batch of the count-based side (3.)")
+    p.add_argument("--skip-split", action="store_true", help="only the in-process comparisons (1. and 3.)")
     args = p.parse_args(argv)
     if args.quick:
-        args.repeats, args.prompts, args.max_new_tokens = 1, 4, 32
+        args.repeats, args.prompts, args.max_new_tokens, args.micro_batch = 1, 4, 32, 2
     return args
 
 
@@ -86,6 +93,39 @@ def layouts(model, batch, dtype, first: int) -> dict[str, dict]:
     return out
 
 
+def micro_batching(model, batch, dtype, rows: int, first: int) -> dict[str, dict[str, dict]]:
+    """3.: forward + backward of every micro-batch of one rank's rows, by count and by a token budget that makes
+    no micro-batch bigger than the largest counted one, with padded rows and with the shared-prefix forward."""
+    from rlframe.learner.update import minibatches
+    from rlframe.models.logprobs import token_logprobs
+    from rlframe.models.shared_prefix import pack_shared_prefix
+
+    def cost(mb, packed: bool) -> int:
+        return (pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask).input_ids.numel() if packed
+                else mb.input_ids.numel())
+
+    runs = [(f, way) for f in ("padded", "packed") for way in ("rows", "tokens")]
+    out: dict[str, dict[str, dict]] = {"padded": {}, "packed": {}}
+    for forward, way in runs[first % 4:] + runs[: first % 4]:
+        packed = forward == "packed"
+        mbs = batch.micro_batches(rows)
+        if way == "tokens":
+            mbs = minibatches(batch, 1, rows, tokens=max(cost(mb, packed) for mb in mbs), packed=packed)[0]
+        model.zero_grad(set_to_none=True)
+        t0, computed = time.perf_counter(), 0
+        for mb in mbs:
+            layout = pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask) if packed else None
+            if layout is not None:
+                logits = layout.gather(model(**layout.model_inputs(dtype)).logits)
+            else:
+                logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[:, :-1]
+            computed += cost(mb, packed)
+            mask = mb.loss_mask.to(logits.dtype)
+            ((token_logprobs(logits, mb.input_ids[:, 1:], 1.0) * mask).sum() / mask.sum()).backward()
+        out[forward][way] = {"seconds": time.perf_counter() - t0, "micro_batches": len(mbs), "row_tokens": computed}
+    return out
+
+
 def main() -> int:
     args = parse()
     import torch
@@ -106,10 +146,16 @@ def main() -> int:
     model = load_policy(str(model_dir), DTYPES[args.dtype])
     rng = random.Random(0)
     lay: dict[str, list[dict]] = {"padded": [], "group_rows": [], "packed": []}
+    micro: dict[str, dict[str, list[dict]]] = {"padded": {"rows": [], "tokens": []},
+                                                "packed": {"rows": [], "tokens": []}}
     worst = 0.0
     for i in range(args.repeats + 1):   # the first batch warms up and is not counted
         batch = make_batch(rng, args.prompts // WORLD, args.prompt_tokens, args.max_new_tokens, vocab)
         res = layouts(model, batch, DTYPES[args.dtype], i)
+        for forward, ways in micro_batching(model, batch, DTYPES[args.dtype], args.micro_batch, i).items():
+            for way, r in ways.items():
+                if i:
+                    micro[forward][way].append({**r, "load_avg_1m": round(os.getloadavg()[0], 2)})
         worst = max(worst, max(float((res[n]["logp"] - res["padded"]["logp"]).abs().max()) for n in res))
         if i:
             for n, r in res.items():
@@ -117,6 +163,9 @@ def main() -> int:
                                "load_avg_1m": round(os.getloadavg()[0], 2)})
             print(f"[packing] layout batch {i}: " + ", ".join(f"{n} {res[n]['seconds']:.2f} s ({res[n]['row_tokens']} "
                                                             f"tokens)" for n in lay), file=sys.stderr, flush=True)
+            print(f"[packing] micro-batches batch {i}: " + ", ".join(
+                f"{f} by {w} {rs[-1]['seconds']:.2f} s ({rs[-1]['micro_batches']} of them, {rs[-1]['row_tokens']} tokens)"
+                for f, ways in micro.items() for w, rs in ways.items()), file=sys.stderr, flush=True)
     del model
 
     # 2. the rank split, through real learners
@@ -154,6 +203,7 @@ def main() -> int:
 
     record = {
         "config": {"params": nparams, "prompts": args.prompts, "group_size": GROUP, "world_size": WORLD,
+                   "micro_batch": args.micro_batch,
                    "zero_stage": 2, "dtype": args.dtype, "prompt_tokens": args.prompt_tokens,
                    "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "quick": args.quick},
         "layout": {n: {"seconds": summarize(r["seconds"] for r in rs),
@@ -166,10 +216,19 @@ def main() -> int:
                       "tokens_max_over_mean": summarize(r["tokens_max_over_mean"] for r in rs),
                       "load_avg_1m": [r["load_avg_1m"] for r in rs]} for n, rs in split.items()},
         "contiguous_over_balanced": pairs(split["contiguous"], split["balanced"]),
+        "micro": {f: {w: {"seconds": summarize(r["seconds"] for r in rs),
+                          "micro_batches": summarize(r["micro_batches"] for r in rs),
+                          "row_tokens": summarize(r["row_tokens"] for r in rs),
+                          "load_avg_1m": [r["load_avg_1m"] for r in rs]} for w, rs in ways.items()}
+                  for f, ways in micro.items()},
+        "micro_rows_over_tokens": {f: pairs(ways["rows"], ways["tokens"]) for f, ways in micro.items()},
         "peak_rss_mb": mem.report(),
     }
     ratios = {"group_rows / packed forward+backward time (median of pairs)": record["group_rows_over_packed"],
               "padded / packed forward+backward time (median of pairs)": record["padded_over_packed"]}
+    for f in micro:
+        ratios[f"{f} forward: micro-batches by rows / by tokens, time (median of pairs)"] = \
+            record["micro_rows_over_tokens"][f]
     if record["contiguous_over_balanced"] is not None:
         ratios["contiguous / balanced learner update time (median of pairs)"] = record["contiguous_over_balanced"]
     med = {n: record["layout"][n]["seconds"]["median"] for n in lay}
@@ -179,7 +238,7 @@ def main() -> int:
                                                                                      med.items()),
         "ratios": ratios, "target": "> 1 (packed faster than one group per row)",
         "target_met": bool((record["group_rows_over_packed"] or 0) > 1.0)}
-    fig, axes = new_figure(ncols=2, width=5.5)
+    fig, axes = new_figure(ncols=3, width=5.5)
     axes[0].boxplot([[r["seconds"] for r in lay[n]] for n in lay], tick_labels=list(lay))
     axes[0].set_ylabel("seconds, forward + backward (one rank's micro-batch)")
     axes[0].set_title("layout")
@@ -187,6 +246,11 @@ def main() -> int:
         axes[1].boxplot([[r["seconds"] for r in split[n]] for n in split], tick_labels=list(split))
         axes[1].set_ylabel("seconds per learner update (2 ranks)")
         axes[1].set_title("rank split")
+    labels = [(f, w) for f in micro for w in micro[f]]
+    axes[2].boxplot([[r["seconds"] for r in micro[f][w]] for f, w in labels], tick_labels=[f"{f}\nby {w}"
+                                                                                        for f, w in labels])
+    axes[2].set_ylabel("seconds, forward + backward (one rank's rows)")
+    axes[2].set_title(f"micro-batches: {args.micro_batch} rows or a token budget")
     save_plot(fig, "packing", args)
     emit("packing", record, args)
     return 0

@@ -84,6 +84,11 @@ def check_packing(rec: dict) -> None:
     assert rec["logprob_max_abs_diff_vs_padded"] < 0.05          # bf16: the three layouts compute the same thing
     assert _positive(rec["group_rows_over_packed"]) and _positive(rec["contiguous_over_balanced"])
     assert rec["split"]["balanced"]["tokens_max_over_mean"]["median"] >= 1.0
+    for forward in ("padded", "packed"):   # micro-batches by rows and by a token budget no bigger than them
+        ways = rec["micro"][forward]
+        assert _positive(ways["rows"]["seconds"]["median"]) and _positive(ways["tokens"]["seconds"]["median"])
+        assert ways["tokens"]["micro_batches"]["median"] >= 1 and _positive(ways["tokens"]["row_tokens"]["median"])
+        assert _positive(rec["micro_rows_over_tokens"][forward])
 
 
 #: name -> (extra arguments, the check of its JSON line); {out} is the test's own folder for the runs
