@@ -50,9 +50,9 @@ VL_OVERRIDES = ["experiment=preferthinker_tiny_vl", "data.num_train=1024", "data
                 "trainer.sft.stop_threshold=0.6", "trainer.max_steps=40", "trainer.prompts_per_step=16",
                 "trainer.eval_every=10"]
 # rollout=hf in the smoke: each of its four processes skips vLLM's start-up; the script's path is the same
-QUICK_OVERRIDES = ["rollout=hf", "data.num_train=64", "data.num_eval=16", "trainer.sft.steps=10",
+QUICK_OVERRIDES = ["rollout=hf", "data.num_train=64", "data.num_eval=8", "trainer.sft.steps=4",
                    "trainer.sft.eval_every=0", "trainer.sft.stop_threshold=null",
-                   "trainer.max_steps=2", "trainer.prompts_per_step=4", "trainer.eval_every=0",
+                   "trainer.max_steps=1", "trainer.prompts_per_step=4", "trainer.eval_every=0",
                    "rollout.max_new_tokens=32"]
 #: where the profile-similarity reward sits in conf/reward/preference.yaml's `fns`
 PROFILE_FN_INDEX = 2
