@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 
 from rlframe.models.multimodal import collate_images
+from rlframe.models.shared_prefix import pack_rows
 
 
 @dataclass
@@ -114,15 +115,15 @@ def token_micro_batches(units: Sequence[Sequence[int]], widths: Sequence[int], b
     """Rows (by index) in micro-batches by a token budget instead of a row count (veRL's dynamic batch size).
 
     `units` are rows that stay together (a GRPO group under the shared-prefix forward, else single rows) and
-    `widths` their tokens. A micro-batch's tokens are what its forward computes: the units' summed widths when
-    `packed`, else rows x its widest row (right-padded rows). The widest units go first, each micro-batch filled
+    `widths` their tokens. A micro-batch's tokens are what its forward computes: when `packed`, its groups'
+    packed rows (`pack_rows`) x the widest group, else rows x its widest row. The widest units go first, each filled
     while it stays within `budget` (a unit wider than the budget alone), so that units of a similar width share
     a micro-batch and padding stays small. `count` (from `agree`, at least the number the budget needs) splits the
     costliest micro-batches in two until there are that many: every rank then runs as many forward and backward
     calls, which ZeRO's collectives need."""
     def cost(chunk: list[int]) -> int:
         sizes = [widths[u] for u in chunk]
-        return sum(sizes) if packed else sum(len(units[u]) for u in chunk) * max(sizes)
+        return (len(pack_rows(sizes)) if packed else sum(len(units[u]) for u in chunk)) * max(sizes)
 
     if count is not None and count > len(units):
         raise ValueError(f"{count} micro-batches asked of {len(units)} units")

@@ -107,8 +107,13 @@ def test_token_micro_batches_fill_a_budget_longest_first_and_meet_an_agreed_coun
     assert token_micro_batches(rows, widths, 5, packed=False)[:2] == [[1], [5]]
     with pytest.raises(ValueError, match="7 micro-batches asked of 6 units"):
         token_micro_batches(rows, widths, 18, packed=False, count=7)
-    # packed GRPO groups stay whole and cost their summed widths: 20 alone, then 12 + 7
-    assert token_micro_batches([[0, 1], [2, 3], [4, 5]], [20, 7, 12], 20, packed=True) == [[0, 1], [4, 5, 2, 3]]
+    # packed GRPO groups stay whole and cost their packed rows (never wider than the widest group) x that width:
+    # 20 with 12 is 2 rows of 20 (40 tokens), 12 with 7 is 2 rows of 12 (24)
+    groups = [[0, 1], [2, 3], [4, 5]]
+    assert token_micro_batches(groups, [20, 7, 12], 24, packed=True) == [[0, 1], [4, 5, 2, 3]]
+    assert token_micro_batches(groups, [20, 7, 12], 23, packed=True) == [[0, 1], [4, 5], [2, 3]]
+    # 8 and 7 share the second row under 20: 40 tokens for all three
+    assert token_micro_batches(groups, [20, 8, 7], 40, packed=True) == [[0, 1, 2, 3, 4, 5]]
     # random widths: every row once, within the budget unless alone, never fewer micro-batches than asked
     gen = torch.Generator().manual_seed(0)
     for n, budget in [(40, 64), (17, 30), (5, 1000)]:
