@@ -159,8 +159,8 @@ def run_seed(seed: int, out: Path, algorithms: list[str], common: list[str], rl_
         if not (run_dir / "summary.json").exists():
             t0 = time.perf_counter()
             start = [f"model.init_from={sft_dir / 'final'}"] if sft else []
-            rc = _run([rlframe, "train", "trainer.stages=[grpo]", *start, f"algorithm={algo}", *SAME_BUDGET, *seed_args, *rl_extra, f"run.output_dir={run_dir}"],
-                      out / f"{algo}.log", cwd)
+            rc = _run([rlframe, "train", "trainer.stages=[grpo]", *start, f"algorithm={algo}", *SAME_BUDGET,
+                       *seed_args, *rl_extra, f"run.output_dir={run_dir}"], out / f"{algo}.log", cwd)
             if rc != 0 or not (run_dir / "summary.json").exists():
                 result["runs"][algo] = {"failed": True, "exit_code": rc, "log": str(out / f"{algo}.log"),
                                         "log_tail": _tail(out / f"{algo}.log")}

@@ -164,8 +164,8 @@ def main() -> int:
             print(f"[packing] layout batch {i}: " + ", ".join(f"{n} {res[n]['seconds']:.2f} s ({res[n]['row_tokens']} "
                                                             f"tokens)" for n in lay), file=sys.stderr, flush=True)
             print(f"[packing] micro-batches batch {i}: " + ", ".join(
-                f"{f} by {w} {rs[-1]['seconds']:.2f} s ({rs[-1]['micro_batches']} of them, {rs[-1]['row_tokens']} tokens)"
-                for f, ways in micro.items() for w, rs in ways.items()), file=sys.stderr, flush=True)
+                f"{f} by {w} {rs[-1]['seconds']:.2f} s ({rs[-1]['micro_batches']} of them, "
+                f"{rs[-1]['row_tokens']} tokens)" for f, ways in micro.items() for w, rs in ways.items()), file=sys.stderr, flush=True)
     del model
 
     # 2. the rank split, through real learners

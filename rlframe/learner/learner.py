@@ -3,8 +3,9 @@
 Thin by design: the losses live in losses.py, the update loop in update.py, batching in data/batching.py, the
 weight-sync sender in weight_sync/sender.py. Every rank runs the same number of micro-batches (a token budget's
 counts are agreed over the ranks), so the collectives of ZeRO-3 (parameter gathers in forward) stay in lockstep.
-One call per step does the reference (and old-policy) pass and the updates, so a shard crosses from the driver to its rank once; with the
-KL in the reward the driver needs those log-probs first, and calls `score_batch` then `rl_step(None, ...)`.
+One call per step does the reference (and old-policy) pass and the updates, so a shard crosses from the driver
+to its rank once; with the KL in the reward the driver needs those log-probs first, and calls `score_batch` then
+`rl_step(None, ...)`.
 """
 from __future__ import annotations
 

@@ -74,10 +74,11 @@ def minibatches(batch: TrainBatch, parts: int, micro: int, device: torch.device 
 
 def _units(batch: TrainBatch, packed: bool) -> tuple[list[list[int]], list[int], list[int]]:
     """The rows that stay in one micro-batch and their tokens: prompt groups when `packed`, else single rows."""
+    if not packed:
+        lengths = batch.attention_mask.sum(1).tolist()
+        return [[r] for r in range(len(batch))], lengths, lengths
     groups, widths, lengths = prompt_groups(batch.input_ids, batch.attention_mask, batch.loss_mask)
-    if packed:
-        return [rows for _, rows in groups], widths, lengths
-    return [[r] for r in range(len(batch))], lengths, lengths
+    return [rows for _, rows in groups], widths, lengths
 
 
 def in_row_order(minis: list[list[TrainBatch]], values: torch.Tensor) -> torch.Tensor:
