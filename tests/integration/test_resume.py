@@ -49,7 +49,14 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
     return proc.returncode, err
 
 
+def last_step(run_dir: Path, stage: str) -> int:
+    path = run_dir / "metrics.jsonl"
+    return max((r["step"] for r in read_metrics(path) if r.get("stage") == stage), default=0) if path.exists() else 0
+
+
 def wait_for_row(run_dir: Path, stage: str, step: int, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """`step` must be past every row already in metrics.jsonl, or a stale row (a killed run's, not yet cut back by
+    the resumed one) would answer before the new process has even installed its signal handlers."""
     path, t0 = run_dir / "metrics.jsonl", time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
@@ -104,8 +111,10 @@ def test_sigkill_sft_then_a_dead_learner_then_sigterm_grpo_resume_to_the_uninter
     (ckpts / ".tmp-0099-sft-step000006").mkdir()
 
     # 2. resume, then kill one learner rank mid-GRPO: the run stops naming the rank and its last checkpoint
+    # (at row 2, not later: the step after it must not be checkpointed before the kill lands, or link 3 would
+    # resume too close to the end to be stopped mid-GRPO)
     proc = start(run_dir, "trainer.resume=auto")
-    wait_for_row(run_dir, "grpo", 3, proc)
+    wait_for_row(run_dir, "grpo", 2, proc)
     learners = [p for p in psutil.Process(proc.pid).children(recursive=True)
                 if "LearnerWorker" in " ".join(p.cmdline()[:1])]
     assert len(learners) == 2
@@ -117,9 +126,11 @@ def test_sigkill_sft_then_a_dead_learner_then_sigterm_grpo_resume_to_the_uninter
     assert "last checkpoint: " in err and "checkpoints/" in err and "trainer.resume=auto" in err
 
     # 3. resume, then SIGTERM mid-GRPO: the step in flight finishes and is checkpointed, the message says how
-    # to resume
+    # to resume. It waits for a row past those link 2 left: only this process can write it.
+    first_new = last_step(run_dir, "grpo") + 1
+    assert first_new <= 4, f"link 2 got to step {first_new - 1}: too close to the end to stop mid-GRPO"
     proc = start(run_dir, "trainer.resume=auto")
-    wait_for_row(run_dir, "grpo", 4, proc)
+    wait_for_row(run_dir, "grpo", first_new, proc)
     proc.send_signal(signal.SIGTERM)
     rc, err = finish(proc)
     assert rc == 128 + signal.SIGTERM, err[-3000:]
@@ -127,7 +138,7 @@ def test_sigkill_sft_then_a_dead_learner_then_sigterm_grpo_resume_to_the_uninter
     complete, incomplete = listing(run_dir)
     assert complete and not incomplete
     stopped = json.loads((complete[-1] / "COMPLETE").read_text())
-    assert stopped["stage"] == "grpo" and 4 <= stopped["step"] < 6, stopped
+    assert stopped["stage"] == "grpo" and first_new <= stopped["step"] < 6, stopped
     assert not (ckpts / ".tmp-0099-sft-step000006").exists()                    # cleaned by pruning
 
     # 4. resume to the end: the numbers of the run that was never interrupted
