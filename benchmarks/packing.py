@@ -4,7 +4,7 @@ Batches are G=4 samples of --prompts prompts, random tokens, a log-normal comple
 --max-new-tokens / 4, +-25% within the group, capped), on the step_time benchmark's model (19M parameters).
 
 1. Layout, in this process on one thread (one learner rank's micro-batch), interleaved per batch: forward and
-   backward of a token-level loss with `padded` rows (learner.shared_prefix=false), `group_rows` (each group's
+   backward of a token-level loss with `padded` rows (learner.packing=false), `group_rows` (each group's
    prompt once, one group per row padded to the widest: the layout before rows were shared) and `packed` (groups
    sharing rows up to the widest group's width: the default). The log-probs of the three must agree.
 2. Rank split, through two DeepSpeed ZeRO-2 learners (1 thread each, with the reference, lr 0 so every call sees
@@ -15,11 +15,15 @@ Batches are G=4 samples of --prompts prompts, random tokens, a log-normal comple
    (learner.micro_batch_size) or by a token budget (learner.micro_batch_tokens) set to the largest of those
    micro-batches' tokens (no micro-batch bigger, so no more memory), with padded rows and with the shared-prefix
    forward: forward and backward of every micro-batch.
+4. SFT rows, in this process like 1.: rows that share no prompt (each its own prompt, a log-normal answer length),
+   one rank's share in micro-batches of --micro-batch rows, `padded` against `packed` (padding-free: short rows
+   share a packed row up to the micro-batch's longest; learner.packing): forward and backward of the SFT loss.
 
 Read `layout[name].seconds`, `group_rows_over_packed` and `padded_over_packed` (medians of per-batch ratios;
 above 1: packed is faster), `layout[name].row_tokens` (tokens computed, padding included),
 `split[name].seconds`, `split[name].tokens_max_over_mean`, `contiguous_over_balanced`, and
-`micro[forward][rows|tokens]` with `micro_rows_over_tokens[forward]`.
+`micro[forward][rows|tokens]` with `micro_rows_over_tokens[forward]`, and `sft[padded|packed]` with
+`sft_padded_over_packed` and `sft_loss_max_abs_diff`.
 
     rlframe bench packing [--repeats 5] [--prompts 16] [--max-new-tokens 256] [--micro-batch 8] [--skip-split]
 """
@@ -66,6 +70,39 @@ def make_batch(rng: random.Random, prompts: int, prompt_len: int, max_new: int, 
     return collate(ps, cs, pad_id=0)
 
 
+def make_sft_batch(rng: random.Random, rows: int, prompt_len: int, max_new: int, vocab: int):
+    """SFT rows of random tokens: each its own prompt (+-25% around prompt_len), a log-normal answer length."""
+    from rlframe.data.batching import collate
+
+    ps = [[rng.randrange(3, vocab) for _ in range(int(prompt_len * rng.uniform(0.75, 1.25)))] for _ in range(rows)]
+    lengths = [int(min(max_new, max(4.0, rng.lognormvariate(0.0, 0.8) * max_new / 4))) for _ in range(rows)]
+    cs = [[rng.randrange(3, vocab) for _ in range(n)] for n in lengths]
+    return collate(ps, cs, pad_id=0)
+
+
+def sft_rows(model, batch, dtype, rows: int, first: int) -> dict[str, dict]:
+    """4.: the SFT loss's forward + backward of one rank's rows in micro-batches of `rows`, padded and packed."""
+    from rlframe.learner.losses import sft_loss
+    from rlframe.models.shared_prefix import pack_shared_prefix
+
+    out = {}
+    for name in ("padded", "packed") if first % 2 == 0 else ("packed", "padded"):
+        model.zero_grad(set_to_none=True)
+        t0, computed, losses = time.perf_counter(), 0, []
+        for mb in batch.micro_batches(rows):
+            layout = pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask) if name == "packed" else None
+            if layout is not None:
+                logits = layout.gather(model(**layout.model_inputs(dtype)).logits)
+            else:
+                logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[:, :-1]
+            computed += (layout or mb).input_ids.numel()
+            loss = sft_loss(logits, mb.input_ids[:, 1:], mb.loss_mask)
+            loss.backward()
+            losses.append(loss.item())
+        out[name] = {"seconds": time.perf_counter() - t0, "row_tokens": computed, "losses": losses}
+    return out
+
+
 def layouts(model, batch, dtype, first: int) -> dict[str, dict]:
     """Forward + backward of one micro-batch in each layout (starting with the `first`-th, so that no layout
     always runs first): seconds, tokens computed, the log-probs."""
@@ -101,8 +138,8 @@ def micro_batching(model, batch, dtype, rows: int, first: int) -> dict[str, dict
     from rlframe.models.shared_prefix import pack_shared_prefix
 
     def cost(mb, packed: bool) -> int:
-        return (pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask).input_ids.numel() if packed
-                else mb.input_ids.numel())
+        layout = pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask) if packed else None
+        return (layout or mb).input_ids.numel()
 
     runs = [(f, way) for f in ("padded", "packed") for way in ("rows", "tokens")]
     out: dict[str, dict[str, dict]] = {"padded": {}, "packed": {}}
@@ -148,10 +185,22 @@ def main() -> int:
     lay: dict[str, list[dict]] = {"padded": [], "group_rows": [], "packed": []}
     micro: dict[str, dict[str, list[dict]]] = {"padded": {"rows": [], "tokens": []},
                                                 "packed": {"rows": [], "tokens": []}}
-    worst = 0.0
+    sft: dict[str, list[dict]] = {"padded": [], "packed": []}
+    worst = sft_worst = 0.0
     for i in range(args.repeats + 1):   # the first batch warms up and is not counted
         batch = make_batch(rng, args.prompts // WORLD, args.prompt_tokens, args.max_new_tokens, vocab)
         res = layouts(model, batch, DTYPES[args.dtype], i)
+        rows_sft = sft_rows(model, make_sft_batch(rng, rows // WORLD, args.prompt_tokens, args.max_new_tokens, vocab),
+                            DTYPES[args.dtype], args.micro_batch, i)
+        sft_worst = max(sft_worst, *(abs(a - b) for a, b in zip(rows_sft["padded"]["losses"],
+                                                                 rows_sft["packed"]["losses"])))
+        if i:
+            for n, r in rows_sft.items():
+                sft[n].append({"seconds": r["seconds"], "row_tokens": r["row_tokens"],
+                               "load_avg_1m": round(os.getloadavg()[0], 2)})
+            print(f"[packing] SFT rows batch {i}: " + ", ".join(
+                f"{n} {r['seconds']:.2f} s ({r['row_tokens']} tokens)" for n, r in rows_sft.items()),
+                file=sys.stderr, flush=True)
         for forward, ways in micro_batching(model, batch, DTYPES[args.dtype], args.micro_batch, i).items():
             for way, r in ways.items():
                 if i:
@@ -165,7 +214,8 @@ def main() -> int:
                                                             f"tokens)" for n in lay), file=sys.stderr, flush=True)
             print(f"[packing] micro-batches batch {i}: " + ", ".join(
                 f"{f} by {w} {rs[-1]['seconds']:.2f} s ({rs[-1]['micro_batches']} of them, "
-                f"{rs[-1]['row_tokens']} tokens)" for f, ways in micro.items() for w, rs in ways.items()), file=sys.stderr, flush=True)
+                f"{rs[-1]['row_tokens']} tokens)" for f, ways in micro.items() for w, rs in ways.items()),
+                file=sys.stderr, flush=True)
     del model
 
     # 2. the rank split, through real learners
@@ -222,6 +272,11 @@ def main() -> int:
                           "load_avg_1m": [r["load_avg_1m"] for r in rs]} for w, rs in ways.items()}
                   for f, ways in micro.items()},
         "micro_rows_over_tokens": {f: pairs(ways["rows"], ways["tokens"]) for f, ways in micro.items()},
+        "sft": {n: {"seconds": summarize(r["seconds"] for r in rs),
+                    "row_tokens": summarize(r["row_tokens"] for r in rs),
+                    "load_avg_1m": [r["load_avg_1m"] for r in rs]} for n, rs in sft.items()},
+        "sft_padded_over_packed": pairs(sft["padded"], sft["packed"]),
+        "sft_loss_max_abs_diff": sft_worst,
         "peak_rss_mb": mem.report(),
     }
     ratios = {"group_rows / packed forward+backward time (median of pairs)": record["group_rows_over_packed"],
@@ -229,6 +284,7 @@ def main() -> int:
     for f in micro:
         ratios[f"{f} forward: micro-batches by rows / by tokens, time (median of pairs)"] = \
             record["micro_rows_over_tokens"][f]
+    ratios["SFT rows: padded / packed forward+backward time (median of pairs)"] = record["sft_padded_over_packed"]
     if record["contiguous_over_balanced"] is not None:
         ratios["contiguous / balanced learner update time (median of pairs)"] = record["contiguous_over_balanced"]
     med = {n: record["layout"][n]["seconds"]["median"] for n in lay}
@@ -238,7 +294,7 @@ def main() -> int:
                                                                                      med.items()),
         "ratios": ratios, "target": "> 1 (packed faster than one group per row)",
         "target_met": bool((record["group_rows_over_packed"] or 0) > 1.0)}
-    fig, axes = new_figure(ncols=3, width=5.5)
+    fig, axes = new_figure(ncols=4, width=5.5)
     axes[0].boxplot([[r["seconds"] for r in lay[n]] for n in lay], tick_labels=list(lay))
     axes[0].set_ylabel("seconds, forward + backward (one rank's micro-batch)")
     axes[0].set_title("layout")
@@ -251,6 +307,9 @@ def main() -> int:
                                                                                         for f, w in labels])
     axes[2].set_ylabel("seconds, forward + backward (one rank's rows)")
     axes[2].set_title(f"micro-batches: {args.micro_batch} rows or a token budget")
+    axes[3].boxplot([[r["seconds"] for r in sft[n]] for n in sft], tick_labels=list(sft))
+    axes[3].set_ylabel("seconds, forward + backward (one rank's SFT rows)")
+    axes[3].set_title(f"SFT rows, micro-batches of {args.micro_batch}")
     save_plot(fig, "packing", args)
     emit("packing", record, args)
     return 0

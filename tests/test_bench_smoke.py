@@ -89,6 +89,9 @@ def check_packing(rec: dict) -> None:
         assert _positive(ways["rows"]["seconds"]["median"]) and _positive(ways["tokens"]["seconds"]["median"])
         assert ways["tokens"]["micro_batches"]["median"] >= 1 and _positive(ways["tokens"]["row_tokens"]["median"])
         assert _positive(rec["micro_rows_over_tokens"][forward])
+    # SFT rows packed padding-free: never more tokens computed than padded, the same loss (bf16)
+    assert rec["sft"]["packed"]["row_tokens"]["median"] <= rec["sft"]["padded"]["row_tokens"]["median"]
+    assert _positive(rec["sft_padded_over_packed"]) and rec["sft_loss_max_abs_diff"] < 0.05
 
 
 #: name -> (extra arguments, the check of its JSON line); {out} is the test's own folder for the runs

@@ -204,7 +204,7 @@ class LearnerConfig:
     micro_batch_size: int = 16
     # tokens per micro-batch instead of micro_batch_size rows (veRL's use_dynamic_bsz + ppo_max_token_len_per_gpu):
     # rows of a similar length share a micro-batch, as many as fit (rows x the widest row, or the packed tokens of
-    # whole GRPO groups under shared_prefix); a sequence longer than this is a micro-batch of its own. null: rows
+    # whole GRPO groups under packing); a sequence longer than this is a micro-batch of its own. null: rows
     micro_batch_tokens: Optional[int] = None
     # "auto" = nccl when GPUs are used, gloo otherwise
     dist_backend: str = "auto"
@@ -216,9 +216,10 @@ class LearnerConfig:
     # roles naming the same pool share one placement group, bundle i holding actor i of each (null: its own)
     pool: Optional[str] = None
     torch_threads: int = 1
-    # rows of a micro-batch that share a prompt are packed into one row, the prompt computed once for all of its
-    # completions (models/shared_prefix.py); text-only, eager/SDPA attention (else padded rows); the critic too
-    shared_prefix: bool = True
+    # padding-free micro-batches (models/shared_prefix.py): the rows that share a prompt become one sequence, the
+    # prompt computed once for all of its completions, and sequences (or single rows, as in SFT) share packed rows
+    # with position ids and a block mask. Text-only, eager/SDPA attention (else padded rows); SFT and the critic too
+    packing: bool = True
     # torch.compile (inductor, dynamic shapes) the policy and reference forward, and so the backward: fused
     # elementwise ops. The first step pays the compile (about a minute on 2 CPU cores for a 19M model).
     # Tested with ZeRO-2 (tests/integration/test_learners.py); ZeRO-3 is DeepSpeed's compile support, untested here.

@@ -94,7 +94,7 @@ def balanced_split(costs: Sequence[float], parts: int, unit: int = 1) -> list[li
     costs (tokens) are as even as a greedy pass makes them, since the slowest rank sets the pace of a step.
 
     Rows move in whole units of `unit` consecutive rows (a GRPO group, whose shared prompt is then computed once
-    per group, learner.shared_prefix) when the units divide evenly over the parts, so that every part still gets
+    per group, learner.packing) when the units divide evenly over the parts, so that every part still gets
     the same number of rows (and DeepSpeed micro-batches). The largest unit goes first to the part with the least
     cost that still has room; each part keeps its rows in their original order."""
     if len(costs) % unit or (len(costs) // unit) % parts:

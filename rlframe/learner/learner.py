@@ -150,13 +150,13 @@ class LearnerWorker:
                            self.cfg.micro_batch_tokens, self._packs(), partial(self.sum_over_ranks, op="MAX"))
 
     def _packs(self) -> bool:
-        """Whether text micro-batches take the shared-prefix forward (learner.shared_prefix)."""
+        """Whether text micro-batches take the packed forward (learner.packing)."""
         config = self.engine.module.config
-        return (self.cfg.shared_prefix and getattr(config, "vision_config", None) is None
+        return (self.cfg.packing and getattr(config, "vision_config", None) is None
                 and config._attn_implementation in ("sdpa", "eager"))
 
     def _packed(self, mb: TrainBatch) -> PackedPrefix | None:
-        """The shared-prefix layout of a text micro-batch, or None for padded rows."""
+        """The packed layout of a text micro-batch, or None for padded rows."""
         return pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask) if self._packs() else None
 
     def _logits(self, module: Any, mb: TrainBatch) -> torch.Tensor:
@@ -190,12 +190,10 @@ class LearnerWorker:
         self._set_lr(lr)
         losses, tokens = [], 0.0
         mbs = minibatches(batch, 1, self.cfg.micro_batch_size, self.device, self.cfg.micro_batch_tokens,
-                          agree=partial(self.sum_over_ranks, op="MAX"))[0]
+                          self._packs(), partial(self.sum_over_ranks, op="MAX"))[0]
         for j, (mb, scale) in enumerate(zip(mbs, self.scales([mbs], "token_mean")[0])):   # over every rank's tokens
             self.engine.set_gradient_accumulation_boundary(j == len(mbs) - 1)
-            logits = self.engine(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
-                                 **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
-            loss = sft_loss(logits, mb.input_ids[:, 1:], mb.loss_mask)
+            loss = sft_loss(self._logits(self.engine, mb), mb.input_ids[:, 1:], mb.loss_mask)
             self.engine.backward(loss * scale)
             self.engine.step()
             losses.append(loss.item())

@@ -6,7 +6,9 @@ causal, each completion sees the prompt and its own earlier tokens (never anothe
 ids that restart after the prompt for every completion. The logits are then gathered back to the padded
 layout ``[B, L-1, V]`` the losses expect, so the loss code does not change; the prompt's keys and values, and
 their gradient, serve all G completions. Groups shorter than the widest share a row (attention stays within a
-group), so padding only fills what is left at the end of a row.
+group), so padding only fills what is left at the end of a row. Rows that share no prompt (SFT, G=1) are groups of
+one: packed the same way, several to a row, they are the padding-free layout (position ids restart per sequence,
+the mask block-diagonal).
 """
 from __future__ import annotations
 
@@ -69,16 +71,17 @@ def prompt_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_ma
 
 def pack_shared_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
                        share_rows: bool = True) -> PackedPrefix | None:
-    """The packed layout of a right-padded micro-batch, or None when no two rows share a prompt (nothing to save).
+    """The packed layout of a right-padded micro-batch, or None when it would compute no fewer tokens than the
+    padded rows (no prompt is shared and no two rows fit in one).
 
-    Groups (a prompt and its completions, `prompt_groups`) are packed into rows by `pack_rows`, attention staying
-    inside a group (`share_rows=False`: one group per row, the layout before rows were shared; see
-    benchmarks/packing.py)."""
+    Groups (a prompt and its completions, `prompt_groups`; a row whose prompt no other row has is a group of
+    one) are packed into rows by `pack_rows`, attention staying inside a group (`share_rows=False`: one group per
+    row, the layout before rows were shared; see benchmarks/packing.py)."""
     members, widths, lengths = prompt_groups(input_ids, attention_mask, loss_mask)
-    if len(members) == len(lengths):
-        return None
     layout = pack_rows(widths) if share_rows else [[g] for g in range(len(widths))]
     width = max(widths)
+    if len(layout) * width >= len(lengths) * max(lengths):
+        return None
     r_count, (b_count, l_count) = len(layout), input_ids.shape
     ids = torch.zeros(r_count, width, dtype=input_ids.dtype)
     pos = torch.zeros(r_count, width, dtype=torch.long)

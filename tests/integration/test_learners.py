@@ -152,6 +152,35 @@ def test_token_budget_micro_batches_on_zero3_ranks(ray_session, start_role, tiny
         assert len(set(f["kl_seq"])) == 8 and r["kl_seq"] == pytest.approx(f["kl_seq"][::-1], rel=1e-5)
 
 
+def test_sft_rows_packed_padding_free_give_the_padded_gradient(ray_session, start_role, tiny_model_dir):
+    """learner.packing (the default) on SFT rows that share no prompt: a rank's short rows share a packed row
+    beside its longest, and the gradient over both ranks is the padded forward's, computed here in one process."""
+    from transformers import AutoModelForCausalLM
+
+    from rlframe.learner.losses import sft_loss
+    from rlframe.models.shared_prefix import pack_shared_prefix
+
+    ray = ray_session
+    group = start_learners(ray, start_role, tiny_model_dir, 2, ref=False, lr=0.0)
+    rng = random.Random(3)
+    widths = [30, 9, 10, 11, 28, 12, 8, 7]   # per rank: one long row and three that fit beside it
+    prompts = [[rng.randrange(3, 500) for _ in range(4 + i % 3)] for i in range(len(widths))]
+    batch = collate(prompts, [[rng.randrange(3, 500) for _ in range(w - len(p))] for w, p in zip(widths, prompts)],
+                    pad_id=0)
+    ranks = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    for ix in ranks:   # one micro-batch of 4 rows per rank, packed into 2 rows
+        mb = batch.rows(ix).trimmed()
+        assert pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask).input_ids.shape[0] == 2
+    got = ray.get(group.call_each("sft_step", [(batch.rows(ix), 0.0) for ix in ranks]))
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    sft_loss(logits, batch.input_ids[:, 1:], batch.loss_mask).backward()
+    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters() if p.grad is not None))
+    assert got[0]["grad_norm"] == pytest.approx(float(norm), rel=1e-4)
+    assert got[0]["tokens"] + got[1]["tokens"] == float(batch.loss_mask.sum())
+
+
 def grpo_batch(groups: int = 4, g: int = 4, seed: int = 0) -> TrainBatch:
     """Groups of G rows sharing a prompt (so the shared-prefix forward packs them), random advantages."""
     rng = random.Random(seed)

@@ -1,4 +1,5 @@
-"""The shared-prefix forward gives the padded forward's log-probs and gradients, with each prompt computed once."""
+"""The packed forward gives the padded forward's log-probs and gradients, with each prompt computed once and rows
+that share no prompt (SFT) packed padding-free."""
 from __future__ import annotations
 
 import pytest
@@ -42,12 +43,16 @@ def test_log_probs_and_gradients_match_the_padded_forward(attn):
     assert packed.input_ids.shape == (2, 16)
     # each prompt once: 3 + 5 + 2 prompt tokens + every completion token, instead of every row's prompt again
     assert int((packed.input_ids != 0).sum()) <= 10 + sum(map(len, COMPS))
+    same_logprobs_and_gradients(model, batch, PROMPTS, padded, packed_logits)
+
+
+def same_logprobs_and_gradients(model, batch, prompts, padded, packed_logits):
     targets, mask = batch.input_ids[:, 1:], batch.loss_mask
     a, b = token_logprobs(padded, targets), token_logprobs(packed_logits, targets)
     assert torch.allclose(a * mask, b * mask, atol=1e-5), (a * mask - b * mask).abs().max()
     # the prompt's own positions are right too (their logits are the prompt's, computed once)
     prompt_pos = torch.zeros_like(mask)
-    for i, p in enumerate(PROMPTS):
+    for i, p in enumerate(prompts):
         prompt_pos[i, : len(p) - 1] = 1
     assert torch.allclose(a * prompt_pos, b * prompt_pos, atol=1e-5)
     # gradients of a loss on the completion tokens agree parameter by parameter
@@ -73,7 +78,32 @@ def test_a_completion_never_sees_another_completion():
     assert not torch.allclose(before[0], after[0])
 
 
-def test_nothing_to_share_falls_back():
+# SFT-like rows: every prompt its own, lengths 11, 4, 5 and 5
+SFT_PROMPTS = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10, 11]]
+SFT_ANSWERS = [[20, 21, 22, 23, 24, 25, 26, 27], [28, 29], [30], [31, 32, 33]]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_rows_without_a_shared_prompt_are_packed_padding_free(attn):
+    model = tiny_qwen2(attn)
+    batch = collate(SFT_PROMPTS, SFT_ANSWERS, pad_id=0)
+    padded, packed_logits, packed = padded_and_packed(model, batch)
+    # the 11-token row alone, the two 5-token rows together, the 4-token row: 3 rows of 11 instead of 4
+    assert packed.input_ids.shape == (3, 11)
+    assert packed.position_ids[1].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0]   # restarting per sequence
+    same_logprobs_and_gradients(model, batch, SFT_PROMPTS, padded, packed_logits)
+    # a sequence never sees the one packed beside it: changing the first leaves the second's logits alone
+    other = collate([*SFT_PROMPTS[:2], [6, 7, 8, 44], SFT_PROMPTS[3]], SFT_ANSWERS, pad_id=0)
+    assert pack_shared_prefix(other.input_ids, other.attention_mask, other.loss_mask).row.tolist() == \
+        packed.row.tolist()                                  # the same layout, the third row's last prompt token new
+    _, after, _ = padded_and_packed(model, other)
+    untouched = [0, 1, 3]                                    # the fourth shares the third's packed row
+    assert torch.allclose(packed_logits[untouched], after[untouched], atol=1e-6)
+    assert not torch.allclose(packed_logits[2, 3], after[2, 3])
+
+
+def test_nothing_saved_falls_back_to_padded_rows():
+    # no shared prompt, and no two rows fit beside each other within the widest (3, 3, 4 tokens)
     batch = collate([[1, 2], [3, 4], [1, 2, 3]], [[5], [6], [7]], pad_id=0)
     assert pack_shared_prefix(batch.input_ids, batch.attention_mask, batch.loss_mask) is None
 
