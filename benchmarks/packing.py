@@ -18,14 +18,19 @@ Batches are G=4 samples of --prompts prompts, random tokens, a log-normal comple
 4. SFT rows, in this process like 1.: rows that share no prompt (each its own prompt, a log-normal answer length),
    one rank's share in micro-batches of --micro-batch rows, `padded` against `packed` (padding-free: short rows
    share a packed row up to the micro-batch's longest; learner.packing): forward and backward of the SFT loss.
+5. The no-grad pass, in this process like 1.: the reference log-probs of one rank's GRPO rows (packed) over the
+   update's micro-batches of --small-micro-batch rows (`update`) against one forward micro-batch of all the rows,
+   regrouped to the update's (`own`: learner.forward_micro_batch_size). The log-probs must agree.
 
 Read `layout[name].seconds`, `group_rows_over_packed` and `padded_over_packed` (medians of per-batch ratios;
 above 1: packed is faster), `layout[name].row_tokens` (tokens computed, padding included),
 `split[name].seconds`, `split[name].tokens_max_over_mean`, `contiguous_over_balanced`, and
-`micro[forward][rows|tokens]` with `micro_rows_over_tokens[forward]`, and `sft[padded|packed]` with
-`sft_padded_over_packed` and `sft_loss_max_abs_diff`.
+`micro[forward][rows|tokens]` with `micro_rows_over_tokens[forward]`, `sft[padded|packed]` with
+`sft_padded_over_packed` and `sft_loss_max_abs_diff`, and `no_grad[update|own]` with `no_grad_update_over_own` and
+`no_grad_logprob_max_abs_diff`.
 
-    rlframe bench packing [--repeats 5] [--prompts 16] [--max-new-tokens 256] [--micro-batch 8] [--skip-split]
+    rlframe bench packing [--repeats 5] [--prompts 16] [--max-new-tokens 256] [--micro-batch 8]
+                          [--small-micro-batch 2] [--skip-split]
 """
 from __future__ import annotations
 
@@ -49,10 +54,12 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
     p.add_argument("--micro-batch", type=int, default=8, help="rows per micro-batch of the count-based side (3.)")
-    p.add_argument("--skip-split", action="store_true", help="only the in-process comparisons (1. and 3.)")
+    p.add_argument("--small-micro-batch", type=int, default=2,
+                   help="rows per micro-batch of the update in 5. (small, as a large model's recipe sets it)")
+    p.add_argument("--skip-split", action="store_true", help="only the in-process comparisons (1., 3., 4. and 5.)")
     args = p.parse_args(argv)
     if args.quick:
-        args.repeats, args.prompts, args.max_new_tokens, args.micro_batch = 1, 4, 32, 2
+        args.repeats, args.prompts, args.max_new_tokens, args.micro_batch, args.small_micro_batch = 1, 4, 32, 2, 1
     return args
 
 
@@ -70,6 +77,17 @@ def make_batch(rng: random.Random, prompts: int, prompt_len: int, max_new: int, 
     return collate(ps, cs, pad_id=0)
 
 
+def logits_of(model, mb, dtype, packed: bool) -> tuple[object, int]:
+    """Logits [b, w-1, V] of a micro-batch, packed (the learner's layout, padded where packing saves nothing) or
+    padded, and the tokens the forward computed."""
+    from rlframe.models.shared_prefix import pack_shared_prefix
+
+    layout = pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask) if packed else None
+    if layout is not None:
+        return layout.gather(model(**layout.model_inputs(dtype)).logits), layout.input_ids.numel()
+    return model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[:, :-1], mb.input_ids.numel()
+
+
 def make_sft_batch(rng: random.Random, rows: int, prompt_len: int, max_new: int, vocab: int):
     """SFT rows of random tokens: each its own prompt (+-25% around prompt_len), a log-normal answer length."""
     from rlframe.data.batching import collate
@@ -83,19 +101,14 @@ def make_sft_batch(rng: random.Random, rows: int, prompt_len: int, max_new: int,
 def sft_rows(model, batch, dtype, rows: int, first: int) -> dict[str, dict]:
     """4.: the SFT loss's forward + backward of one rank's rows in micro-batches of `rows`, padded and packed."""
     from rlframe.learner.losses import sft_loss
-    from rlframe.models.shared_prefix import pack_shared_prefix
 
     out = {}
     for name in ("padded", "packed") if first % 2 == 0 else ("packed", "padded"):
         model.zero_grad(set_to_none=True)
         t0, computed, losses = time.perf_counter(), 0, []
         for mb in batch.micro_batches(rows):
-            layout = pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask) if name == "packed" else None
-            if layout is not None:
-                logits = layout.gather(model(**layout.model_inputs(dtype)).logits)
-            else:
-                logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[:, :-1]
-            computed += (layout or mb).input_ids.numel()
+            logits, tokens = logits_of(model, mb, dtype, name == "packed")
+            computed += tokens
             loss = sft_loss(logits, mb.input_ids[:, 1:], mb.loss_mask)
             loss.backward()
             losses.append(loss.item())
@@ -151,15 +164,36 @@ def micro_batching(model, batch, dtype, rows: int, first: int) -> dict[str, dict
         model.zero_grad(set_to_none=True)
         t0, computed = time.perf_counter(), 0
         for mb in mbs:
-            layout = pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask) if packed else None
-            if layout is not None:
-                logits = layout.gather(model(**layout.model_inputs(dtype)).logits)
-            else:
-                logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[:, :-1]
-            computed += cost(mb, packed)
+            logits, tokens = logits_of(model, mb, dtype, packed)
+            computed += tokens
             mask = mb.loss_mask.to(logits.dtype)
             ((token_logprobs(logits, mb.input_ids[:, 1:], 1.0) * mask).sum() / mask.sum()).backward()
         out[forward][way] = {"seconds": time.perf_counter() - t0, "micro_batches": len(mbs), "row_tokens": computed}
+    return out
+
+
+def no_grad_passes(model, batch, dtype, rows: int, first: int) -> dict[str, dict]:
+    """5.: a reference pass (no gradients, packed) over one rank's rows in the update's micro-batches of `rows`
+    rows, and over one forward micro-batch of all of them regrouped to the update's (forward_micro_batch_size)."""
+    import torch
+
+    from rlframe.learner.update import minibatches, pad_rows, regroup
+    from rlframe.models.logprobs import token_logprobs
+
+    def logp(mb):
+        return token_logprobs(logits_of(model, mb, dtype, True)[0], mb.input_ids[:, 1:], 1.0)
+
+    out = {}
+    for name in ("update", "own") if first % 2 == 0 else ("own", "update"):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            minis = minibatches(batch, 1, rows)
+            parts = minis[0] if name == "update" else minibatches(batch, 1, len(batch))[0]
+            values = [logp(mb) for mb in parts]
+            values = [values] if name == "update" else regroup(minis, parts, values)
+        out[name] = {"seconds": time.perf_counter() - t0, "forward_calls": len(parts),
+                     "logp": pad_rows([v * mb.loss_mask for v, mb in zip(values[0], minis[0])],
+                                      batch.loss_mask.shape[1])}
     return out
 
 
@@ -186,7 +220,8 @@ def main() -> int:
     micro: dict[str, dict[str, list[dict]]] = {"padded": {"rows": [], "tokens": []},
                                                 "packed": {"rows": [], "tokens": []}}
     sft: dict[str, list[dict]] = {"padded": [], "packed": []}
-    worst = sft_worst = 0.0
+    no_grad: dict[str, list[dict]] = {"update": [], "own": []}
+    worst = sft_worst = no_grad_worst = 0.0
     for i in range(args.repeats + 1):   # the first batch warms up and is not counted
         batch = make_batch(rng, args.prompts // WORLD, args.prompt_tokens, args.max_new_tokens, vocab)
         res = layouts(model, batch, DTYPES[args.dtype], i)
@@ -194,7 +229,15 @@ def main() -> int:
                             DTYPES[args.dtype], args.micro_batch, i)
         sft_worst = max(sft_worst, *(abs(a - b) for a, b in zip(rows_sft["padded"]["losses"],
                                                                  rows_sft["packed"]["losses"])))
+        passes = no_grad_passes(model, batch, DTYPES[args.dtype], args.small_micro_batch, i)
+        no_grad_worst = max(no_grad_worst, float((passes["update"]["logp"] - passes["own"]["logp"]).abs().max()))
         if i:
+            for n, r in passes.items():
+                no_grad[n].append({"seconds": r["seconds"], "forward_calls": r["forward_calls"],
+                                   "load_avg_1m": round(os.getloadavg()[0], 2)})
+            print(f"[packing] no-grad pass batch {i}: " + ", ".join(
+                f"{n} micro-batches {r['seconds']:.2f} s ({r['forward_calls']} forward calls)"
+                for n, r in passes.items()), file=sys.stderr, flush=True)
             for n, r in rows_sft.items():
                 sft[n].append({"seconds": r["seconds"], "row_tokens": r["row_tokens"],
                                "load_avg_1m": round(os.getloadavg()[0], 2)})
@@ -277,6 +320,11 @@ def main() -> int:
                     "load_avg_1m": [r["load_avg_1m"] for r in rs]} for n, rs in sft.items()},
         "sft_padded_over_packed": pairs(sft["padded"], sft["packed"]),
         "sft_loss_max_abs_diff": sft_worst,
+        "no_grad": {n: {"seconds": summarize(r["seconds"] for r in rs),
+                        "forward_calls": summarize(r["forward_calls"] for r in rs),
+                        "load_avg_1m": [r["load_avg_1m"] for r in rs]} for n, rs in no_grad.items()},
+        "no_grad_update_over_own": pairs(no_grad["update"], no_grad["own"]),
+        "no_grad_logprob_max_abs_diff": no_grad_worst,
         "peak_rss_mb": mem.report(),
     }
     ratios = {"group_rows / packed forward+backward time (median of pairs)": record["group_rows_over_packed"],
@@ -285,6 +333,8 @@ def main() -> int:
         ratios[f"{f} forward: micro-batches by rows / by tokens, time (median of pairs)"] = \
             record["micro_rows_over_tokens"][f]
     ratios["SFT rows: padded / packed forward+backward time (median of pairs)"] = record["sft_padded_over_packed"]
+    ratios["no-grad pass: the update's micro-batches / its own, time (median of pairs)"] = \
+        record["no_grad_update_over_own"]
     if record["contiguous_over_balanced"] is not None:
         ratios["contiguous / balanced learner update time (median of pairs)"] = record["contiguous_over_balanced"]
     med = {n: record["layout"][n]["seconds"]["median"] for n in lay}
@@ -294,7 +344,7 @@ def main() -> int:
                                                                                      med.items()),
         "ratios": ratios, "target": "> 1 (packed faster than one group per row)",
         "target_met": bool((record["group_rows_over_packed"] or 0) > 1.0)}
-    fig, axes = new_figure(ncols=4, width=5.5)
+    fig, axes = new_figure(ncols=5, width=5.0)
     axes[0].boxplot([[r["seconds"] for r in lay[n]] for n in lay], tick_labels=list(lay))
     axes[0].set_ylabel("seconds, forward + backward (one rank's micro-batch)")
     axes[0].set_title("layout")
@@ -310,6 +360,10 @@ def main() -> int:
     axes[3].boxplot([[r["seconds"] for r in sft[n]] for n in sft], tick_labels=list(sft))
     axes[3].set_ylabel("seconds, forward + backward (one rank's SFT rows)")
     axes[3].set_title(f"SFT rows, micro-batches of {args.micro_batch}")
+    axes[4].boxplot([[r["seconds"] for r in no_grad[n]] for n in no_grad],
+                    tick_labels=[f"{args.small_micro_batch}-row micro-batches", "one of all rows"])
+    axes[4].set_ylabel("seconds, reference pass (one rank's rows)")
+    axes[4].set_title("no-grad pass: the update's micro-batches or its own")
     save_plot(fig, "packing", args)
     emit("packing", record, args)
     return 0

@@ -92,6 +92,10 @@ def check_packing(rec: dict) -> None:
     # SFT rows packed padding-free: never more tokens computed than padded, the same loss (bf16)
     assert rec["sft"]["packed"]["row_tokens"]["median"] <= rec["sft"]["padded"]["row_tokens"]["median"]
     assert _positive(rec["sft_padded_over_packed"]) and rec["sft_loss_max_abs_diff"] < 0.05
+    # the no-grad pass over one micro-batch of all rows, regrouped: fewer forward calls, the same log-probs
+    calls = {n: rec["no_grad"][n]["forward_calls"]["median"] for n in ("update", "own")}
+    assert calls["own"] == 1 < calls["update"] and rec["no_grad_logprob_max_abs_diff"] < 0.05
+    assert _positive(rec["no_grad_update_over_own"])
 
 
 #: name -> (extra arguments, the check of its JSON line); {out} is the test's own folder for the runs

@@ -206,6 +206,11 @@ class LearnerConfig:
     # rows of a similar length share a micro-batch, as many as fit (rows x the widest row, or the packed tokens of
     # whole GRPO groups under packing); a sequence longer than this is a micro-batch of its own. null: rows
     micro_batch_tokens: Optional[int] = None
+    # micro-batches of the forward passes without gradients (the reference's and old log-probs, the critic's
+    # values), in rows or tokens as above: larger than the update's, since no activations are kept (veRL's
+    # log_prob_micro_batch_size_per_gpu, OpenRLHF's micro_rollout_batch_size). null, null: the update's own
+    forward_micro_batch_size: Optional[int] = None
+    forward_micro_batch_tokens: Optional[int] = None
     # "auto" = nccl when GPUs are used, gloo otherwise
     dist_backend: str = "auto"
     num_cpus_per_worker: float = 1.0

@@ -316,8 +316,9 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     _at_least(e, "learner.lr", lr.lr, 0.0)
     _at_least(e, "learner.micro_batch_size", lr.micro_batch_size, 1)
     for role in ("learner", "critic"):
-        if getattr(cfg, role).micro_batch_tokens is not None:
-            _at_least(e, f"{role}.micro_batch_tokens", getattr(cfg, role).micro_batch_tokens, 1)
+        for key in ("micro_batch_tokens", "forward_micro_batch_size", "forward_micro_batch_tokens"):
+            if getattr(getattr(cfg, role), key) is not None:
+                _at_least(e, f"{role}.{key}", getattr(getattr(cfg, role), key), 1)
     _check_lora(e, cfg)
 
     _at_least(e, "cluster.heartbeat_s", cfg.cluster.heartbeat_s, 1.0)

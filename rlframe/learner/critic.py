@@ -60,7 +60,7 @@ class CriticWorker(LearnerWorker):
         t0 = time.perf_counter()
         self.engine.eval()
         minis = self._minibatches(batch, algo)
-        olds = [[self._values(mb) for mb in m] for m in minis]
+        olds = self.no_grad_pass(self._values, self.forward_parts(batch), minis)
         self._pending = (minis, olds, time.perf_counter() - t0)
         return in_row_order(minis, pad_rows([v * mb.loss_mask for m, om in zip(minis, olds) for mb, v in zip(m, om)],
                                              batch.loss_mask.shape[1]))

@@ -25,7 +25,7 @@ from rlframe.config.schema import AlgorithmConfig, LearnerConfig
 from rlframe.data.batching import TrainBatch
 from rlframe.learner.lora import AdapterOff, merged_sources, save_merged_and_adapter, wrap as wrap_lora
 from rlframe.learner.losses import sft_loss
-from rlframe.learner.update import (in_row_order, loss_scales, logprobs, minibatches, needs_old_logprobs, run_updates,
+from rlframe.learner.update import (in_row_order, loss_scales, minibatches, needs_old_logprobs, regroup, run_updates,
                                     sequence_kl, token_kl)
 from rlframe.models.loading import DTYPES, load_policy
 from rlframe.models.logprobs import token_logprobs
@@ -149,6 +149,24 @@ class LearnerWorker:
         return minibatches(batch, algo.updates_per_batch, self.cfg.micro_batch_size, self.device,
                            self.cfg.micro_batch_tokens, self._packs(), partial(self.sum_over_ranks, op="MAX"))
 
+    def forward_parts(self, batch: TrainBatch) -> list[TrainBatch] | None:
+        """The micro-batches of the passes without gradients (learner.forward_micro_batch_size/_tokens), bigger
+        than the update's since no activations are kept (veRL's log_prob_micro_batch_size_per_gpu); None: the
+        update's own."""
+        c = self.cfg
+        if c.forward_micro_batch_size is None and c.forward_micro_batch_tokens is None:
+            return None
+        return minibatches(batch, 1, c.forward_micro_batch_size or c.micro_batch_size, self.device,
+                           c.forward_micro_batch_tokens, self._packs(), partial(self.sum_over_ranks, op="MAX"))[0]
+
+    @torch.no_grad()
+    def no_grad_pass(self, fn: Any, parts: list[TrainBatch] | None, minis: list[list[TrainBatch]]
+                     ) -> list[list[torch.Tensor]]:
+        """`fn` (micro-batch -> [b, w-1]) over `parts` (`forward_parts`), laid out as the update's micro-batches."""
+        if parts is None:
+            return [[fn(mb) for mb in mini] for mini in minis]
+        return regroup(minis, parts, [fn(mb) for mb in parts])
+
     def _packs(self) -> bool:
         """Whether text micro-batches take the packed forward (learner.packing)."""
         config = self.engine.module.config
@@ -209,13 +227,14 @@ class LearnerWorker:
         for spec in algo.plugins:
             import_plugin(spec)
         t0 = time.perf_counter()
-        minis = self._minibatches(batch, algo)
-        refs = [self._ref_logprobs(m, temperature) for m in minis]
+        minis, parts = self._minibatches(batch, algo), self.forward_parts(batch)
+        refs = [[None] * len(m) for m in minis] if self.ref is None else \
+            self.no_grad_pass(partial(self._logprobs, self.ref, temperature=temperature), parts, minis)
         t1 = time.perf_counter()
         olds = None
         if needs_old_logprobs(algo, self.ref is not None):
             self.engine.eval()
-            olds = [logprobs(partial(self._logits, self.engine), m, temperature) for m in minis]
+            olds = self.no_grad_pass(partial(self._logprobs, self.engine, temperature=temperature), parts, minis)
         self._pending = (minis, refs, olds, {"timing/ref": t1 - t0, "timing/old_logp": time.perf_counter() - t1})
         if algo.kl_in != "reward" or self.ref is None or olds is None:
             return {}
@@ -246,12 +265,6 @@ class LearnerWorker:
         out = run_updates(self.engine, partial(self._logits, self.engine), minis, refs, olds, algo, temperature,
                           max_new_tokens, self.scales(minis, algo.loss_agg))
         return {**out, "lr": lr, **timing, "timing/train": time.perf_counter() - t1}
-
-    @torch.no_grad()
-    def _ref_logprobs(self, mbs: list[TrainBatch], temperature: float) -> list[torch.Tensor | None]:
-        if self.ref is None:
-            return [None] * len(mbs)
-        return [self._logprobs(self.ref, mb, temperature) for mb in mbs]
 
     # ---------------------------------------------------------------- weights
     def _named_params(self) -> list[tuple[str, torch.nn.Parameter]]:

@@ -88,10 +88,16 @@ def in_row_order(minis: list[list[TrainBatch]], values: torch.Tensor) -> torch.T
     return out
 
 
-@torch.no_grad()
-def logprobs(forward: Forward, mbs: list[TrainBatch], temperature: float) -> list[torch.Tensor]:
-    """No-grad log-probs of each micro-batch's tokens: the reference's, or pi_old before the first update."""
-    return [token_logprobs(forward(mb), mb.input_ids[:, 1:], temperature) for mb in mbs]
+def regroup(minis: list[list[TrainBatch]], parts: list[TrainBatch], values: list[torch.Tensor]
+            ) -> list[list[torch.Tensor]]:
+    """Per-token results of a no-grad pass that ran over other micro-batches (`parts`, `values[i]` [b_i, w_i-1]),
+    laid out as the update's micro-batches (`minis`): each row found by its `index`, cut to its micro-batch's
+    width. Both must come from `minibatches` of the same rank batch."""
+    width = max(v.shape[1] for v in values)
+    rows = values[0].new_zeros(sum(len(p) for p in parts), width)
+    for part, v in zip(parts, values):
+        rows[part.index.to(rows.device)] = F.pad(v, (0, width - v.shape[1]))
+    return [[rows[mb.index.to(rows.device), : mb.input_ids.shape[1] - 1] for mb in mini] for mini in minis]
 
 
 @torch.no_grad()

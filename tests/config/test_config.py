@@ -37,6 +37,8 @@ def test_learner_zero3_group():
     ("rollout.backend=foo", "rollout.backend", "expected one of 'vllm', 'hf'"),
     ("algorithm.group_size=1", "algorithm.group_size", "must be >= 2"),
     ("learner.micro_batch_tokens=0", "learner.micro_batch_tokens", "must be >= 1"),
+    ("learner.forward_micro_batch_size=0", "learner.forward_micro_batch_size", "must be >= 1"),
+    ("critic.forward_micro_batch_tokens=-5", "critic.forward_micro_batch_tokens", "must be >= 1"),
 ])
 def test_invalid_values_name_key_and_allowed_values(override, key, allowed):
     with pytest.raises(ConfigError) as info:

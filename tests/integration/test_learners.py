@@ -17,9 +17,11 @@ WORLD = 2
 
 
 def start_learners(ray, start_role, model_dir: str, stage: int, ref: bool, lr: float = 1e-2,
-                   compile: bool = False, micro_batch_tokens: int | None = None) -> ActorGroup:
+                   compile: bool = False, micro_batch_tokens: int | None = None,
+                   forward_micro_batch_tokens: int | None = None) -> ActorGroup:
     cfg = LearnerConfig(world_size=WORLD, zero_stage=stage, lr=lr, micro_batch_size=4, num_cpus_per_worker=0.5,
-                        compile=compile, micro_batch_tokens=micro_batch_tokens)
+                        compile=compile, micro_batch_tokens=micro_batch_tokens,
+                        forward_micro_batch_tokens=forward_micro_batch_tokens)
     group = start_role("learner", LearnerWorker, WORLD, [(r, WORLD, cfg, ".cache") for r in range(WORLD)],
                        per_rank_args=True)
     addr, port = ray.get(group.actors[0].master_address.remote())
@@ -150,6 +152,32 @@ def test_token_budget_micro_batches_on_zero3_ranks(ray_session, start_role, tiny
     backward = ray.get(group.call_each("score_batch", [(batch.rows(ix[::-1]), kl_algo, 1.0) for ix in (a, b)]))
     for f, r in zip(forward, backward):
         assert len(set(f["kl_seq"])) == 8 and r["kl_seq"] == pytest.approx(f["kl_seq"][::-1], rel=1e-5)
+
+
+def test_no_grad_passes_over_their_own_micro_batches_on_zero3_ranks(ray_session, start_role, tiny_model_dir):
+    """learner.forward_micro_batch_tokens: the reference and old log-prob passes run over micro-batches of their
+    own, and the ranks, whose rows need different counts, agree on one (ZeRO-3 gathers parameters in every
+    forward). Each row's KL penalty and the update's gradient are those of the update's own micro-batches."""
+    ray = ray_session
+    rng = random.Random(1)   # rows of 10 to 37 tokens
+    batch = collate([[rng.randrange(3, 500) for _ in range(rng.randrange(4, 9))] for _ in range(16)],
+                    [[rng.randrange(3, 500) for _ in range(2 + 2 * i)] + [2] for i in range(16)], pad_id=0, eos_id=2)
+    batch.advantages = torch.tensor([1.0, -1.0] * 8)
+    batch.sample_logp = torch.zeros_like(batch.loss_mask)
+    order = torch.argsort(batch.attention_mask.sum(1)).tolist()
+    ranks = [order[:8], order[8:]]   # by length: a 96-token budget needs 2 micro-batches of short rows, 4 of long
+    algo = AlgorithmConfig(kl_coef=0.1, kl_in="reward", updates_per_batch=2)   # old log-probs, KL per row
+    runs = []
+    for budget in (None, 96):
+        group = start_learners(ray, start_role, tiny_model_dir, 3, ref=True, forward_micro_batch_tokens=budget)
+        ray.get(group.call_each("sft_step", [(batch.rows(ix), 1e-2) for ix in ranks]))   # away from the reference
+        scored = ray.get(group.call_each("score_batch", [(batch.rows(ix), algo, 1.0) for ix in ranks]))
+        rl = ray.get(group.call_each("rl_step", [(None, 0.0, algo, 1.0, None, batch.advantages[ix]) for ix in ranks]))
+        runs.append(([k for s in scored for k in s["kl_seq"]], rl[0]["actor/grad_norm"]))
+        group.kill()
+    (kl, norm), (kl_own, norm_own) = runs
+    assert len(set(kl)) == 16 and min(kl) > 0
+    assert kl_own == pytest.approx(kl, rel=1e-5) and norm_own == pytest.approx(norm, rel=1e-4)
 
 
 def test_sft_rows_packed_padding_free_give_the_padded_gradient(ray_session, start_role, tiny_model_dir):

@@ -22,8 +22,11 @@ HALF = f"reward.fns=[{{name:half,path:'{Path(__file__).with_name('reward_fns.py'
 
 
 def test_ppo_with_a_critic(ray_session, tmp_path):
-    # step 1 is the critic's warm-up (only the critic trains); 3 steps, a checkpoint after each
-    ppo = ["algorithm=ppo", HALF, "algorithm.critic_warmup_steps=1", *CHEAP, "trainer.max_steps=3"]
+    # step 1 is the critic's warm-up (only the critic trains); 3 steps, a checkpoint after each. The passes without
+    # gradients (reference, old log-probs, values) run over micro-batches of their own: a learner rank's 4 rows in
+    # 3 + 1, the critic's 8 in 5 + 3, where each of the 2 updates per batch takes half of them
+    ppo = ["algorithm=ppo", HALF, "algorithm.critic_warmup_steps=1", *CHEAP, "trainer.max_steps=3",
+           "learner.forward_micro_batch_size=3", "critic.forward_micro_batch_size=5"]
     run_dir, rows = run(tmp_path, *ppo, "trainer.save_every=1", "trainer.keep_last=3")
     grpo = [r for r in rows if r["stage"] == "grpo"]
     assert [r["step"] for r in grpo] == [1, 2, 3]

@@ -11,8 +11,9 @@ import torch
 from rlframe.config.schema import AlgorithmConfig, MismatchConfig
 from rlframe.data.batching import TrainBatch, collate
 from rlframe.learner.losses import agg_units
-from rlframe.learner.update import (entropy, in_row_order, logprobs, loss_scales, minibatches, needs_old_logprobs,
+from rlframe.learner.update import (entropy, in_row_order, loss_scales, minibatches, needs_old_logprobs, regroup,
                                     run_updates, sequence_kl)
+from rlframe.models.logprobs import token_logprobs
 
 VOCAB = 11
 
@@ -26,6 +27,11 @@ class TinyLM(torch.nn.Module):
 
     def forward(self, mb: TrainBatch) -> torch.Tensor:
         return self.out(torch.tanh(self.emb(mb.input_ids)))[:, :-1]
+
+
+@torch.no_grad()
+def logprobs(forward, mbs: list[TrainBatch], temperature: float) -> list[torch.Tensor]:
+    return [token_logprobs(forward(mb), mb.input_ids[:, 1:], temperature) for mb in mbs]
 
 
 class TorchEngine:
@@ -241,6 +247,22 @@ def test_token_micro_batches_regroup_rows_and_results_come_back_in_row_order():
     # a rank that agreed to more micro-batches than the budget needs splits its fullest ones
     more = minibatches(data, 2, 12, tokens=12, agree=lambda counts: [c + 2 for c in counts])
     assert [len(m) for m in more] == [len(m) + 2 for m in minis]
+
+
+@pytest.mark.parametrize("rows, tokens", [(16, None), (3, None), (5, 30)])
+def test_a_no_grad_pass_over_its_own_micro_batches_gives_the_updates_own(rows, tokens):
+    """learner.forward_micro_batch_*: log-probs computed over other micro-batches (all rows at once, 3 rows, a
+    token budget) and regrouped are exactly what each of the update's micro-batches would have computed."""
+    data = batch(16, seed=7)
+    model = TinyLM()
+    minis = minibatches(data, 2, 3, tokens=12)                 # the update's: 2 updates, by a 12-token budget
+    own = [logprobs(model, m, 1.0) for m in minis]
+    parts = minibatches(data, 1, rows, tokens=tokens)[0]
+    assert [len(p) for p in parts] != [len(mb) for m in minis for mb in m]
+    got = regroup(minis, parts, logprobs(model, parts, 1.0))
+    for om, gm, m in zip(own, got, minis):
+        for o, g, mb in zip(om, gm, m):
+            assert g.shape == o.shape and torch.allclose(g * mb.loss_mask, o * mb.loss_mask, atol=1e-6)
 
 
 def test_packed_token_micro_batches_keep_each_prompt_group_whole():
