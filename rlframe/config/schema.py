@@ -223,7 +223,8 @@ class LearnerConfig:
     torch_threads: int = 1
     # padding-free micro-batches (models/shared_prefix.py): the rows that share a prompt become one sequence, the
     # prompt computed once for all of its completions, and sequences (or single rows, as in SFT) share packed rows
-    # with position ids and a block mask. Text-only, eager/SDPA attention (else padded rows); SFT and the critic too
+    # with position ids and a block mask; Qwen2.5-VL rows too, each group's images once. Eager/SDPA attention (else
+    # padded rows); SFT and the critic too
     packing: bool = True
     # torch.compile (inductor, dynamic shapes) the policy and reference forward, and so the backward: fused
     # elementwise ops. The first step pays the compile (about a minute on 2 CPU cores for a 19M model).

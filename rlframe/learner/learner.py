@@ -30,7 +30,7 @@ from rlframe.learner.update import (in_row_order, loss_scales, minibatches, need
 from rlframe.models.loading import DTYPES, load_policy
 from rlframe.models.logprobs import token_logprobs
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
-from rlframe.models.shared_prefix import PackedPrefix, pack_shared_prefix
+from rlframe.models.shared_prefix import PackedPrefix, pack_micro_batch, rope_index
 from rlframe.registry import import_plugin
 from rlframe.weight_sync import cuda_ipc
 from rlframe.weight_sync.buckets import SyncPayload, SyncSource, plain_sources
@@ -168,14 +168,15 @@ class LearnerWorker:
         return regroup(minis, parts, [fn(mb) for mb in parts])
 
     def _packs(self) -> bool:
-        """Whether text micro-batches take the packed forward (learner.packing)."""
-        config = self.engine.module.config
-        return (self.cfg.packing and getattr(config, "vision_config", None) is None
-                and config._attn_implementation in ("sdpa", "eager"))
+        """Whether micro-batches take the packed forward (learner.packing): eager or SDPA attention, and a VLM
+        only if it gives its own rotary positions (Qwen2.5-VL)."""
+        module = self.engine.module
+        return (self.cfg.packing and module.config._attn_implementation in ("sdpa", "eager")
+                and (getattr(module.config, "vision_config", None) is None or rope_index(module) is not None))
 
     def _packed(self, mb: TrainBatch) -> PackedPrefix | None:
-        """The packed layout of a text micro-batch, or None for padded rows."""
-        return pack_shared_prefix(mb.input_ids, mb.attention_mask, mb.loss_mask) if self._packs() else None
+        """The packed layout of a micro-batch, or None for padded rows."""
+        return pack_micro_batch(self.engine.module, mb) if self._packs() else None
 
     def _logits(self, module: Any, mb: TrainBatch) -> torch.Tensor:
         packed = self._packed(mb)

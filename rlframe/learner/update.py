@@ -77,7 +77,8 @@ def _units(batch: TrainBatch, packed: bool) -> tuple[list[list[int]], list[int],
     if not packed:
         lengths = batch.attention_mask.sum(1).tolist()
         return [[r] for r in range(len(batch))], lengths, lengths
-    groups, widths, lengths = prompt_groups(batch.input_ids, batch.attention_mask, batch.loss_mask)
+    images = None if batch.pixel_values is None else (batch.pixel_values, batch.image_grid_thw)
+    groups, widths, lengths = prompt_groups(batch.input_ids, batch.attention_mask, batch.loss_mask, images)
     return [rows for _, rows in groups], widths, lengths
 
 

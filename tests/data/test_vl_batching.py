@@ -193,3 +193,42 @@ def test_tiny_vl_generate_matches_the_learner_forward(tiny_vl):
     assert (logits - no_images).abs().max() > 1e-3          # the pixels do reach the language model
     probe = engine.probe_logprobs(list(prompts[0]) + o.token_ids, prompts[0].images)
     assert len(probe) == len(prompts[0]) + len(o.token_ids) - 1
+
+
+def test_vl_rows_are_packed_with_each_groups_images_once(tiny_vl):
+    """learner.packing on Qwen2.5-VL rows: each group's prompt and images are computed once, its rotary (t, h, w)
+    positions are the padded rows' own, and a prompt with the same ids but other pictures is a group apart. The
+    log-probs and gradients are the padded forward's."""
+    from rlframe.models.loading import load_policy
+    from rlframe.models.logprobs import token_logprobs
+    from rlframe.models.shared_prefix import pack_micro_batch
+
+    _, tok, prompts, path = tiny_vl
+    model = load_policy(path)
+    # the task's first two prompts are the same ids (the template, 4 tokens an image) for other pictures
+    assert list(prompts[0]) == list(prompts[1])
+    assert not np.array_equal(pixels(prompts[0].images), pixels(prompts[1].images))
+    again = Prompt(list(prompts[0]), dict(prompts[1].images))      # another row object with the second's pictures
+    rows = [prompts[0]] * 3 + [prompts[1]] * 2 + [again]
+    special = set(vision_special_ids(model.config))
+    words = [t for t in range(100, 200) if t not in special]
+    comps = [words[i: i + n] for i, n in enumerate((4, 1, 2, 3, 2, 3))]
+    batch = collate(rows, comps, tok.pad_token_id, tok.eos_token_id)
+    packed = pack_micro_batch(model, batch)
+    assert packed is not None and sorted(packed.sources) == [0, 3]             # two groups: rows 0-2 and 3-5
+    assert packed.extra["image_grid_thw"].shape[0] == 2 * 6                   # 6 images a group, not 6 a row
+    assert packed.position_ids.shape[0] == 3 and packed.input_ids.shape[0] < len(rows)
+    padded = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                   **batch_vision_kwargs(model.config, batch)).logits[:, :-1]
+    out = packed.gather(model(**packed.model_inputs(torch.float32)).logits)
+    mask, targets = batch.loss_mask, batch.input_ids[:, 1:]
+    a, b = token_logprobs(padded, targets), token_logprobs(out, targets)
+    torch.testing.assert_close(a * mask, b * mask, atol=1e-4, rtol=0)
+    grads = []
+    for logp in (a, b):
+        model.zero_grad()
+        (logp * mask).sum().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for ga, gb in zip(*grads):
+        torch.testing.assert_close(ga, gb, atol=1e-4, rtol=1e-3)
