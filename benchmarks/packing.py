@@ -21,13 +21,16 @@ Batches are G=4 samples of --prompts prompts, random tokens, a log-normal comple
 5. The no-grad pass, in this process like 1.: the reference log-probs of one rank's GRPO rows (packed) over the
    update's micro-batches of --small-micro-batch rows (`update`) against one forward micro-batch of all the rows,
    regrouped to the update's (`own`: learner.forward_micro_batch_size). The log-probs must agree.
+6. Qwen2.5-VL rows, in this process: the image task's prompts (G=4 random completions each) on the tiny VL policy,
+   forward and backward padded against packed (each group's prompt and images once, learner.packing).
 
 Read `layout[name].seconds`, `group_rows_over_packed` and `padded_over_packed` (medians of per-batch ratios;
 above 1: packed is faster), `layout[name].row_tokens` (tokens computed, padding included),
 `split[name].seconds`, `split[name].tokens_max_over_mean`, `contiguous_over_balanced`, and
 `micro[forward][rows|tokens]` with `micro_rows_over_tokens[forward]`, `sft[padded|packed]` with
 `sft_padded_over_packed` and `sft_loss_max_abs_diff`, and `no_grad[update|own]` with `no_grad_update_over_own` and
-`no_grad_logprob_max_abs_diff`.
+`no_grad_logprob_max_abs_diff`, and `vl[padded|packed]` with `vl_padded_over_packed`, `vl_vision_patches` (pixel
+rows through the vision tower), `vl_row_tokens` and `vl_logprob_max_abs_diff`.
 
     rlframe bench packing [--repeats 5] [--prompts 16] [--max-new-tokens 256] [--micro-batch 8]
                           [--small-micro-batch 2] [--skip-split]
@@ -197,6 +200,67 @@ def no_grad_passes(model, batch, dtype, rows: int, first: int) -> dict[str, dict
     return out
 
 
+def vl_rows(args, rng: random.Random, repeats: int) -> list[dict]:
+    """6.: Qwen2.5-VL GRPO rows (the image task's prompts, data.num_history liked and disliked references plus
+    images A and B, G=4 random completions each) on the tiny VL policy: forward + backward padded against packed
+    (each group's prompt and images once), interleaved; seconds and the pictures' patch rows that went through
+    the vision tower."""
+    import torch
+
+    from _workload import OUT
+    from rlframe.config.schema import DataConfig, ModelConfig
+    from rlframe.data.batching import collate
+    from rlframe.models.loading import load_policy
+    from rlframe.models.logprobs import token_logprobs
+    from rlframe.models.multimodal import batch_vision_kwargs, vision_special_ids
+    from rlframe.models.shared_prefix import pack_micro_batch
+    from rlframe.models.tiny import build_tiny_model
+    from rlframe.tasks.preference.vl_task import token_ids
+    from rlframe.tasks.registry import TASKS
+
+    task = TASKS.get("preference_images").build(DataConfig(task="preference_images", num_train=args.prompts,
+                                                           num_eval=2, verify_images=False), OUT / "packing" / "vl")
+    tok = task.tokenizer
+    prompts = task.vision.attach(task.train, [tok(r["prompt"], add_special_tokens=False)["input_ids"]
+                                              for r in task.train], tok)
+    path = build_tiny_model(ModelConfig(arch="qwen2_5_vl"), len(tok), None, tok.eos_token_id, tok.pad_token_id,
+                            OUT / "packing" / "vl_model", vision_token_ids=token_ids(tok))
+    model = load_policy(str(path))
+    words = [t for t in range(100, len(tok)) if t not in set(vision_special_ids(model.config))]
+    out = []
+    for i in range(repeats + 1):
+        rows = [p for p in prompts[: args.prompts // WORLD] for _ in range(GROUP)]
+        batch = collate(rows, [[rng.choice(words) for _ in range(rng.randrange(8, max(9, args.max_new_tokens // 4)))]
+                               for _ in rows], tok.pad_token_id, tok.eos_token_id)
+        res = {}
+        for name in ("padded", "packed") if i % 2 == 0 else ("packed", "padded"):
+            model.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            packed = pack_micro_batch(model, batch) if name == "packed" else None
+            if packed is None:
+                kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                          **batch_vision_kwargs(model.config, batch)}
+                logits = model(**kwargs).logits[:, :-1]
+            else:
+                kwargs = packed.model_inputs(torch.float32)
+                logits = packed.gather(model(**kwargs).logits)
+            mask = batch.loss_mask.to(logits.dtype)
+            logp = token_logprobs(logits, batch.input_ids[:, 1:], 1.0)
+            ((logp * mask).sum() / mask.sum()).backward()
+            res[name] = {"seconds": time.perf_counter() - t0, "vision_patches": int(kwargs["pixel_values"].shape[0]),
+                         "row_tokens": kwargs["input_ids"].numel(), "logp": (logp * mask).detach()}
+        if i:
+            out.append({"padded": res["padded"]["seconds"], "packed": res["packed"]["seconds"],
+                        "vision_patches": {n: r["vision_patches"] for n, r in res.items()},
+                        "row_tokens": {n: r["row_tokens"] for n, r in res.items()},
+                        "logprob_max_abs_diff": float((res["padded"]["logp"] - res["packed"]["logp"]).abs().max()),
+                        "load_avg_1m": round(os.getloadavg()[0], 2)})
+            print(f"[packing] VL rows batch {i}: padded {out[-1]['padded']:.2f} s, packed {out[-1]['packed']:.2f} s "
+                  f"(vision patches {out[-1]['vision_patches']}, tokens {out[-1]['row_tokens']})", file=sys.stderr,
+                  flush=True)
+    return out
+
+
 def main() -> int:
     args = parse()
     import torch
@@ -260,6 +324,7 @@ def main() -> int:
                 f"{rs[-1]['row_tokens']} tokens)" for f, ways in micro.items() for w, rs in ways.items()),
                 file=sys.stderr, flush=True)
     del model
+    vl = vl_rows(args, rng, args.repeats)
 
     # 2. the rank split, through real learners
     split: dict[str, list[dict]] = {"contiguous": [], "balanced": []}
@@ -325,6 +390,11 @@ def main() -> int:
                         "load_avg_1m": [r["load_avg_1m"] for r in rs]} for n, rs in no_grad.items()},
         "no_grad_update_over_own": pairs(no_grad["update"], no_grad["own"]),
         "no_grad_logprob_max_abs_diff": no_grad_worst,
+        "vl": {n: summarize(r[n] for r in vl) for n in ("padded", "packed")},
+        "vl_padded_over_packed": statistics.median(r["padded"] / r["packed"] for r in vl),
+        "vl_vision_patches": vl[0]["vision_patches"], "vl_row_tokens": vl[0]["row_tokens"],
+        "vl_logprob_max_abs_diff": max(r["logprob_max_abs_diff"] for r in vl),
+        "vl_load_avg_1m": [r["load_avg_1m"] for r in vl],
         "peak_rss_mb": mem.report(),
     }
     ratios = {"group_rows / packed forward+backward time (median of pairs)": record["group_rows_over_packed"],
@@ -335,6 +405,7 @@ def main() -> int:
     ratios["SFT rows: padded / packed forward+backward time (median of pairs)"] = record["sft_padded_over_packed"]
     ratios["no-grad pass: the update's micro-batches / its own, time (median of pairs)"] = \
         record["no_grad_update_over_own"]
+    ratios["Qwen2.5-VL rows: padded / packed forward+backward time (median of pairs)"] = record["vl_padded_over_packed"]
     if record["contiguous_over_balanced"] is not None:
         ratios["contiguous / balanced learner update time (median of pairs)"] = record["contiguous_over_balanced"]
     med = {n: record["layout"][n]["seconds"]["median"] for n in lay}

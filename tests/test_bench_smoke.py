@@ -96,6 +96,9 @@ def check_packing(rec: dict) -> None:
     calls = {n: rec["no_grad"][n]["forward_calls"]["median"] for n in ("update", "own")}
     assert calls["own"] == 1 < calls["update"] and rec["no_grad_logprob_max_abs_diff"] < 0.05
     assert _positive(rec["no_grad_update_over_own"])
+    # Qwen2.5-VL rows: each group's pictures through the vision tower once (G=4 rows a group), the same log-probs
+    assert rec["vl_vision_patches"]["padded"] == 4 * rec["vl_vision_patches"]["packed"] > 0
+    assert _positive(rec["vl_padded_over_packed"]) and rec["vl_logprob_max_abs_diff"] < 1e-3
 
 
 #: name -> (extra arguments, the check of its JSON line); {out} is the test's own folder for the runs
