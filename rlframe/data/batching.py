@@ -29,9 +29,19 @@ class TrainBatch:
     def rows(self, sl: slice | list[int]) -> TrainBatch:
         return replace(self, **{f.name: v[sl] for f, v in self._tensors()})
 
-    def balanced_split(self, parts: int, unit: int = 1) -> list[list[int]]:
-        """Row indices per data-parallel rank, even in rows and as even as possible in tokens (balanced_split)."""
-        return balanced_split(self.attention_mask.sum(1).tolist(), parts, unit)
+    def token_costs(self, unit: int = 1, packed: bool = False) -> list[float]:
+        """Each row's tokens. `packed` (learner.packing, `unit` rows a group sharing a prompt): the prompt counts
+        once per group, a share of it on each row, since the packed forward computes it once."""
+        lengths = self.attention_mask.sum(1).float()
+        if not packed or unit < 2:
+            return lengths.tolist()
+        prompt = lengths - self.loss_mask.sum(1).float()   # all but the completion's (scored) tokens
+        return (lengths - prompt * (unit - 1) / unit).tolist()
+
+    def balanced_split(self, parts: int, unit: int = 1, packed: bool = False) -> list[list[int]]:
+        """Row indices per data-parallel rank, even in rows and as even as possible in tokens (balanced_split,
+        `token_costs`)."""
+        return balanced_split(self.token_costs(unit, packed), parts, unit)
 
     def micro_batches(self, size: int, device: torch.device | str = "cpu") -> list[TrainBatch]:
         """Row chunks of `size`, each trimmed to its own longest sequence and moved to `device`."""

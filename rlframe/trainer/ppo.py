@@ -25,7 +25,7 @@ def request_values(d: Driver, train: TrainBatch) -> tuple[list[list[int]], list[
     """Start the critic's value pass (it overlaps the learners' reference pass): each critic rank's rows, and
     the calls."""
     critic = d.roles["critic"]
-    ranks = train.balanced_split(len(critic), d.cfg.algorithm.group_size)
+    ranks = train.balanced_split(len(critic), d.cfg.algorithm.group_size, d.cfg.critic.packing)
     return ranks, critic.call_each("values", [(train.rows(rows), d.cfg.algorithm) for rows in ranks])
 
 

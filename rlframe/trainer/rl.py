@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from rlframe.data.batching import balanced_split
 from rlframe.data.rollout_batch import RolloutBatch
 from rlframe.errors import RewardError
 from rlframe.learner.advantages import compute_advantages
@@ -113,9 +114,10 @@ def learner_update(d: Driver, batch: RolloutBatch, lr: float, params: SamplingSe
     rewards, extra, scored = torch.tensor(batch.rewards), {}, None
     deadline = d.train_deadline(len(batch) / world)
     train = batch.train_batch(d.pad_id, d.stop_ids)
-    ranks = train.balanced_split(world, a.group_size)
+    costs = train.token_costs(a.group_size, d.cfg.learner.packing)
+    ranks = balanced_split(costs, world, a.group_size)
     order = torch.tensor([i for rows in ranks for i in rows])   # the learners' row order, rank after rank
-    loads = [float(train.attention_mask[rows].sum()) for rows in ranks]
+    loads = [sum(costs[i] for i in rows) for rows in ranks]
     extra["train/rank_tokens_max_over_mean"] = max(loads) * len(loads) / max(sum(loads), 1.0)
     critic = d.roles.get("critic")
     values = ppo.request_values(d, train) if critic else None

@@ -96,6 +96,20 @@ def test_balanced_split_evens_tokens_keeps_groups_and_row_counts():
         assert max(loads) - min(loads) <= max(max(contiguous) - min(contiguous), max(costs))
 
 
+def test_packed_groups_are_balanced_by_what_the_packed_forward_computes():
+    """Under learner.packing a group's prompt is computed once: a long prompt with short completions costs less
+    than its rows' summed tokens say, and the ranks are balanced by the packed cost."""
+    shapes = [(60, 1), (2, 30), (2, 28), (10, 10)]   # 4 groups of 4 rows: (prompt, completion) tokens
+    prompts = [[3 + g] * p for g, (p, _) in enumerate(shapes) for _ in range(4)]
+    data = collate(prompts, [[50] * c for _, c in shapes for _ in range(4)], pad_id=0)
+    costs = data.token_costs(4, packed=True)
+    assert [sum(costs[4 * g: 4 * g + 4]) for g in range(4)] == [p + 4 * c for p, c in shapes]   # 64, 122, 114, 50
+    assert data.token_costs(4) == data.attention_mask.sum(1).tolist()
+    packed = [sum(costs[4 * g] * 4 for g in range(4) if 4 * g in rows) for rows in data.balanced_split(2, 4, True)]
+    summed = [sum(costs[4 * g] * 4 for g in range(4) if 4 * g in rows) for rows in data.balanced_split(2, 4)]
+    assert max(packed) / min(packed) < 1.05 < max(summed) / min(summed)   # 178 vs 172 packed; 236 vs 114 summed
+
+
 def test_token_micro_batches_fill_a_budget_longest_first_and_meet_an_agreed_count():
     # padded rows: a micro-batch costs rows x its widest row; 9+9 fill 18, 8+4 cost 16, 3+2 cost 6
     widths = [3, 9, 4, 8, 2, 9]
