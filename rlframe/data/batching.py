@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import torch
 
 from rlframe.models.multimodal import collate_images
-from rlframe.models.shared_prefix import pack_rows
+from rlframe.models.shared_prefix import pack_rows, prompt_lengths
 
 
 @dataclass
@@ -35,7 +35,7 @@ class TrainBatch:
         lengths = self.attention_mask.sum(1).float()
         if not packed or unit < 2:
             return lengths.tolist()
-        prompt = lengths - self.loss_mask.sum(1).float()   # all but the completion's (scored) tokens
+        prompt = torch.tensor(prompt_lengths(self.attention_mask, self.loss_mask), dtype=lengths.dtype)
         return (lengths - prompt * (unit - 1) / unit).tolist()
 
     def balanced_split(self, parts: int, unit: int = 1, packed: bool = False) -> list[list[int]]:

@@ -228,12 +228,13 @@ class LearnerWorker:
         for spec in algo.plugins:
             import_plugin(spec)
         t0 = time.perf_counter()
-        minis, parts = self._minibatches(batch, algo), self.forward_parts(batch)
+        minis, old_pass = self._minibatches(batch, algo), needs_old_logprobs(algo, self.ref is not None)
+        parts = self.forward_parts(batch) if self.ref is not None or old_pass else None
         refs = [[None] * len(m) for m in minis] if self.ref is None else \
             self.no_grad_pass(partial(self._logprobs, self.ref, temperature=temperature), parts, minis)
         t1 = time.perf_counter()
         olds = None
-        if needs_old_logprobs(algo, self.ref is not None):
+        if old_pass:
             self.engine.eval()
             olds = self.no_grad_pass(partial(self._logprobs, self.engine, temperature=temperature), parts, minis)
         self._pending = (minis, refs, olds, {"timing/ref": t1 - t0, "timing/old_logp": time.perf_counter() - t1})

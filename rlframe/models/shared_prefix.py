@@ -59,15 +59,21 @@ def pack_rows(widths: list[int]) -> list[list[int]]:
     return rows
 
 
+def prompt_lengths(attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> list[int]:
+    """Each row's prompt tokens: a prompt ends where the row's loss mask starts (a row without completion tokens
+    is all prompt)."""
+    return [int(m.nonzero()[0]) + 1 if m.any() else int(n) for m, n in zip(loss_mask, attention_mask.sum(1))]
+
+
 def prompt_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
                   images: tuple[torch.Tensor, torch.Tensor] | None = None
                   ) -> tuple[list[tuple[tuple[int, ...], list[int]]], list[int], list[int]]:
     """The rows that share a prompt, as (prompt ids, rows) in first-seen order, each group's packed width (the
-    prompt once and every completion) and each row's length. A row's prompt ends where its loss mask starts (a
-    row without completion tokens is all prompt). With `images` (row-padded pixel_values and image_grid_thw),
-    rows share a prompt only if their images are equal too: the same ids may stand for other pictures."""
+    prompt once and every completion) and each row's length (`prompt_lengths` says where a prompt ends). With
+    `images` (row-padded pixel_values and image_grid_thw), rows share a prompt only if their images are equal too:
+    the same ids may stand for other pictures."""
     lengths = attention_mask.sum(1).tolist()
-    starts = [int(m.nonzero()[0]) + 1 if m.any() else n for m, n in zip(loss_mask, lengths)]
+    starts = prompt_lengths(attention_mask, loss_mask)
 
     def same(a: int, b: int) -> bool:
         return images is None or all(torch.equal(t[a], t[b]) for t in images)
