@@ -4,9 +4,10 @@ The default run's policy, prompts and sampling settings (G samples per prompt, t
 max_new_tokens) are sent (a) through rlframe's rollout layer (Driver.generate -> RolloutWorker actors
 -> vLLM), with 1 and 2 workers, (b) to the same vLLM engine class built in this process, and (c) to
 transformers `generate` in this process, interleaved per repeat at several batch sizes. Target: the
-rollout layer keeps >= 95% of in-process vLLM's tokens/s with one worker.
+rollout layer keeps >= 95% of in-process vLLM's tokens/s with one worker. `--block-sizes 128` adds a one-worker
+generator per KV-cache block size (rollout.vllm.block_size), against the default's (64 tokens on CPU).
 
-    rlframe bench rollout [--repeats 3] [--batch-sizes 8,32,64] [--quick] [--device cuda]
+    rlframe bench rollout [--repeats 3] [--batch-sizes 8,32,64] [--block-sizes 128] [--quick] [--device cuda]
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
                    help="rollout.num_workers settings to compare")
     p.add_argument("--no-hf", action="store_true", help="skip transformers generate (slow on big batches)")
+    p.add_argument("--block-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[],
+                   help="rollout.vllm.block_size settings to compare with the default, one 1-worker generator each")
     p.add_argument("overrides", nargs="*", help="config overrides for the workload (e.g. rollout.max_new_tokens=64)")
     args = p.parse_args(argv)
     if args.quick:
@@ -58,15 +61,19 @@ def main() -> int:
     results: dict[str, dict] = {}
     with RoleMemory() as mem:
         pools: dict = {}
-        start_ray(ctl, cpus=sum(args.workers) * r.num_cpus_per_worker)  # every group lives at once
+        # every group lives at once
+        start_ray(ctl, cpus=(sum(args.workers) + len(args.block_sizes)) * r.num_cpus_per_worker)
         try:
             import ray
 
-            for w in args.workers:  # one generator role per worker count, each in a pool of its own
+            # one generator role per worker count (and per KV block size, 1 worker), each in a pool of its own
+            for w in [*args.workers, *(f"b{b}" for b in args.block_sizes)]:
                 cfg_w = copy.deepcopy(cfg)
-                cfg_w.rollout.num_workers = w
+                cfg_w.rollout.num_workers = w if isinstance(w, int) else 1
+                if not isinstance(w, int):
+                    cfg_w.rollout.vllm.block_size = int(w[1:])
                 pools[w] = Roles({"rollout": ROLES["rollout"]}, cfg_w, cfg.cluster.placement_strategy)
-                pools[w].start("rollout", (ctl.model_path, str(ctl.tokenizer_dir), r, cfg.model.dtype,
+                pools[w].start("rollout", (ctl.model_path, str(ctl.tokenizer_dir), cfg_w.rollout, cfg.model.dtype,
                                            cfg.run.seed, ctl.eos_id, ctl.pad_id))
             groups = {w: roles["rollout"] for w, roles in pools.items()}
             ray.get([ref for g in groups.values() for ref in g.call("ready")])
@@ -86,6 +93,8 @@ def main() -> int:
             for bs in args.batch_sizes:
                 prompts = ctl.train_prompts[:bs]
                 configs = {f"rlframe_ray_w{w}": (lambda p=prompts, w=w: through_ray(w, p)) for w in args.workers}
+                configs.update({f"rlframe_ray_w1_block{b}": (lambda p=prompts, b=b: through_ray(f"b{b}", p))
+                                for b in args.block_sizes})
                 if 1 in groups:
                     configs["rlframe_ray_w1_stream"] = lambda p=prompts: through_ray(1, p, stream=True)
                 configs["vllm_inprocess"] = lambda p=prompts: inproc.generate(p, params)
@@ -115,21 +124,27 @@ def main() -> int:
     vs_hf = ratio(at.get("rlframe_ray_w1", {}).get("tokens_per_s"), at.get("hf_generate", {}).get("tokens_per_s"))
     scaling = {f"w{w}_over_w1": ratio(at[f"rlframe_ray_w{w}"]["tokens_per_s"], at["rlframe_ray_w1"]["tokens_per_s"])
                for w in args.workers if w != 1 and "rlframe_ray_w1" in at}
+    blocks = {f"w1_over_w1_block{b}": ratio(at["rlframe_ray_w1"]["tokens_per_s"],
+                                            at[f"rlframe_ray_w1_block{b}"]["tokens_per_s"])
+              for b in args.block_sizes if "rlframe_ray_w1" in at}
+    ratios = {"vs in-process vLLM": keep, "streamed vs in-process vLLM": keep_stream, "vs HF generate": vs_hf,
+              **scaling, **blocks}
     met = keep is not None and keep >= 0.95 and (keep_stream is None or keep_stream >= 0.95)
     record = {
         "config": {"group_size": params.n, "temperature": params.temperature, "top_p": params.top_p,
                    "max_new_tokens": params.max_new_tokens, "batch_sizes": args.batch_sizes, "workers": args.workers,
                    "model": cfg.model.hidden_size, "default_batch": int(default_bs), "driver_threads": threads,
-                   "device": args.device, "repeats": args.repeats, "quick": args.quick, "overrides": args.overrides},
+                   "device": args.device, "repeats": args.repeats, "quick": args.quick, "overrides": args.overrides,
+                   "block_sizes": args.block_sizes},
         "by_batch_size": results, "ray_w1_over_inprocess": keep, "ray_w1_stream_over_inprocess": keep_stream,
-        "ray_w1_over_hf": vs_hf, "worker_scaling": scaling,
+        "ray_w1_over_hf": vs_hf, "worker_scaling": scaling, "block_size_ratios": blocks,
+        "block_size": r.vllm.block_size,
         "tokens_per_s": at.get("rlframe_ray_w1", {}).get("tokens_per_s", {}).get("median"),
         "peak_rss_mb": mem.report(), "target": ">= 0.95", "target_met": met,
         "headline": {"figures": f"rlframe (1 worker) {at['rlframe_ray_w1']['tokens_per_s']['median']:.0f} tok/s, "
                                f"in-process vLLM {at['vllm_inprocess']['tokens_per_s']['median']:.0f} tok/s "
                                f"({default_bs} prompts x G={params.n})",
-                     "ratios": {"vs in-process vLLM": keep, "streamed vs in-process vLLM": keep_stream,
-                                "vs HF generate": vs_hf, **scaling},
+                     "ratios": {k: v for k, v in ratios.items() if v is not None},
                      "target": ">= 95% of in-process vLLM (both paths)", "target_met": met},
     }
     plot(results, args)

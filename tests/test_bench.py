@@ -107,9 +107,11 @@ def test_readme_has_the_performance_block():
 
 @pytest.mark.integration
 def test_rollout_benchmark_quick_runs_for_real():
-    """Real Ray actors and vLLM: the JSON line comes last, with positive throughput for every side."""
+    """Real Ray actors and vLLM: the JSON line comes last, with positive throughput for every side (a generator
+    with 128-token KV blocks among them)."""
     rlframe = Path(sys.executable).with_name("rlframe")
-    proc = subprocess.run([str(rlframe), "bench", "rollout", "--quick", "--no-save", "--repeats", "1", "--no-hf"],
+    proc = subprocess.run([str(rlframe), "bench", "rollout", "--quick", "--no-save", "--repeats", "1", "--no-hf",
+                           "--block-sizes", "128"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -119,6 +121,8 @@ def test_rollout_benchmark_quick_runs_for_real():
     assert bs["rlframe_ray_w1"]["tokens_per_s"]["median"] > 0
     assert bs["vllm_inprocess"]["tokens_per_s"]["median"] > 0
     assert rec["tokens_per_s"] > 0 and rec["ray_w1_over_inprocess"] > 0
+    assert bs["rlframe_ray_w1_block128"]["tokens_per_s"]["median"] > 0   # a generator with vLLM-CPU's default blocks
+    assert rec["block_size_ratios"]["w1_over_w1_block128"] > 0
     assert rec["peak_rss_mb"]["driver"] > 0 and rec["peak_rss_mb"].get("generator", 0) > 0
     assert rec["env"]["versions"]["vllm"]
 

@@ -107,6 +107,9 @@ class VLLMConfig:
     # GiB of KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)
     cpu_kv_cache_gb: int = 1
     max_model_len: int = 1024
+    # tokens per KV-cache block (null: 64 on CPU, vLLM's own default on GPU). A prompt's G samples share only its
+    # full blocks, so smaller blocks share more of a short prompt; vLLM-CPU needs a multiple of 32
+    block_size: Optional[int] = None
 
 
 @dataclass

@@ -283,6 +283,10 @@ def validate(cfg: RLConfig, import_rewards: bool = True) -> RLConfig:
     _at_least(e, "rollout.num_gpus_per_worker", r.num_gpus_per_worker, 0.0)
     _in_range(e, "rollout.vllm.gpu_memory_utilization", r.vllm.gpu_memory_utilization, 0.01, 1.0)
     _at_least(e, "rollout.vllm.tensor_parallel_size", r.vllm.tensor_parallel_size, 1)
+    step = 16 if r.num_gpus_per_worker else 32   # vLLM's attention kernels: CUDA backends, the CPU kernel
+    if r.vllm.block_size is not None and (r.vllm.block_size < step or r.vllm.block_size % step):
+        e.append(f"rollout.vllm.block_size={r.vllm.block_size}: expected a positive multiple of {step} (vLLM's "
+                 f"{'GPU' if step == 16 else 'CPU'} attention kernels), or null for the default")
 
     _at_least(e, "reward.num_workers", cfg.reward.num_workers, 1)
     if not cfg.reward.fns and "grpo" in t.stages:

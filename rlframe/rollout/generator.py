@@ -33,7 +33,8 @@ def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_
         return VLLMEngine(model_path, dtype=dtype, max_model_len=v.max_model_len, seed=seed, on_gpu=on_gpu,
                           gpu_memory_utilization=v.gpu_memory_utilization,
                           tensor_parallel_size=v.tensor_parallel_size, enforce_eager=v.enforce_eager,
-                          cpu_kv_cache_gb=v.cpu_kv_cache_gb, stop_token_ids=stops, sleep_mode=sleep_mode,
+                          cpu_kv_cache_gb=v.cpu_kv_cache_gb, block_size=v.block_size, stop_token_ids=stops,
+                          sleep_mode=sleep_mode,
                           weight_transfer="ipc" if ipc else None)
     from rlframe.rollout.hf_engine import HFEngine
 

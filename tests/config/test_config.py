@@ -39,6 +39,8 @@ def test_learner_zero3_group():
     ("learner.micro_batch_tokens=0", "learner.micro_batch_tokens", "must be >= 1"),
     ("learner.forward_micro_batch_size=0", "learner.forward_micro_batch_size", "must be >= 1"),
     ("critic.forward_micro_batch_tokens=-5", "critic.forward_micro_batch_tokens", "must be >= 1"),
+    ("rollout.vllm.block_size=48", "rollout.vllm.block_size", "expected a positive multiple of 32 (vLLM's CPU"),
+    ("rollout.vllm.block_size=0", "rollout.vllm.block_size", "expected a positive multiple of 32"),
 ])
 def test_invalid_values_name_key_and_allowed_values(override, key, allowed):
     with pytest.raises(ConfigError) as info:
@@ -46,6 +48,15 @@ def test_invalid_values_name_key_and_allowed_values(override, key, allowed):
     msg = str(info.value)
     assert key in msg
     assert allowed in msg
+
+
+def test_vllm_block_size_follows_the_device_kernels():
+    """vLLM's CUDA attention takes blocks of 16 tokens, its CPU kernel only multiples of 32."""
+    assert load_config(["rollout.vllm.block_size=96"]).rollout.vllm.block_size == 96
+    gpu = ["rollout.num_gpus_per_worker=1", "learner.num_gpus_per_worker=1"]
+    assert load_config([*gpu, "rollout.vllm.block_size=16"]).rollout.vllm.block_size == 16
+    with pytest.raises(ConfigError, match="rollout.vllm.block_size=16: expected a positive multiple of 32"):
+        load_config(["rollout.vllm.block_size=16"])
 
 
 def test_unknown_key_names_key():

@@ -43,6 +43,17 @@ def test_greedy_outputs_and_probe_agree(engines):
     assert pv.shape == (4,) and torch.allclose(pv, ph, atol=1e-4)
 
 
+def test_vllm_cpu_gets_64_token_kv_blocks(engines):
+    """rollout.vllm.block_size=null gives vLLM-CPU 64-token KV blocks instead of its 128, so that a group's samples
+    share more of a short prompt (vllm_engine.CPU_BLOCK_SIZE); a group whose prompt spans a block still samples."""
+    from rlframe.rollout.vllm_engine import CPU_BLOCK_SIZE
+
+    v, _ = engines
+    assert v.llm.llm_engine.vllm_config.cache_config.block_size == CPU_BLOCK_SIZE == 64
+    outs = v.generate([list(range(3, 3 + CPU_BLOCK_SIZE + 10))], SamplingSettings(n=4, max_new_tokens=4))
+    assert sorted(c.sample_index for c in outs) == [0, 1, 2, 3] and all(len(c.token_ids) == 4 for c in outs)
+
+
 def test_vllm_cpu_counts_logprob_ranks_without_an_inductor_compile(engines):
     """The engine swapped vLLM's torch.compile'd rank count for the eager op (3.5 s less at every start); a vLLM
     that renames the hook fails here rather than silently compiling again."""
