@@ -11,7 +11,8 @@ CACHE = ROOT / ".cache"
 # vLLM and torch read these at import time; set them before any test imports vllm.
 for key, value in {"VLLM_TARGET_DEVICE": "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
                    "VLLM_NO_USAGE_STATS": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_AUTH_MODE": "disabled",
-                   "HF_HUB_OFFLINE": "1", "TORCH_EXTENSIONS_DIR": str(CACHE / "torch_extensions")}.items():
+                   "HF_HUB_OFFLINE": "1", "TORCH_EXTENSIONS_DIR": str(CACHE / "torch_extensions"),
+                   "VLLM_CACHE_ROOT": str(CACHE / "vllm")}.items():
     os.environ.setdefault(key, value)
 
 # Property-based tests (Hypothesis): a bounded default keeps the fast tier fast; the "large" profile is the

@@ -58,6 +58,7 @@ def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> b
     for key, value in WORKER_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir / "torch_extensions"))
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir / "vllm"))   # an engine in this process (benchmarks)
     import torch
 
     if not torch.cuda.is_available():

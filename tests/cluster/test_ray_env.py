@@ -46,11 +46,12 @@ def test_worker_env_reaches_actors_through_the_runtime_env(fake_init, monkeypatc
     assert "RAY_AUTH_MODE" not in os.environ and ray_constants.ENABLE_RAY_CLUSTER
 
 
-def test_the_private_ray_runs_without_a_token_only_on_loopback(fake_init, tmp_path):
+def test_the_private_ray_runs_without_a_token_only_on_loopback(fake_init, monkeypatch, tmp_path):
     import os
 
     import ray._private.ray_constants as ray_constants
 
+    monkeypatch.delenv("VLLM_CACHE_ROOT", raising=False)
     rc.init_ray(ClusterConfig(num_cpus=3), tmp_path)
     (kw,) = fake_init
     assert kw["num_cpus"] == 3 and "address" not in kw
@@ -59,6 +60,8 @@ def test_the_private_ray_runs_without_a_token_only_on_loopback(fake_init, tmp_pa
     # restored once Ray is up: a cluster this process joins later must not resolve its nodes to loopback
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ and ray_constants.ENABLE_RAY_CLUSTER is True
     assert kw["runtime_env"]["env_vars"]["TORCH_EXTENSIONS_DIR"]
+    # vLLM's caches stay under the run's cache folder, for the actors and for an engine in the driver's process
+    assert os.environ["VLLM_CACHE_ROOT"] == kw["runtime_env"]["env_vars"]["VLLM_CACHE_ROOT"] == str(tmp_path / "vllm")
 
 
 def test_a_submitted_job_keeps_its_own_env_vars(monkeypatch, tmp_path):
