@@ -2,8 +2,9 @@
 
 Every benchmark prints exactly one JSON line LAST on stdout (so callers can `tail -n 1`), appends the
 same line to `<results-dir>/<name>.jsonl` and writes `<results-dir>/<name>.png`. Machines are noisy, so
-every figure is a median over repeats (with min and max) and every comparison is a ratio of medians
-measured side by side in the same run. Nothing heavy (Ray, DeepSpeed, vLLM) is imported here.
+every figure is a median over repeats (with min and max) and every comparison is measured side by side in
+the same run, interleaved, as the median of the repeats' pair ratios (`pair_median`) or a ratio of medians.
+Nothing heavy (Ray, DeepSpeed, vLLM) is imported here.
 """
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, repeats: int = 3) -> argparse.ArgumentParser:
     """The options every benchmark shares; scripts add their own on top."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=3, help="runs per configuration (median, min, max); default 3")
+    p.add_argument("--repeats", type=int, default=repeats,
+                   help=f"runs per configuration (median, min, max); default {repeats}")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the compared engines run")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests (figures not meaningful)")
     p.add_argument("--no-save", action="store_true", help="print the JSON line but do not append to results/")
@@ -52,13 +54,25 @@ def ratio(a: dict | float | None, b: dict | float | None) -> float | None:
     return float(a) / float(b)
 
 
-def interleave(configs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[Any]]:
-    """Run each configuration `repeats` times in the order A,B,A,B,... so machine noise hits all sides."""
+def interleave(configs: dict[str, Callable[[], Any]], repeats: int, offset: int = 0) -> dict[str, list[Any]]:
+    """Run each configuration `repeats` times, A,B,C, then B,C,A, then C,A,B, ...: machine noise hits all sides,
+    and no side always runs right after the same other one (a fixed order gave the first side of every repeat
+    the after-effects of the last: the rollout benchmark's one-worker path ran right after transformers'
+    generate each time). `offset` continues the rotation for callers that run one repeat at a time."""
     out: dict[str, list[Any]] = {k: [] for k in configs}
-    for _ in range(repeats):
-        for name, fn in configs.items():
-            out[name].append(fn())
+    names = list(configs)
+    for r in range(repeats):
+        shift = (r + offset) % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            out[name].append(configs[name]())
     return out
+
+
+def pair_median(a: Iterable[float | None], b: Iterable[float | None]) -> float | None:
+    """Median over repeats of a_i / b_i, the two sides of the same interleaved repeat: a slow moment of the
+    machine hits both sides of a pair, so the pairs' median is steadier than a ratio of medians."""
+    pairs = [float(x) / float(y) for x, y in zip(a, b) if x is not None and y]
+    return statistics.median(pairs) if pairs else None
 
 
 def _version(module: str) -> str | None:

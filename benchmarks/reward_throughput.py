@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[float]] = {k: [] for k in configs}
         for r in range(1, args.repeats + 1):
             counter["i"] = r
-            for k, v in interleave({k: (lambda f=f: _rate(f, args.samples)) for k, f in configs.items()}, 1).items():
+            rates = {k: (lambda f=f: _rate(f, args.samples)) for k, f in configs.items()}
+            for k, v in interleave(rates, 1, offset=r - 1).items():
                 runs[k] += v
             print(f"[reward] repeat {r}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in runs.items()),
                   file=sys.stderr, flush=True)

@@ -3,11 +3,12 @@
 The default run's policy, prompts and sampling settings (G samples per prompt, temperature, top-p,
 max_new_tokens) are sent (a) through rlframe's rollout layer (Driver.generate -> RolloutWorker actors
 -> vLLM), with 1 and 2 workers, (b) to the same vLLM engine class built in this process, and (c) to
-transformers `generate` in this process, interleaved per repeat at several batch sizes. Target: the
-rollout layer keeps >= 95% of in-process vLLM's tokens/s with one worker. `--block-sizes 128` adds a one-worker
+transformers `generate` in this process, interleaved per repeat (the order rotated) at several batch sizes. Each
+ratio is the median over repeats of the two sides' tokens/s in the same repeat. Target: the rollout layer keeps
+>= 95% of in-process vLLM's tokens/s with one worker. `--block-sizes 128` adds a one-worker
 generator per KV-cache block size (rollout.vllm.block_size), against the default's (64 tokens on CPU).
 
-    rlframe bench rollout [--repeats 3] [--batch-sizes 8,32,64] [--block-sizes 128] [--quick] [--device cuda]
+    rlframe bench rollout [--repeats 5] [--batch-sizes 8,32,64] [--block-sizes 128] [--quick] [--device cuda]
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import base_parser, emit, interleave, new_figure, ratio, save_plot, summarize  # noqa: E402
+from _common import base_parser, emit, interleave, new_figure, pair_median, save_plot, summarize  # noqa: E402
 
 
 def parse(argv: list[str] | None = None):
-    p = base_parser(__doc__)
+    p = base_parser(__doc__, repeats=5)   # one repeat's pair ratio moved by +-8% on 2 shared cores
     p.add_argument("--batch-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[8, 32, 64],
                    help="prompts per request (the default run sends trainer.prompts_per_step=32)")
     p.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
@@ -102,10 +103,18 @@ def main() -> int:
                     configs["hf_generate"] = lambda p=prompts: hf.generate(p, params)
                 for fn in configs.values():  # warm-up: first calls pay allocations and kernel selection
                     fn()
-                runs = interleave({k: (lambda f=f: _measure(f)) for k, f in configs.items()}, args.repeats)
+                # a one-worker group's actor says how long its engine took: the rest is what the layer costs
+                one = {"rlframe_ray_w1": 1, "rlframe_ray_w1_stream": 1,
+                       **{f"rlframe_ray_w1_block{b}": f"b{b}" for b in args.block_sizes}}
+                actor = {k: groups[g].actors[0] for k, g in one.items() if k in configs}
+                runs = interleave({k: (lambda f=f, a=actor.get(k): _measure(f, a)) for k, f in configs.items()},
+                                  args.repeats)
                 results[str(bs)] = {k: {"tokens_per_s": summarize([x[0] for x in v]),
                                         "samples_per_s": summarize([x[1] for x in v]),
-                                        "mean_tokens": v[0][2]} for k, v in runs.items()}
+                                        "mean_tokens": v[0][2],
+                                        "load_avg_1m": summarize([x[3] for x in v]),
+                                        **({"engine_share": summarize([x[4] for x in v])} if k in actor else {})}
+                                    for k, v in runs.items()}
                 print(f"[rollout] batch {bs}: " + ", ".join(f"{k} {v['tokens_per_s']['median']:.0f} tok/s"
                                                             for k, v in results[str(bs)].items()),
                       file=sys.stderr, flush=True)
@@ -118,17 +127,26 @@ def main() -> int:
     default_bs = str(cfg.trainer.prompts_per_step if str(cfg.trainer.prompts_per_step) in results
                      else args.batch_sizes[-1])
     at = results[default_bs]
-    keep = ratio(at["rlframe_ray_w1"]["tokens_per_s"], at["vllm_inprocess"]["tokens_per_s"]) \
-        if "rlframe_ray_w1" in at else None
-    keep_stream = ratio(at.get("rlframe_ray_w1_stream", {}).get("tokens_per_s"), at["vllm_inprocess"]["tokens_per_s"])
-    vs_hf = ratio(at.get("rlframe_ray_w1", {}).get("tokens_per_s"), at.get("hf_generate", {}).get("tokens_per_s"))
-    scaling = {f"w{w}_over_w1": ratio(at[f"rlframe_ray_w{w}"]["tokens_per_s"], at["rlframe_ray_w1"]["tokens_per_s"])
-               for w in args.workers if w != 1 and "rlframe_ray_w1" in at}
-    blocks = {f"w1_over_w1_block{b}": ratio(at["rlframe_ray_w1"]["tokens_per_s"],
-                                            at[f"rlframe_ray_w1_block{b}"]["tokens_per_s"])
-              for b in args.block_sizes if "rlframe_ray_w1" in at}
-    ratios = {"vs in-process vLLM": keep, "streamed vs in-process vLLM": keep_stream, "vs HF generate": vs_hf,
-              **scaling, **blocks}
+
+    def pairs(a: str, b: str) -> float | None:   # median of the repeats' a/b tokens-per-second ratios
+        if a not in at or b not in at:
+            return None
+        return pair_median(at[a]["tokens_per_s"]["runs"], at[b]["tokens_per_s"]["runs"])
+
+    keep = pairs("rlframe_ray_w1", "vllm_inprocess")
+    keep_stream = pairs("rlframe_ray_w1_stream", "vllm_inprocess")
+    vs_hf = pairs("rlframe_ray_w1", "hf_generate")
+    scaling = {f"w{w}_over_w1": pairs(f"rlframe_ray_w{w}", "rlframe_ray_w1") for w in args.workers if w != 1}
+    blocks = {f"w1_over_w1_block{b}": pairs("rlframe_ray_w1", f"rlframe_ray_w1_block{b}") for b in args.block_sizes}
+    loads = [x for v in at.values() for x in v["load_avg_1m"]["runs"]]
+    ratios = {"vs in-process vLLM (median of pairs)": keep,
+              "streamed vs in-process vLLM (median of pairs)": keep_stream,
+              "vs HF generate (median of pairs)": vs_hf, **scaling, **blocks}
+    keep_pairs = [a / b for a, b in zip(at["rlframe_ray_w1"]["tokens_per_s"]["runs"],
+                                        at["vllm_inprocess"]["tokens_per_s"]["runs"])] if "rlframe_ray_w1" in at else []
+    share = {k: at[c]["engine_share"]["median"] for k, c in (("plain", "rlframe_ray_w1"),
+                                                             ("streamed", "rlframe_ray_w1_stream")) if c in at}
+    ratios |= {f"engine's share of a {k} call (1 worker)": v for k, v in share.items()}
     met = keep is not None and keep >= 0.95 and (keep_stream is None or keep_stream >= 0.95)
     record = {
         "config": {"group_size": params.n, "temperature": params.temperature, "top_p": params.top_p,
@@ -136,14 +154,15 @@ def main() -> int:
                    "model": cfg.model.hidden_size, "default_batch": int(default_bs), "driver_threads": threads,
                    "device": args.device, "repeats": args.repeats, "quick": args.quick, "overrides": args.overrides,
                    "block_sizes": args.block_sizes},
-        "by_batch_size": results, "ray_w1_over_inprocess": keep, "ray_w1_stream_over_inprocess": keep_stream,
+        "by_batch_size": results, "ray_w1_over_inprocess": keep, "pair_ratios": keep_pairs,
+        "ray_w1_stream_over_inprocess": keep_stream, "engine_share": share,
         "ray_w1_over_hf": vs_hf, "worker_scaling": scaling, "block_size_ratios": blocks,
         "block_size": r.vllm.block_size,
         "tokens_per_s": at.get("rlframe_ray_w1", {}).get("tokens_per_s", {}).get("median"),
         "peak_rss_mb": mem.report(), "target": ">= 0.95", "target_met": met,
         "headline": {"figures": f"rlframe (1 worker) {at['rlframe_ray_w1']['tokens_per_s']['median']:.0f} tok/s, "
                                f"in-process vLLM {at['vllm_inprocess']['tokens_per_s']['median']:.0f} tok/s "
-                               f"({default_bs} prompts x G={params.n})",
+                               f"({default_bs} prompts x G={params.n}, 1-min load {min(loads):.1f}-{max(loads):.1f})",
                      "ratios": {k: v for k, v in ratios.items() if v is not None},
                      "target": ">= 95% of in-process vLLM (both paths)", "target_met": met},
     }
@@ -152,12 +171,17 @@ def main() -> int:
     return 0
 
 
-def _measure(fn) -> tuple[float, float, float]:
+def _measure(fn, actor=None) -> tuple[float, float, float, float, float | None]:
+    """tokens/s, samples/s, mean tokens per sample, the 1-minute load average right after the call, and with a
+    generator `actor` the share of the call's time its engine took (the rest: decoding, Ray's calls and copies)."""
+    import ray
+
     t0 = time.perf_counter()
     comps = fn()
     dt = time.perf_counter() - t0
     tokens = sum(len(c.token_ids) for c in comps)
-    return tokens / dt, len(comps) / dt, tokens / max(1, len(comps))
+    share = ray.get(actor.last_engine_seconds.remote()) / dt if actor is not None else None
+    return tokens / dt, len(comps) / dt, tokens / max(1, len(comps)), round(os.getloadavg()[0], 2), share
 
 
 def plot(results: dict, args) -> None:

@@ -4,7 +4,7 @@ A ~20M-parameter Qwen2 (random weights, head_dim 64) is saved once; both framewo
 the same P prompts of the preference task (every step uses all P, G samples each), with AdamW at the same
 learning rate, the same clipped token-level loss (TRL "dapo" = rlframe token_mean), k3 KL beta to the frozen
 initial model, and the same cheap reward (the task's format reward). Each side runs in its own subprocess,
-interleaved rlframe, TRL, rlframe, TRL, ...; per-step time excludes start-up and the first step (reported
+interleaved (rlframe, TRL, then TRL, rlframe, ...); per-step time excludes start-up and the first step (reported
 apart). rlframe runs with vLLM's compiled decode and torch.compile'd learners (COMPILED below), which pay
 their compiles there; TRL runs its defaults (eager model, `transformers` generate).
 

@@ -24,11 +24,24 @@ def test_summarize_median_min_max():
     assert _common.ratio(1.0, 0.0) is None
 
 
-def test_interleave_alternates_configurations():
+def test_interleave_rotates_which_configuration_goes_first():
     order = []
-    out = _common.interleave({"a": lambda: order.append("a") or 1, "b": lambda: order.append("b") or 2}, 3)
-    assert order == ["a", "b", "a", "b", "a", "b"]
-    assert out == {"a": [1, 1, 1], "b": [2, 2, 2]}
+    configs = {k: (lambda k=k: order.append(k) or k.upper()) for k in "abc"}
+    out = _common.interleave(configs, 3)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]   # each one first once, never always after X
+    assert out == {"a": ["A"] * 3, "b": ["B"] * 3, "c": ["C"] * 3}
+    order.clear()
+    _common.interleave(configs, 1, offset=1)   # one repeat at a time keeps rotating
+    assert order == ["b", "c", "a"]
+
+
+def test_pair_median_divides_within_each_repeat():
+    # a slow second repeat hits both sides: the pairs say 2x every time, the ratio of medians does not
+    a, b = [2.0, 8.0, 6.6], [1.0, 4.0, 3.0]
+    assert _common.pair_median(a, b) == 2.0
+    assert _common.ratio(_common.summarize(a), _common.summarize(b)) == pytest.approx(2.2)
+    assert _common.pair_median([1.0, None, 3.0], [2.0, 1.0, 0.0]) == 0.5   # missing or zero sides are left out
+    assert _common.pair_median([], []) is None
 
 
 def test_emit_appends_one_line_and_prints_it_last(tmp_path, capsys, monkeypatch):
@@ -123,6 +136,10 @@ def test_rollout_benchmark_quick_runs_for_real():
     assert rec["tokens_per_s"] > 0 and rec["ray_w1_over_inprocess"] > 0
     assert bs["rlframe_ray_w1_block128"]["tokens_per_s"]["median"] > 0   # a generator with vLLM-CPU's default blocks
     assert rec["block_size_ratios"]["w1_over_w1_block128"] > 0
+    # the actor's engine time within the driver's wait: a share of it, never more (both clocks are real)
+    assert 0 < rec["engine_share"]["plain"] < 1 and 0 < rec["engine_share"]["streamed"] < 1
+    assert 0 < bs["rlframe_ray_w1_block128"]["engine_share"]["median"] < 1 and "engine_share" not in bs["vllm_inprocess"]
+    assert bs["vllm_inprocess"]["load_avg_1m"]["median"] >= 0
     assert rec["peak_rss_mb"]["driver"] > 0 and rec["peak_rss_mb"].get("generator", 0) > 0
     assert rec["env"]["versions"]["vllm"]
 

@@ -69,6 +69,7 @@ class RolloutWorker:
         release(model_path, tokenizer_path)   # loaded: the engine keeps its weights in memory
         self.version = 0
         self.pid = os.getpid()
+        self.engine_s = 0.0   # the engine's own seconds in the last generate call
 
     def ready(self) -> int:
         return self.pid
@@ -76,14 +77,28 @@ class RolloutWorker:
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingSettings,
                  first_index: int = 0) -> list[Completion]:
         """Completions for a slice of the step's prompts, grouped; indices are global (first_index + i)."""
-        return self._finish(self.engine.generate(prompts, params), first_index)
+        t0 = time.perf_counter()
+        outs = self.engine.generate(prompts, params)
+        self.engine_s = time.perf_counter() - t0
+        return self._finish(outs, first_index)
 
     def generate_stream(self, prompts: Sequence[Sequence[int]], params: SamplingSettings,
                         first_index: int = 0) -> Iterator[list[Completion]]:
         """Like `generate`, but yields whole groups as they finish (a Ray streaming generator), so that
         the driver can score them while the rest are still being sampled."""
-        for part in self.engine.generate_stream(prompts, params):
+        parts, self.engine_s = iter(self.engine.generate_stream(prompts, params)), 0.0
+        while True:
+            t0 = time.perf_counter()
+            part = next(parts, None)
+            self.engine_s += time.perf_counter() - t0
+            if part is None:
+                return
             yield self._finish(part, first_index)
+
+    def last_engine_seconds(self) -> float:
+        """The engine's own seconds in the last generate call: what the driver waited for, less this actor's
+        decoding and Ray's calls and transfers. The rollout benchmark's measure of what the layer costs."""
+        return self.engine_s
 
     def _finish(self, outs: list[Completion], first_index: int) -> list[Completion]:
         texts = self.tokenizer.batch_decode([c.token_ids for c in outs], skip_special_tokens=True)
