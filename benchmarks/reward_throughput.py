@@ -14,6 +14,7 @@ Every process uses one torch thread, so worker scaling is visible on a 2-core ma
 """
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (base_parser, emit, interleave, new_figure, peak_rss_mb, peak_rss_mb_of,  # noqa: E402
-                     ratio, save_plot, summarize)
+                     pair_median, save_plot, summarize)
 
 
 def parse(argv: list[str] | None = None):
@@ -98,13 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         for fn in configs.values():   # warm-up on set 0 (imports, first allocations, term embeddings)
             fn()
         runs: dict[str, list[float]] = {k: [] for k in configs}
+        loads: list[float] = []   # the 1-minute load average after each repeat
         for r in range(1, args.repeats + 1):
             counter["i"] = r
             rates = {k: (lambda f=f: _rate(f, args.samples)) for k, f in configs.items()}
             for k, v in interleave(rates, 1, offset=r - 1).items():
                 runs[k] += v
-            print(f"[reward] repeat {r}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in runs.items()),
-                  file=sys.stderr, flush=True)
+            loads.append(round(os.getloadavg()[0], 2))
+            print(f"[reward] repeat {r}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in runs.items())
+                  + f", 1-min load {loads[-1]}", file=sys.stderr, flush=True)
         # agreement: the pool and the per-sample loop compute the same rewards
         a = [x["profile_similarity"][0] for x in configs["per_sample"]()]
         b = pools[args.workers[0]].score(current()).components["profile_similarity"]
@@ -120,20 +123,21 @@ def main(argv: list[str] | None = None) -> int:
             shutdown_ray()
     rates = {k: summarize(v) for k, v in runs.items()}
     w1 = f"pool_w{args.workers[0]}"
-    speedup = ratio(rates[w1], rates["per_sample"])
-    scaling = {f"pool_w{w}_over_{w1}": ratio(rates[f"pool_w{w}"], rates[w1]) for w in args.workers[1:]}
+    speedup = pair_median(runs[w1], runs["per_sample"])   # the repeats' pair ratios: the same set, side by side
+    scaling = {f"pool_w{w}_over_{w1}": pair_median(runs[f"pool_w{w}"], runs[w1]) for w in args.workers[1:]}
     met = speedup is not None and speedup >= 10
     record = {
         "config": {"samples": args.samples, "workers": args.workers, "repeats": args.repeats, "quick": args.quick,
                    "device": args.device, "reward": "profile_similarity (per_dimension shape)", "torch_threads": 1},
-        "samples_per_s": rates, "pool_over_per_sample": speedup,
-        "batched_over_per_sample": ratio(rates["batched"], rates["per_sample"]),
-        "pool_over_batched_inprocess": ratio(rates[w1], rates["batched"]), "worker_scaling": scaling,
+        "samples_per_s": rates, "pool_over_per_sample": speedup, "load_avg_1m": summarize(loads),
+        "batched_over_per_sample": pair_median(runs["batched"], runs["per_sample"]),
+        "pool_over_batched_inprocess": pair_median(runs[w1], runs["batched"]), "worker_scaling": scaling,
         "max_abs_diff_pool_vs_per_sample": max_diff, "embedding_bound": bound, "model_load_s": round(load_s, 2), "peak_rss_mb": memory,
         "target": ">= 10x per-sample", "target_met": met,
         "headline": {"figures": f"pool ({args.workers[0]} worker) {rates[w1]['median']:.0f} samples/s, per-sample "
-                                f"calls {rates['per_sample']['median']:.0f} samples/s ({args.samples} per batch)",
-                     "ratios": {"vs per-sample": speedup, **scaling},
+                                f"calls {rates['per_sample']['median']:.0f} samples/s ({args.samples} per batch, "
+                                f"1-min load {min(loads):.1f}-{max(loads):.1f})",
+                     "ratios": {"vs per-sample (median of pairs)": speedup, **scaling},
                      "target": ">= 10x per-sample", "target_met": met},
     }
     plot(rates, args)
