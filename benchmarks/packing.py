@@ -23,6 +23,10 @@ Batches are G=4 samples of --prompts prompts, random tokens, a log-normal comple
    regrouped to the update's (`own`: learner.forward_micro_batch_size). The log-probs must agree.
 6. Qwen2.5-VL rows, in this process: the image task's prompts (G=4 random completions each) on the tiny VL policy,
    forward and backward padded against packed (each group's prompt and images once, learner.packing).
+7. The logits window, in this process: one packed group (a prompt and its G completions), forward and backward with
+   the LM head on every position and the log-probs over every column (`every`, the learner before 2026-12-06)
+   against the learner's window (`window`: the LM head only on the positions that the columns from the first
+   completion token on read, `logits_to_keep`), with the step_time model's vocabulary and with Qwen2.5's (151,936).
 
 Read `layout[name].seconds`, `group_rows_over_packed` and `padded_over_packed` (medians of per-batch ratios;
 above 1: packed is faster), `layout[name].row_tokens` (tokens computed, padding included),
@@ -30,7 +34,9 @@ above 1: packed is faster), `layout[name].row_tokens` (tokens computed, padding 
 `micro[forward][rows|tokens]` with `micro_rows_over_tokens[forward]`, `sft[padded|packed]` with
 `sft_padded_over_packed` and `sft_loss_max_abs_diff`, and `no_grad[update|own]` with `no_grad_update_over_own` and
 `no_grad_logprob_max_abs_diff`, and `vl[padded|packed]` with `vl_padded_over_packed`, `vl_vision_patches` (pixel
-rows through the vision tower), `vl_row_tokens` and `vl_logprob_max_abs_diff`.
+rows through the vision tower), `vl_row_tokens` and `vl_logprob_max_abs_diff`, and `window[vocabulary][every|window]`
+(seconds, `head_positions`: positions the LM head ran on, `loss_columns`: [*, vocabulary] rows the loss read) with
+`every_over_window[vocabulary]` and `window_logprob_max_abs_diff`.
 
     rlframe bench packing [--repeats 5] [--prompts 16] [--max-new-tokens 256] [--micro-batch 8]
                           [--small-micro-batch 2] [--skip-split]
@@ -48,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import base_parser, emit, new_figure, save_plot, summarize  # noqa: E402
 
 GROUP, WORLD = 4, 2
+QWEN_VOCAB = 151_936   # Qwen2.5's vocabulary (7.)
 
 
 def parse(argv: list[str] | None = None):
@@ -261,6 +268,39 @@ def vl_rows(args, rng: random.Random, repeats: int) -> list[dict]:
     return out
 
 
+def logits_window(models: dict[int, object], batch, dtype, first: int) -> dict[int, dict[str, dict]]:
+    """7.: forward + backward of one packed group per vocabulary size, the LM head on every position and the
+    log-probs over every column (`every`: the learner before 2026-12-06) against the learner's window (`window`:
+    `window_logits`, the LM head only where a column from `loss_start` on reads); seconds, the positions the LM
+    head ran on and the [*, vocabulary] logits the loss read (the padded layout's columns)."""
+    import torch.nn.functional as F
+
+    from rlframe.models.logprobs import token_logprobs
+    from rlframe.models.shared_prefix import pack_shared_prefix, window_logits
+
+    packed = pack_shared_prefix(batch.input_ids, batch.attention_mask, batch.loss_mask)
+    names = ["every", "window"]
+    out: dict[int, dict[str, dict]] = {}
+    for vocab, model in models.items():
+        out[vocab] = {}
+        for name in names[first % 2:] + names[: first % 2]:
+            model.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            if name == "every":
+                full = model(**packed.model_inputs(dtype)).logits
+                (logits, start), head = (packed.gather(full), 0), full.shape[0] * full.shape[1]
+            else:
+                logits, start = window_logits(model, batch, packed, dtype, keeps=True)
+                head = packed.input_ids.shape[0] * len(packed.kept(start))
+            logp = token_logprobs(logits, batch.input_ids[:, 1 + start:], 1.0)
+            mask = batch.loss_mask[:, start:].to(logp.dtype)
+            ((logp * mask).sum() / mask.sum()).backward()
+            out[vocab][name] = {"seconds": time.perf_counter() - t0, "head_positions": head,
+                                "loss_columns": logits.shape[0] * logits.shape[1],
+                                "logp": F.pad((logp * mask).detach().float(), (start, 0))}
+    return out
+
+
 def main() -> int:
     args = parse()
     import torch
@@ -325,6 +365,29 @@ def main() -> int:
                 file=sys.stderr, flush=True)
     del model
     vl = vl_rows(args, rng, args.repeats)
+
+    # 7. the logits window: one packed group, the step_time model's vocabulary and Qwen2.5's
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    big = AutoConfig.from_pretrained(model_dir)
+    big.vocab_size = 4096 if args.quick else QWEN_VOCAB
+    torch.manual_seed(0)
+    vocabs = {vocab: load_policy(str(model_dir), DTYPES[args.dtype]),
+              big.vocab_size: AutoModelForCausalLM.from_config(big).to(DTYPES[args.dtype])}
+    window: dict[int, dict[str, list[dict]]] = {v: {"every": [], "window": []} for v in vocabs}
+    window_worst = 0.0
+    for i in range(args.repeats + 1):   # the first group warms up and is not counted
+        group = make_batch(rng, 1, args.prompt_tokens, args.max_new_tokens, vocab)
+        for v, res in logits_window(vocabs, group, DTYPES[args.dtype], i).items():
+            window_worst = max(window_worst, float((res["every"]["logp"] - res["window"]["logp"]).abs().max()))
+            if i:
+                for n, r in res.items():
+                    window[v][n].append({k: x for k, x in r.items() if k != "logp"}
+                                        | {"load_avg_1m": round(os.getloadavg()[0], 2)})
+                print(f"[packing] logits window, vocabulary {v}, group {i}: " + ", ".join(
+                    f"{n} {r['seconds']:.2f} s (LM head on {r['head_positions']} positions, the loss reads "
+                    f"{r['loss_columns']})" for n, r in res.items()), file=sys.stderr, flush=True)
+    del vocabs
 
     # 2. the rank split, through real learners
     split: dict[str, list[dict]] = {"contiguous": [], "balanced": []}
@@ -395,6 +458,12 @@ def main() -> int:
         "vl_vision_patches": vl[0]["vision_patches"], "vl_row_tokens": vl[0]["row_tokens"],
         "vl_logprob_max_abs_diff": max(r["logprob_max_abs_diff"] for r in vl),
         "vl_load_avg_1m": [r["load_avg_1m"] for r in vl],
+        "window": {str(v): {n: {"seconds": summarize(r["seconds"] for r in rs),
+                                "head_positions": rs[0]["head_positions"], "loss_columns": rs[0]["loss_columns"],
+                                "load_avg_1m": [r["load_avg_1m"] for r in rs]} for n, rs in ways.items()}
+                   for v, ways in window.items()},
+        "every_over_window": {str(v): pairs(ways["every"], ways["window"]) for v, ways in window.items()},
+        "window_logprob_max_abs_diff": window_worst,
         "peak_rss_mb": mem.report(),
     }
     ratios = {"group_rows / packed forward+backward time (median of pairs)": record["group_rows_over_packed"],
@@ -406,6 +475,8 @@ def main() -> int:
     ratios["no-grad pass: the update's micro-batches / its own, time (median of pairs)"] = \
         record["no_grad_update_over_own"]
     ratios["Qwen2.5-VL rows: padded / packed forward+backward time (median of pairs)"] = record["vl_padded_over_packed"]
+    for v, r in record["every_over_window"].items():
+        ratios[f"one group, vocabulary {v}: LM head on every position / the loss's window, time (median of pairs)"] = r
     if record["contiguous_over_balanced"] is not None:
         ratios["contiguous / balanced learner update time (median of pairs)"] = record["contiguous_over_balanced"]
     med = {n: record["layout"][n]["seconds"]["median"] for n in lay}

@@ -99,6 +99,12 @@ def check_packing(rec: dict) -> None:
     # Qwen2.5-VL rows: each group's pictures through the vision tower once (G=4 rows a group), the same log-probs
     assert rec["vl_vision_patches"]["padded"] == 4 * rec["vl_vision_patches"]["packed"] > 0
     assert _positive(rec["vl_padded_over_packed"]) and rec["vl_logprob_max_abs_diff"] < 1e-3
+    # the logits window: the LM head on fewer positions, the loss reading fewer columns, the same log-probs
+    assert len(rec["window"]) == 2 and rec["window_logprob_max_abs_diff"] < 0.05
+    for ways in rec["window"].values():
+        assert ways["window"]["head_positions"] < ways["every"]["head_positions"]
+        assert ways["window"]["loss_columns"] < ways["every"]["loss_columns"]
+    assert all(_positive(r) for r in rec["every_over_window"].values())
 
 
 #: name -> (extra arguments, the check of its JSON line); {out} is the test's own folder for the runs

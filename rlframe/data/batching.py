@@ -47,6 +47,12 @@ class TrainBatch:
         """Row chunks of `size`, each trimmed to its own longest sequence and moved to `device`."""
         return [self.rows(slice(s, s + size)).trimmed(device) for s in range(0, len(self), size)]
 
+    def loss_start(self) -> int:
+        """The first column of the [B, L-1] tensors that any row's loss reads (0 when none does): the columns before
+        it are prompt on every row, so no loss or log-prob needs their logits."""
+        cols = self.loss_mask.any(0).nonzero()
+        return int(cols[0]) if len(cols) else 0
+
     def trimmed(self, device: torch.device | str = "cpu") -> TrainBatch:
         """The rows cut to their own longest sequence, on `device`."""
         full, width = self.input_ids.shape[1], int(self.attention_mask.sum(1).max())

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import ray
 import torch
+import torch.nn.functional as F
 
 from rlframe.cluster.storage import localize, release
 from rlframe.config.schema import AlgorithmConfig, LearnerConfig
@@ -27,10 +28,10 @@ from rlframe.learner.lora import AdapterOff, merged_sources, save_merged_and_ada
 from rlframe.learner.losses import sft_loss
 from rlframe.learner.update import (in_row_order, loss_scales, minibatches, needs_old_logprobs, regroup, run_updates,
                                     sequence_kl, token_kl)
-from rlframe.models.loading import DTYPES, load_policy
+from rlframe.models.loading import DTYPES, load_policy, takes_logits_to_keep
 from rlframe.models.logprobs import token_logprobs
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
-from rlframe.models.shared_prefix import PackedPrefix, pack_micro_batch, rope_index
+from rlframe.models.shared_prefix import PackedPrefix, pack_micro_batch, rope_index, window_logits
 from rlframe.registry import import_plugin
 from rlframe.weight_sync import cuda_ipc
 from rlframe.weight_sync.buckets import SyncPayload, SyncSource, plain_sources
@@ -75,6 +76,7 @@ class LearnerWorker:
             torch.set_num_threads(cfg.torch_threads)
         self.engine = None
         self.ref = None
+        self._keeps: bool | None = None   # whether the model takes logits_to_keep (`_logits`)
         self._pending: tuple | None = None   # score_batch -> rl_step: micro-batches, ref and old log-probs
         self._exported: list[torch.Tensor] = []   # cuda_ipc: alive until the generators have loaded them
 
@@ -178,15 +180,17 @@ class LearnerWorker:
         """The packed layout of a micro-batch, or None for padded rows."""
         return pack_micro_batch(self.engine.module, mb) if self._packs() else None
 
-    def _logits(self, module: Any, mb: TrainBatch) -> torch.Tensor:
-        packed = self._packed(mb)
-        if packed is not None:
-            return packed.gather(module(**packed.model_inputs(DTYPES[self.dtype])).logits)
-        return module(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
-                      **batch_vision_kwargs(self.engine.module.config, mb)).logits[:, :-1]
+    def _logits(self, module: Any, mb: TrainBatch) -> tuple[torch.Tensor, int]:
+        """The logits of the columns from `mb.loss_start()` on, and that column (`window_logits`)."""
+        if self._keeps is None:
+            self._keeps = takes_logits_to_keep(self.engine.module)
+        return window_logits(module, mb, self._packed(mb), DTYPES[self.dtype], self._keeps,
+                             **batch_vision_kwargs(self.engine.module.config, mb))
 
     def _logprobs(self, module: Any, mb: TrainBatch, temperature: float) -> torch.Tensor:
-        return token_logprobs(self._logits(module, mb), mb.input_ids[:, 1:], temperature)
+        """[B, L-1] log-probs of the micro-batch's tokens (0 before `loss_start`)."""
+        logits, start = self._logits(module, mb)
+        return F.pad(token_logprobs(logits, mb.input_ids[:, 1 + start:], temperature), (start, 0))
 
     def sum_over_ranks(self, values: list[float], op: str = "SUM") -> list[float]:
         """Element-wise sums (or maxima: op MAX) over the data-parallel ranks, one all-reduce: the loss normalisers
@@ -212,7 +216,8 @@ class LearnerWorker:
                           self._packs(), partial(self.sum_over_ranks, op="MAX"))[0]
         for j, (mb, scale) in enumerate(zip(mbs, self.scales([mbs], "token_mean")[0])):   # over every rank's tokens
             self.engine.set_gradient_accumulation_boundary(j == len(mbs) - 1)
-            loss = sft_loss(self._logits(self.engine, mb), mb.input_ids[:, 1:], mb.loss_mask)
+            logits, start = self._logits(self.engine, mb)
+            loss = sft_loss(logits, mb.input_ids[:, 1 + start:], mb.loss_mask[:, start:])
             self.engine.backward(loss * scale)
             self.engine.step()
             losses.append(loss.item())

@@ -21,7 +21,9 @@ from rlframe.learner.losses import KL_ESTIMATORS, agg_units, masked_mean, mismat
 from rlframe.models.logprobs import token_logprobs
 from rlframe.models.shared_prefix import prompt_groups
 
-Forward = Callable[[TrainBatch], torch.Tensor]   # micro-batch -> logits [B, L-1, V] (position t scores t+1)
+# micro-batch -> (logits [B, L-1-start, V] of the columns start.., start): column t scores token t+1; the columns
+# before `start` (TrainBatch.loss_start) are prompt on every row, so their logits are not computed
+Forward = Callable[[TrainBatch], tuple[torch.Tensor, int]]
 SumOverRanks = Callable[[list[float]], list[float]]   # element-wise sum over the data-parallel ranks
 
 
@@ -172,8 +174,8 @@ def run_updates(engine: Any, forward: Forward, minis: list[list[TrainBatch]], re
         for i, mini in enumerate(minis):
             for j, mb in enumerate(mini):
                 engine.set_gradient_accumulation_boundary(j == len(mini) - 1)
-                logits = forward(mb)
-                logp = token_logprobs(logits, mb.input_ids[:, 1:], temperature)
+                logits, start = forward(mb)
+                logp = F.pad(token_logprobs(logits, mb.input_ids[:, 1 + start:], temperature), (start, 0))
                 old = olds[i][j] if olds is not None else logp.detach()
                 weights, m = None, {}
                 if mb.sample_logp is not None:   # the generator's log-probs: the behaviour policy
@@ -186,7 +188,7 @@ def run_updates(engine: Any, forward: Forward, minis: list[list[TrainBatch]], re
                 engine.backward(loss * scales[i][j] if scales is not None else loss)
                 engine.step()
                 m.update(lm)
-                m["entropy"] = masked_mean(entropy(logits, temperature), mb.loss_mask.to(logp.dtype)).item()
+                m["entropy"] = masked_mean(entropy(logits, temperature), mb.loss_mask[:, start:].to(logp.dtype)).item()
                 for k, v in m.items():
                     sums[_key(k)] = sums.get(_key(k), 0.0) + float(v)
                 count += 1

@@ -25,6 +25,16 @@ def is_vision_language(model_path: str | Path) -> bool:
         return False
 
 
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether the model's forward computes logits for chosen positions only (`logits_to_keep`, transformers'
+    causal LMs and VLMs); a DeepSpeed engine or a PEFT wrapper is looked through."""
+    import inspect
+
+    model = getattr(model, "module", model)
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(type(model).forward).parameters
+
+
 def load_policy(model_path: str, dtype: Any = torch.float32) -> Any:
     """A causal LM, or an image-text-to-text model (Qwen2.5-VL) when the folder holds one."""
     if isinstance(dtype, str):

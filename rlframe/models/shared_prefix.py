@@ -39,9 +39,20 @@ class PackedPrefix:
         return {"input_ids": self.input_ids, "position_ids": self.position_ids,
                 "attention_mask": self.attention_mask(dtype), **self.extra}
 
-    def gather(self, logits: torch.Tensor) -> torch.Tensor:
-        """Packed logits [R, T, V] -> the padded layout [B, L-1, V] (differentiable)."""
-        return logits[self.row, self.col]
+    def kept(self, start: int = 0) -> torch.Tensor:
+        """The packed positions (sorted, over all rows) that the padded layout's columns `start`.. read: the model's
+        `logits_to_keep`, so that its LM head skips every other position of the prompts."""
+        return torch.unique(self.col[:, start:])
+
+    def gather(self, logits: torch.Tensor, start: int = 0, kept: torch.Tensor | None = None) -> torch.Tensor:
+        """Packed logits [R, T, V] -> the padded layout's columns `start`.. [B, L-1-start, V] (differentiable).
+        With `kept` the logits are only those positions' ([R, len(kept), V], `logits_to_keep=kept`)."""
+        row, col = self.row[:, start:], self.col[:, start:]
+        if kept is not None:
+            at = torch.zeros(self.input_ids.shape[1], dtype=torch.long, device=col.device)
+            at[kept] = torch.arange(len(kept), device=col.device)
+            col = at[col]
+        return logits[row, col]
 
 
 def pack_rows(widths: list[int]) -> list[list[int]]:
@@ -149,6 +160,23 @@ def pack_shared_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, lo
     sources = [members[g][1][0] for packed in layout for g in packed]
     return PackedPrefix(ids.to(dev), (pos if rope is None else rope).to(dev), allowed.to(dev), row.to(dev),
                         col.to(dev), sources)
+
+
+def window_logits(module: Any, mb: Any, packed: PackedPrefix | None, dtype: torch.dtype, keeps: bool,
+                  **padded_kwargs: Any) -> tuple[torch.Tensor, int]:
+    """The logits of a micro-batch's (a TrainBatch's) columns `start`.. of its [B, L-1] layout, and `start`
+    (`loss_start`: the columns before it are prompt on every row), from the `packed` layout or the padded rows
+    (with `padded_kwargs`, a VLM's images). With `keeps` (the model takes `logits_to_keep`) the LM head runs only
+    on the positions those columns read: the rest of the prompts costs no [tokens, vocabulary] logits, which with
+    a 150k vocabulary dominate a long prompt's memory. Without it every position's logits are computed."""
+    start = mb.loss_start()
+    if packed is not None:
+        kept = packed.kept(start) if keeps else None
+        extra = {} if kept is None else {"logits_to_keep": kept}
+        return packed.gather(module(**packed.model_inputs(dtype), **extra).logits, start, kept), start
+    extra = {"logits_to_keep": mb.input_ids.shape[1] - start} if keeps else {}
+    logits = module(input_ids=mb.input_ids, attention_mask=mb.attention_mask, **padded_kwargs, **extra).logits
+    return (logits if keeps else logits[:, start:])[:, :-1], start
 
 
 def rope_index(model: torch.nn.Module) -> Any:

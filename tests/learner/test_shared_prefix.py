@@ -7,7 +7,7 @@ import torch
 
 from rlframe.data.batching import collate
 from rlframe.models.logprobs import token_logprobs
-from rlframe.models.shared_prefix import pack_shared_prefix
+from rlframe.models.shared_prefix import pack_shared_prefix, window_logits
 
 
 def tiny_qwen2(attn: str) -> torch.nn.Module:
@@ -64,6 +64,39 @@ def same_logprobs_and_gradients(model, batch, prompts, padded, packed_logits):
         grads.append([p.grad.clone() for p in model.parameters()])
     for ga, gb in zip(*grads):
         assert torch.allclose(ga, gb, atol=1e-5, rtol=1e-4), (ga - gb).abs().max()
+
+
+def test_the_lm_head_runs_only_where_a_loss_column_reads():
+    """`loss_start` and `logits_to_keep`: the learner's window of columns gives the full forward's logits there,
+    packed and padded, while the LM head sees only the positions the window reads."""
+    from rlframe.models.loading import takes_logits_to_keep
+
+    model = tiny_qwen2("sdpa")
+    assert takes_logits_to_keep(model) and not takes_logits_to_keep(torch.nn.Linear(2, 2))
+    prompts, comps = [[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 9, 10], [11, 12, 13, 14], [11, 12, 13, 14]], \
+        [[30, 31, 32], [33, 34], [35, 36, 37, 38], [39]]
+    batch = collate(prompts, comps, pad_id=0)
+    start = batch.loss_start()
+    assert start == 3   # the shortest prompt's last position scores its first completion token
+    padded, full, packed = padded_and_packed(model, batch)
+    heads = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: heads.append(i[0].shape[1]))
+    window, at = window_logits(model, batch, packed, torch.float32, keeps=True)
+    assert at == start and torch.allclose(window, full[:, start:], atol=1e-5)
+    # packed rows of 6 + 3 + 2 and 4 + 4 + 1 tokens: the head skips the prompts' first positions
+    assert heads == [len(packed.kept(start))] and len(packed.kept(start)) < packed.input_ids.shape[1]
+    padded_window, _ = window_logits(model, batch, None, torch.float32, keeps=True)
+    assert heads[1] == batch.input_ids.shape[1] - start
+    assert torch.allclose(padded_window, padded[:, start:], atol=1e-5)
+    for layout in (packed, None):   # a model without logits_to_keep: every position, the same window
+        heads.clear()
+        every, _ = window_logits(model, batch, layout, torch.float32, keeps=False)
+        assert heads[0] == (layout or batch).input_ids.shape[1]
+        assert torch.allclose(every, window if layout else padded_window, atol=1e-5)
+    hook.remove()
+    mask = batch.loss_mask
+    assert not mask[:, :start].any() and mask[:, start].any()   # nothing the loss reads is cut off
+    assert batch.rows(slice(0, 0)).loss_start() == 0
 
 
 def test_a_completion_never_sees_another_completion():

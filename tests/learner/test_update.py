@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rlframe.config.schema import AlgorithmConfig, MismatchConfig
 from rlframe.data.batching import TrainBatch, collate
@@ -25,13 +26,19 @@ class TinyLM(torch.nn.Module):
         self.emb = torch.nn.Embedding(VOCAB, 8)
         self.out = torch.nn.Linear(8, VOCAB)
 
-    def forward(self, mb: TrainBatch) -> torch.Tensor:
-        return self.out(torch.tanh(self.emb(mb.input_ids)))[:, :-1]
+    def forward(self, mb: TrainBatch) -> tuple[torch.Tensor, int]:
+        """The learner's contract: the logits of the columns from `loss_start` on, and that column."""
+        start = mb.loss_start()
+        return self.out(torch.tanh(self.emb(mb.input_ids)))[:, start:-1], start
 
 
 @torch.no_grad()
 def logprobs(forward, mbs: list[TrainBatch], temperature: float) -> list[torch.Tensor]:
-    return [token_logprobs(forward(mb), mb.input_ids[:, 1:], temperature) for mb in mbs]
+    out = []
+    for mb in mbs:
+        logits, start = forward(mb)
+        out.append(F.pad(token_logprobs(logits, mb.input_ids[:, 1 + start:], temperature), (start, 0)))
+    return out
 
 
 class TorchEngine:
@@ -83,7 +90,7 @@ def step(algo: AlgorithmConfig, lr: float, micro: int = 2, data: TrainBatch | No
     engine = TorchEngine(model, lr, gas=len(minis[0]))
     forwards = []
 
-    def forward(mb: TrainBatch) -> torch.Tensor:
+    def forward(mb: TrainBatch) -> tuple[torch.Tensor, int]:
         forwards.append(len(mb))
         return model(mb)
 
