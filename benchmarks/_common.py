@@ -68,10 +68,15 @@ def interleave(configs: dict[str, Callable[[], Any]], repeats: int, offset: int 
     return out
 
 
+def pair_ratios(a: Iterable[float | None], b: Iterable[float | None]) -> list[float]:
+    """a_i / b_i of the repeats in which both sides ran (b_i not zero)."""
+    return [float(x) / float(y) for x, y in zip(a, b) if x is not None and y]
+
+
 def pair_median(a: Iterable[float | None], b: Iterable[float | None]) -> float | None:
     """Median over repeats of a_i / b_i, the two sides of the same interleaved repeat: a slow moment of the
     machine hits both sides of a pair, so the pairs' median is steadier than a ratio of medians."""
-    pairs = [float(x) / float(y) for x, y in zip(a, b) if x is not None and y]
+    pairs = pair_ratios(a, b)
     return statistics.median(pairs) if pairs else None
 
 

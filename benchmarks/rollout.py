@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import base_parser, emit, interleave, new_figure, pair_median, save_plot, summarize  # noqa: E402
+from _common import (base_parser, emit, interleave, new_figure, pair_median, pair_ratios, save_plot,  # noqa: E402
+                     summarize)
 
 
 def parse(argv: list[str] | None = None):
@@ -142,8 +143,8 @@ def main() -> int:
     ratios = {"vs in-process vLLM (median of pairs)": keep,
               "streamed vs in-process vLLM (median of pairs)": keep_stream,
               "vs HF generate (median of pairs)": vs_hf, **scaling, **blocks}
-    keep_pairs = [a / b for a, b in zip(at["rlframe_ray_w1"]["tokens_per_s"]["runs"],
-                                        at["vllm_inprocess"]["tokens_per_s"]["runs"])] if "rlframe_ray_w1" in at else []
+    keep_pairs = pair_ratios(at["rlframe_ray_w1"]["tokens_per_s"]["runs"],
+                             at["vllm_inprocess"]["tokens_per_s"]["runs"]) if "rlframe_ray_w1" in at else []
     share = {k: at[c]["engine_share"]["median"] for k, c in (("plain", "rlframe_ray_w1"),
                                                              ("streamed", "rlframe_ray_w1_stream")) if c in at}
     ratios |= {f"engine's share of a {k} call (1 worker)": v for k, v in share.items()}

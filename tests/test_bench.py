@@ -41,6 +41,7 @@ def test_pair_median_divides_within_each_repeat():
     assert _common.pair_median(a, b) == 2.0
     assert _common.ratio(_common.summarize(a), _common.summarize(b)) == pytest.approx(2.2)
     assert _common.pair_median([1.0, None, 3.0], [2.0, 1.0, 0.0]) == 0.5   # missing or zero sides are left out
+    assert _common.pair_ratios([1.0, None, 3.0, 6.0], [2.0, 1.0, 0.0, 3.0]) == [0.5, 2.0]
     assert _common.pair_median([], []) is None
 
 

@@ -19,7 +19,6 @@ from typing import Any, Sequence
 
 import ray
 import torch
-import torch.nn.functional as F
 
 from rlframe.cluster.storage import localize, release
 from rlframe.config.schema import AlgorithmConfig, LearnerConfig
@@ -29,7 +28,7 @@ from rlframe.learner.losses import sft_loss
 from rlframe.learner.update import (in_row_order, loss_scales, minibatches, needs_old_logprobs, regroup, run_updates,
                                     sequence_kl, token_kl)
 from rlframe.models.loading import DTYPES, load_policy, takes_logits_to_keep
-from rlframe.models.logprobs import token_logprobs
+from rlframe.models.logprobs import window_logprobs
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
 from rlframe.models.shared_prefix import PackedPrefix, pack_micro_batch, rope_index, window_logits
 from rlframe.registry import import_plugin
@@ -76,7 +75,6 @@ class LearnerWorker:
             torch.set_num_threads(cfg.torch_threads)
         self.engine = None
         self.ref = None
-        self._keeps: bool | None = None   # whether the model takes logits_to_keep (`_logits`)
         self._pending: tuple | None = None   # score_batch -> rl_step: micro-batches, ref and old log-probs
         self._exported: list[torch.Tensor] = []   # cuda_ipc: alive until the generators have loaded them
 
@@ -182,15 +180,13 @@ class LearnerWorker:
 
     def _logits(self, module: Any, mb: TrainBatch) -> tuple[torch.Tensor, int]:
         """The logits of the columns from `mb.loss_start()` on, and that column (`window_logits`)."""
-        if self._keeps is None:
-            self._keeps = takes_logits_to_keep(self.engine.module)
-        return window_logits(module, mb, self._packed(mb), DTYPES[self.dtype], self._keeps,
-                             **batch_vision_kwargs(self.engine.module.config, mb))
+        packed = self._packed(mb)   # a packed VLM row carries its own images; padded rows take the batch's
+        padded = {} if packed is not None else batch_vision_kwargs(self.engine.module.config, mb)
+        return window_logits(module, mb, packed, DTYPES[self.dtype], takes_logits_to_keep(self.engine.module),
+                             **padded)
 
     def _logprobs(self, module: Any, mb: TrainBatch, temperature: float) -> torch.Tensor:
-        """[B, L-1] log-probs of the micro-batch's tokens (0 before `loss_start`)."""
-        logits, start = self._logits(module, mb)
-        return F.pad(token_logprobs(logits, mb.input_ids[:, 1 + start:], temperature), (start, 0))
+        return window_logprobs(*self._logits(module, mb), mb.input_ids, temperature)
 
     def sum_over_ranks(self, values: list[float], op: str = "SUM") -> list[float]:
         """Element-wise sums (or maxima: op MAX) over the data-parallel ranks, one all-reduce: the loss normalisers

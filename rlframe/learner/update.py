@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from rlframe.config.schema import AlgorithmConfig
 from rlframe.data.batching import TrainBatch, split_even, token_micro_batches
 from rlframe.learner.losses import KL_ESTIMATORS, agg_units, masked_mean, mismatch_weights, policy_loss, value_loss
-from rlframe.models.logprobs import token_logprobs
+from rlframe.models.logprobs import window_logprobs
 from rlframe.models.shared_prefix import prompt_groups
 
 # micro-batch -> (logits [B, L-1-start, V] of the columns start.., start): column t scores token t+1; the columns
@@ -175,7 +175,7 @@ def run_updates(engine: Any, forward: Forward, minis: list[list[TrainBatch]], re
             for j, mb in enumerate(mini):
                 engine.set_gradient_accumulation_boundary(j == len(mini) - 1)
                 logits, start = forward(mb)
-                logp = F.pad(token_logprobs(logits, mb.input_ids[:, 1 + start:], temperature), (start, 0))
+                logp = window_logprobs(logits, start, mb.input_ids, temperature)
                 old = olds[i][j] if olds is not None else logp.detach()
                 weights, m = None, {}
                 if mb.sample_logp is not None:   # the generator's log-probs: the behaviour policy

@@ -1,6 +1,7 @@
 """Loading a policy folder: a causal LM, or a vision-language model (Qwen2.5-VL) when the folder holds one."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,16 @@ def is_vision_language(model_path: str | Path) -> bool:
 def takes_logits_to_keep(model: Any) -> bool:
     """Whether the model's forward computes logits for chosen positions only (`logits_to_keep`, transformers'
     causal LMs and VLMs); a DeepSpeed engine or a PEFT wrapper is looked through."""
-    import inspect
-
     model = getattr(model, "module", model)
     model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(type(model).forward).parameters
+    return _forward_takes(type(model), "logits_to_keep")
+
+
+@functools.cache
+def _forward_takes(cls: type, name: str) -> bool:   # once per model class: the learners ask per micro-batch
+    import inspect
+
+    return name in inspect.signature(cls.forward).parameters
 
 
 def load_policy(model_path: str, dtype: Any = torch.float32) -> Any:

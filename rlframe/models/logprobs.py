@@ -10,3 +10,10 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
     if temperature != 1.0:
         logits = logits / temperature
     return torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+
+
+def window_logprobs(logits: torch.Tensor, start: int, input_ids: torch.Tensor, temperature: float = 1.0
+                    ) -> torch.Tensor:
+    """[B, L-1] log-probs of input_ids[:, 1:] from the logits of the columns `start`.. only (0 before `start`,
+    where no loss reads): the layout every per-token tensor of a learner micro-batch has."""
+    return torch.nn.functional.pad(token_logprobs(logits, input_ids[:, 1 + start:], temperature), (start, 0))

@@ -7,14 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from rlframe.config.schema import AlgorithmConfig, MismatchConfig
 from rlframe.data.batching import TrainBatch, collate
 from rlframe.learner.losses import agg_units
 from rlframe.learner.update import (entropy, in_row_order, loss_scales, minibatches, needs_old_logprobs, regroup,
                                     run_updates, sequence_kl)
-from rlframe.models.logprobs import token_logprobs
+from rlframe.models.logprobs import window_logprobs
 
 VOCAB = 11
 
@@ -34,11 +33,7 @@ class TinyLM(torch.nn.Module):
 
 @torch.no_grad()
 def logprobs(forward, mbs: list[TrainBatch], temperature: float) -> list[torch.Tensor]:
-    out = []
-    for mb in mbs:
-        logits, start = forward(mb)
-        out.append(F.pad(token_logprobs(logits, mb.input_ids[:, 1 + start:], temperature), (start, 0)))
-    return out
+    return [window_logprobs(*forward(mb), mb.input_ids, temperature) for mb in mbs]
 
 
 class TorchEngine:
