@@ -22,6 +22,7 @@ PURE = ("rlframe.errors", "rlframe.registry", "rlframe.config.schema", "rlframe.
         "rlframe.data.rollout_batch", "rlframe.data.sampler", "rlframe.trainer.schedule", "rlframe.trainer.run_state",
         "rlframe.trainer.metrics", "rlframe.weight_sync.buckets", "rlframe.models.logprobs",
         "rlframe.tasks.preference.parser", "rlframe.tasks.preference.rewards", "rlframe.tasks.registry",
+        "rlframe.models.cpu_attention",
         "rlframe.rng", "rlframe.trainer.checkpoint", "rlframe.config.secrets", "rlframe.trainer.dapo")
 HEAVY = ("ray", "deepspeed", "vllm", EXAMPLE)
 
@@ -145,6 +146,7 @@ def test_files_and_package_stay_readable():
     # (10,000 at the end of 2026-12-01; the shared-prefix forward took it over; the CUDA IPC transport, shared
     # packed rows, token-balanced ranks and update-wide loss normalisation to 10,560 on 2026-12-03, micro-batches
     # by a token budget to 10,650; padding-free SFT rows, no-grad micro-batches and packed Qwen2.5-VL rows to
-    # 10,740 on 2026-12-06; the logits window and the generator's engine clock to 10,840 the same day). The anchors
-    # (EasyR1, OpenRLHF) are 10-12k lines: this budget keeps us at the low end of them.
-    assert sum(sizes.values()) < 10900
+    # 10,740 on 2026-12-06; the logits window and the generator's engine clock to 10,840 the same day; the CPU
+    # attention with a matrix-multiply backward and the update's forward/backward/optimizer clocks to 10,950 on
+    # 2026-12-06). The anchors (EasyR1, OpenRLHF) are 10-12k lines: this budget keeps us at the low end of them.
+    assert sum(sizes.values()) < 11000

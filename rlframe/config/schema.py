@@ -230,7 +230,8 @@ class LearnerConfig:
     # padded rows); SFT and the critic too
     packing: bool = True
     # torch.compile (inductor, dynamic shapes) the policy and reference forward, and so the backward: fused
-    # elementwise ops. The first step pays the compile (about a minute on 2 CPU cores for a 19M model).
+    # elementwise ops. The first step pays the compile (about a minute on 2 CPU cores for a 19M model). On CPU in
+    # bf16/fp16 the policy's attention also takes a matrix-multiply backward (rlframe/models/cpu_attention.py).
     # Tested with ZeRO-2 (tests/integration/test_learners.py); ZeRO-3 is DeepSpeed's compile support, untested here.
     compile: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)

@@ -27,6 +27,7 @@ from rlframe.learner.lora import AdapterOff, merged_sources, save_merged_and_ada
 from rlframe.learner.losses import sft_loss
 from rlframe.learner.update import (in_row_order, loss_scales, minibatches, needs_old_logprobs, regroup, run_updates,
                                     sequence_kl, token_kl)
+from rlframe.models.cpu_attention import NAME as CPU_SDPA, use_cpu_sdpa
 from rlframe.models.loading import DTYPES, load_policy, takes_logits_to_keep
 from rlframe.models.logprobs import window_logprobs
 from rlframe.models.multimodal import batch_vision_kwargs, collate_images
@@ -114,6 +115,8 @@ class LearnerWorker:
 
             hf_ds = HfDeepSpeedConfig(ds_cfg)  # noqa: F841 (must stay alive during from_pretrained)
         model = self.build_model(model_path, DTYPES[dtype])
+        if self.cfg.compile and not gpu and dtype != "float32":   # its gain needs inductor and bf16 multiplies
+            use_cpu_sdpa(model)
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -138,7 +141,8 @@ class LearnerWorker:
         del hf_ds
         release(model_path, ref_path)
         return {"rank": self.rank, "backend": backend, "seconds": time.perf_counter() - t0,
-                "params": sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters())}
+                "params": sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters()),
+                "attention": getattr(model.config, "_attn_implementation", None)}
 
     # ---------------------------------------------------------------- helpers
     def build_model(self, model_path: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -168,10 +172,10 @@ class LearnerWorker:
         return regroup(minis, parts, [fn(mb) for mb in parts])
 
     def _packs(self) -> bool:
-        """Whether micro-batches take the packed forward (learner.packing): eager or SDPA attention, and a VLM
-        only if it gives its own rotary positions (Qwen2.5-VL)."""
+        """Whether micro-batches take the packed forward (learner.packing): eager or SDPA attention (rlframe's CPU
+        one included), and a VLM only if it gives its own rotary positions (Qwen2.5-VL)."""
         module = self.engine.module
-        return (self.cfg.packing and module.config._attn_implementation in ("sdpa", "eager")
+        return (self.cfg.packing and module.config._attn_implementation in ("sdpa", "eager", CPU_SDPA)
                 and (getattr(module.config, "vision_config", None) is None or rope_index(module) is not None))
 
     def _packed(self, mb: TrainBatch) -> PackedPrefix | None:

@@ -9,6 +9,7 @@ and micro-batch counts), which keeps ZeRO-3's collectives in lockstep.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -169,11 +170,13 @@ def run_updates(engine: Any, forward: Forward, minis: list[list[TrainBatch]], re
     (the logged loss is each micro-batch's own mean)."""
     sums: dict[str, float] = {}
     grad_norms, count = [], 0
+    clock = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     mm = algo.mismatch
     for _ in range(algo.epochs):
         for i, mini in enumerate(minis):
             for j, mb in enumerate(mini):
                 engine.set_gradient_accumulation_boundary(j == len(mini) - 1)
+                t0 = time.perf_counter()
                 logits, start = forward(mb)
                 logp = window_logprobs(logits, start, mb.input_ids, temperature)
                 old = olds[i][j] if olds is not None else logp.detach()
@@ -185,8 +188,14 @@ def run_updates(engine: Any, forward: Forward, minis: list[list[TrainBatch]], re
                                        ref_logp=refs[i][j], kl_coef=algo.kl_coef if algo.kl_in == "loss" else 0.0,
                                        kl_estimator=algo.kl_estimator, agg=algo.loss_agg, norm_len=norm_len,
                                        loss_fn=algo.policy_loss, dual_clip_c=algo.dual_clip_c, weights=weights)
+                t1 = time.perf_counter()
                 engine.backward(loss * scales[i][j] if scales is not None else loss)
+                t2 = time.perf_counter()
                 engine.step()
+                t3 = time.perf_counter()
+                clock["forward"] += t1 - t0
+                clock["backward"] += t2 - t1
+                clock["optimizer"] += t3 - t2
                 m.update(lm)
                 m["entropy"] = masked_mean(entropy(logits, temperature), mb.loss_mask[:, start:].to(logp.dtype)).item()
                 for k, v in m.items():
@@ -195,4 +204,5 @@ def run_updates(engine: Any, forward: Forward, minis: list[list[TrainBatch]], re
             grad_norms.append(float(engine.get_global_grad_norm() or 0.0))
     out = {k: v / max(count, 1) for k, v in sums.items()}
     out["actor/grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
+    out.update({f"timing/{k}": v for k, v in clock.items()})
     return out
