@@ -18,15 +18,16 @@ WORLD = 2
 
 def start_learners(ray, start_role, model_dir: str, stage: int, ref: bool, lr: float = 1e-2,
                    compile: bool = False, micro_batch_tokens: int | None = None,
-                   forward_micro_batch_tokens: int | None = None) -> ActorGroup:
+                   forward_micro_batch_tokens: int | None = None, dtype: str = "float32") -> ActorGroup:
     cfg = LearnerConfig(world_size=WORLD, zero_stage=stage, lr=lr, micro_batch_size=4, num_cpus_per_worker=0.5,
                         compile=compile, micro_batch_tokens=micro_batch_tokens,
                         forward_micro_batch_tokens=forward_micro_batch_tokens)
     group = start_role("learner", LearnerWorker, WORLD, [(r, WORLD, cfg, ".cache") for r in range(WORLD)],
                        per_rank_args=True)
     addr, port = ray.get(group.actors[0].master_address.remote())
-    infos = group.run("setup", addr, port, model_dir, "float32", 2, model_dir if ref else None)
+    infos = group.run("setup", addr, port, model_dir, dtype, 2, model_dir if ref else None)
     assert [i["backend"] for i in infos] == ["gloo", "gloo"]
+    group.setup_infos = infos
     return group
 
 
@@ -254,3 +255,26 @@ def test_compiled_learners_match_the_eager_ones(ray_session, start_role, tiny_mo
     for name, t in w0.items():
         # Adam turns float32 rounding differences into up to ~3% of a step's update (lr 1e-2) on a few elements
         torch.testing.assert_close(w1[name], t, rtol=0, atol=5e-4, msg=name)
+
+
+def test_compiled_bf16_learners_take_the_cpu_attention_and_match_the_eager_ones(ray_session, start_role,
+                                                                                tiny_model_dir):
+    """On CPU, compiled bf16 learners switch the policy to rlframe's attention (matrix-multiply backward) and keep the
+    packed layout; a GRPO step gives the eager bf16 learners' loss, KL and gradient norm within bf16 rounding."""
+    from rlframe.models.cpu_attention import NAME
+
+    ray = ray_session
+    runs = {}
+    for compiled in (False, True):
+        group = start_learners(ray, start_role, tiny_model_dir, 2, ref=True, compile=compiled, dtype="bfloat16")
+        rl = ray.get(group.call_each("rl_step", [(sh, 1e-2, AlgorithmConfig(kl_coef=0.04), 1.0)
+                                                 for sh in shards(grpo_batch())]))
+        packs = ray.get([a.__ray_call__.remote(lambda w: w._packs()) for a in group.actors])
+        runs[compiled] = [i["attention"] for i in group.setup_infos], packs, rl
+    assert runs[False][:2] == (["sdpa", "sdpa"], [True, True])
+    assert runs[True][:2] == ([NAME, NAME], [True, True])
+    for eager, compiled in zip(runs[False][2], runs[True][2]):
+        assert compiled["timing/backward"] > 0 and compiled["timing/forward"] > 0
+        assert compiled["loss"] == pytest.approx(eager["loss"], rel=0.02)
+        assert compiled["actor/grad_norm"] == pytest.approx(eager["actor/grad_norm"], rel=0.05)
+        assert eager["actor/grad_norm"] > 1e-3 and abs(compiled["kl"] - eager["kl"]) < 1e-5
