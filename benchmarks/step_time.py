@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import base_parser, emit, interleave, new_figure, ratio, save_plot, summarize  # noqa: E402
 
 PHASES = ("generate", "reward", "reward_compute", "reward_wait", "ref", "train", "weight_sync")  # absent ones read 0
+UPDATE = ("forward", "backward", "optimizer")   # the train phase's split (the slowest rank's)
 # rlframe as a long run would be set up: vLLM's compiled decode and torch.compile'd learner forwards. Both
 # compile once (start-up and the first step, which are reported apart). --quick leaves them out: they would add
 # 30-60 s to each smoke run; tests/integration/test_learners.py checks learner.compile against eager learners.
@@ -95,7 +96,7 @@ def run_rlframe(spec: dict) -> dict:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r.get("stage") == "grpo"]
     return {"step_seconds": [r["timing/step"] for r in steps], "total_seconds": total,
-            "phases": {ph: [r.get(f"timing/{ph}", 0.0) for r in steps] for ph in PHASES},
+            "phases": {ph: [r.get(f"timing/{ph}", 0.0) for r in steps] for ph in PHASES + UPDATE},
             "response_length": [r["response_length"] for r in steps], "memory_mb": mem.report()}
 
 
@@ -221,7 +222,8 @@ def main() -> int:
     startup = {k: summarize([r["total_seconds"] - sum(r["step_seconds"]) for r in v]) for k, v in runs.items()}
     first = {k: summarize([r["step_seconds"][0] for r in v]) for k, v in runs.items()}   # warm-up, compiles
     phases = {ph: summarize([statistics_median(r["phases"][ph][1:] or r["phases"][ph]) for r in runs["rlframe"]])
-              for ph in PHASES}
+              for ph in PHASES + UPDATE}
+    update = {ph: phases.pop(ph) for ph in UPDATE}
     memory = {k: {role: max(r["memory_mb"].get(role, 0.0) for r in v) for role in v[0]["memory_mb"]}
               for k, v in runs.items()}
     figures = ", ".join(f"{k} {step[k]['median']:.2f} s/step" for k in runs)
@@ -230,6 +232,7 @@ def main() -> int:
                                         "prompt_tokens", "device", "dtype", "overrides")}
         | {"repeats": args.repeats, "quick": args.quick, "baseline": args.baseline},
         "seconds_per_step": step, "startup_seconds": startup, "first_step_seconds": first, "rlframe_phases": phases,
+        "rlframe_update": update,
         "response_length": {k: summarize([statistics_median(r["response_length"]) for r in v])
                             for k, v in runs.items()},
         "load_avg_1m": {k: [r["load_avg_1m"] for r in v] for k, v in runs.items()},

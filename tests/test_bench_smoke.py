@@ -40,6 +40,9 @@ def check_step_time(rec: dict) -> None:
     assert _positive(rec["trl_over_rlframe_step_time"])
     phases = rec["rlframe_phases"]
     assert _positive(phases["train"]["median"]) and _positive(phases["generate"]["median"])
+    update = rec["rlframe_update"]   # the train phase's forward, backward and optimizer step
+    assert all(_positive(update[k]["median"]) for k in ("forward", "backward", "optimizer"))
+    assert sum(update[k]["median"] for k in update) <= phases["train"]["median"] * 1.01
 
 
 def check_reward_throughput(rec: dict) -> None:
