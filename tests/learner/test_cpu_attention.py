@@ -116,6 +116,21 @@ def test_every_case_it_does_not_serve_goes_to_sdpa(monkeypatch):
     assert len(used) == model.config.num_hidden_layers
 
 
+def test_dropout_and_a_position_bias_go_to_sdpa(monkeypatch):
+    import transformers.integrations.sdpa_attention as sdpa
+
+    served, fell = [], []
+    monkeypatch.setattr(FlashForwardMatmulBackward, "apply", lambda *a: served.append(1) or a[0])
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *a, **kw: fell.append(kw) or ("sdpa", None))
+    module = SimpleNamespace(num_key_value_groups=1, is_causal=True)
+    q, k, v = qkv()
+    assert cpu_attention.cpu_sdpa_attention(module, q, k, v, None, dropout=0.1)[0] == "sdpa"
+    assert cpu_attention.cpu_sdpa_attention(module, q, k, v, None, position_bias=torch.zeros(1))[0] == "sdpa"
+    assert served == [] and fell[0]["dropout"] == 0.1 and fell[1]["position_bias"] is not None
+    out, _ = cpu_attention.cpu_sdpa_attention(module, q, k, v, None)   # neither: served here
+    assert served == [1] and len(fell) == 2 and out.shape == (2, 40, 3, 16)
+
+
 def test_the_learner_keeps_the_packed_layout_with_it():
     """learner.packing chooses the packed forward by attention implementation: this one takes its 4-D mask (when it
     did not, the micro-batches silently went back to padded rows and the step got slower)."""
