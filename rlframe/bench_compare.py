@@ -8,6 +8,7 @@ falls below the baseline by more than the larger of that noise and ``--tolerance
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 import subprocess
 from pathlib import Path
@@ -19,6 +20,24 @@ def machine_class(rec: dict[str, Any]) -> str:
     hw = (rec.get("env") or {}).get("hardware") or rec.get("machine") or {}
     cpus = hw.get("cpu_count", hw.get("cpus"))
     return f"{hw.get('cpu', '?')}/{cpus}cpu/{round(float(hw.get('ram_gib') or 0))}GiB/{hw.get('gpu') or 'nogpu'}"
+
+
+# options that change how often or where a benchmark runs, not what it measures
+NOT_WHAT = ("--repeats", "--results-dir")
+
+
+def command_key(command: str | None) -> tuple[tuple[str, ...], frozenset[tuple[str, ...]]]:
+    """A benchmark command as what it measures: the program words, then its options and overrides in any order,
+    without `NOT_WHAT` (`--repeats 5 --dtype bfloat16` is a baseline for `--dtype bfloat16 --repeats 3`)."""
+    words = shlex.split(command or "")
+    i = next((n for n, w in enumerate(words) if w.startswith("-") or "=" in w), len(words))
+    groups, rest = [], words[i:]
+    while rest:
+        takes_value = rest[0].startswith("--") and len(rest) > 1 and not rest[1].startswith("-") and "=" not in rest[1]
+        group, rest = tuple(rest[:2] if takes_value else rest[:1]), rest[2 if takes_value else 1:]
+        if group[0] not in NOT_WHAT:
+            groups.append(group)
+    return tuple(words[:i]), frozenset(groups)
 
 
 def ratios(rec: dict[str, Any]) -> dict[str, float]:
@@ -91,7 +110,8 @@ def compare_dir(results: Path, ref: str = "HEAD", tolerance: float = 0.1) -> lis
             base_recs = base_recs[:-1]
         cls = machine_class(latest)
         # the same machine class and the same command (a run with other sizes or options is not a baseline)
-        same = [r for r in base_recs if machine_class(r) == cls and r.get("command") == latest.get("command")]
+        key = command_key(latest.get("command"))
+        same = [r for r in base_recs if machine_class(r) == cls and command_key(r.get("command")) == key]
         status = {"benchmark": path.stem, "machine": cls}
         if not ratios(latest):
             continue   # no ratio figures (e.g. learning tables): nothing to gate

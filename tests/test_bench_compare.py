@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from rlframe.bench_compare import compare_dir, format_report, noise
+from rlframe.bench_compare import command_key, compare_dir, format_report, noise
 
 HW = {"cpu": "AMD EPYC", "cpu_count": 2, "ram_gib": 23.5, "gpu": None}
 
@@ -49,6 +49,16 @@ def test_other_machines_and_other_commands_are_not_baselines(tmp_path):
     report = compare_dir(repo(tmp_path, [rec(9.0, hw=gpu), rec(9.0, command="rlframe bench step_time --x")],
                               [rec(1.0)]))
     assert report[0]["rows"] == [] and "no committed baseline" in report[0]["note"]
+
+
+def test_the_same_options_in_another_order_or_with_other_repeats_are_a_baseline(tmp_path):
+    base = "rlframe bench step_time --repeats 3 --dtype bfloat16 --no-trl learner.zero_stage=1"
+    latest = "rlframe bench step_time --no-trl learner.zero_stage=1 --dtype bfloat16 --repeats 5 --results-dir /r"
+    report = compare_dir(repo(tmp_path, [rec(2.0, command=base)], [rec(1.0, command=latest)]))
+    assert report[0]["rows"][0]["baseline"] == 2.0 and report[0]["rows"][0]["regressed"]
+    for other in ("rlframe bench step_time --dtype float32", "rlframe bench step_time --dtype bfloat16 --no-trl",
+                  "rlframe bench rollout --dtype bfloat16 --no-trl learner.zero_stage=1"):
+        assert command_key(other) != command_key(base)
 
 
 def test_without_a_new_run_the_last_two_committed_runs_are_compared(tmp_path):
