@@ -34,11 +34,11 @@ def mean(values: list[float]) -> float:
 
 
 def merge_ranks(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """Learner metrics of every rank: values averaged, `timing/*` the slowest rank's."""
+    """Learner metrics of every rank: values averaged, `timing/*` the slowest rank's (rounded as the driver's own)."""
     out = {}
     for k in per_rank[0]:
         values = [d[k] for d in per_rank]
-        out[k] = max(values) if k.startswith("timing/") else mean(values)
+        out[k] = round(max(values), 4) if k.startswith("timing/") else mean(values)
     return out
 
 
