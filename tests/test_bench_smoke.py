@@ -42,7 +42,9 @@ def check_step_time(rec: dict) -> None:
     assert _positive(phases["train"]["median"]) and _positive(phases["generate"]["median"])
     update = rec["rlframe_update"]   # the train phase's forward, backward and optimizer step
     assert all(_positive(update[k]["median"]) for k in ("forward", "backward", "optimizer"))
-    assert sum(update[k]["median"] for k in update) <= phases["train"]["median"] * 1.01
+    # each figure is the slowest rank's, and each a median over steps: their sum may pass train's own (the slowest
+    # rank's whole update) by the ranks' and steps' spread (2% measured on a quick run), not by a whole phase
+    assert sum(update[k]["median"] for k in update) <= phases["train"]["median"] * 1.1
 
 
 def check_reward_throughput(rec: dict) -> None:
