@@ -29,7 +29,8 @@ NOT_WHAT = ("--repeats", "--results-dir")
 def command_key(command: str | None) -> tuple[tuple[str, ...], frozenset[tuple[str, ...]]]:
     """A benchmark command as what it measures: the program words, then its options and overrides in any order,
     without `NOT_WHAT` (`--repeats 5 --dtype bfloat16` is a baseline for `--dtype bfloat16 --repeats 3`)."""
-    words = shlex.split(command or "")
+    words = [part for w in shlex.split(command or "")   # `--repeats=5` as `--repeats 5`
+             for part in (w.split("=", 1) if w.startswith("--") and "=" in w else [w])]
     i = next((n for n, w in enumerate(words) if w.startswith("-") or "=" in w), len(words))
     groups, rest = [], words[i:]
     while rest:

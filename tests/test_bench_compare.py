@@ -56,6 +56,8 @@ def test_the_same_options_in_another_order_or_with_other_repeats_are_a_baseline(
     latest = "rlframe bench step_time --no-trl learner.zero_stage=1 --dtype bfloat16 --repeats 5 --results-dir /r"
     report = compare_dir(repo(tmp_path, [rec(2.0, command=base)], [rec(1.0, command=latest)]))
     assert report[0]["rows"][0]["baseline"] == 2.0 and report[0]["rows"][0]["regressed"]
+    assert command_key(base) == command_key("rlframe bench step_time --dtype=bfloat16 --repeats=2 --no-trl "
+                                            "learner.zero_stage=1")
     for other in ("rlframe bench step_time --dtype float32", "rlframe bench step_time --dtype bfloat16 --no-trl",
                   "rlframe bench rollout --dtype bfloat16 --no-trl learner.zero_stage=1"):
         assert command_key(other) != command_key(base)
