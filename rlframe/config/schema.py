@@ -336,6 +336,10 @@ class WeightSyncConfig:
     # is under half a bucket; generators patch their copy, the checksum covers the full result. Costs learner
     # rank 0 one more host copy of the weights
     delta: bool = False
+    # collective transport over gloo (CPU): when learner rank 0 and every generator share a machine, the buckets
+    # go through one file in /dev/shm that the generators map, and the sockets carry only which bucket is ready;
+    # false, or a generator that cannot map the file: the bytes go through gloo's sockets. Not used by delta syncs
+    shared_memory: bool = True
     # compare the generator's log-probs on a probe sequence with the learner's every N syncs (0 = never)
     probe_every: int = 0
     # largest |log-prob difference| allowed on the probe; null: by model.dtype (1e-3 float32, 0.5 bf16/fp16,

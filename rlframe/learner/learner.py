@@ -301,10 +301,11 @@ class LearnerWorker:
     def sync_plan(self, bucket_mb: float) -> SyncPlan:
         return make_plan(self.sync_sources(), int(bucket_mb * 2**20))
 
-    def send_weights(self, plan: SyncPlan, checksum: bool, delta: bool = False) -> SendReport | None:
+    def send_weights(self, plan: SyncPlan, checksum: bool, delta: bool = False,
+                     shared_memory: bool = True) -> SendReport | None:
         """Broadcast the full weights bucket by bucket (all ranks must call; rank 0 returns the report)."""
         return send(getattr(self, "sync_group", None), self.sync_sources(), plan, self.rank,
-                    self.cfg.zero_stage == 3, checksum, delta)
+                    self.cfg.zero_stage == 3, checksum, delta, shared_memory)
 
     def export_ipc(self, checksum: bool) -> cuda_ipc.IpcExport:
         """CUDA IPC handles of the full weights on this rank's GPU (transport cuda_ipc; all ranks must call)."""

@@ -6,10 +6,14 @@ Pipelined both ways: rank 0 gathers and packs bucket k+1 while bucket k is in fl
 receives bucket k+1 while its engine loads bucket k. Each bucket is hashed with xxh3 when it is packed and
 when it arrives (xxh3 runs at many times memcpy's speed, so verification costs little next to the copy);
 the driver compares the per-bucket digests, so a corrupted or missing bucket fails the run, naming it.
+When learner rank 0 and every generator share a machine, the bytes go through shared memory instead of the
+gloo group's sockets (shared_memory.py; `weight_sync.shared_memory`).
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,7 +22,10 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from rlframe.weight_sync import shared_memory
 from rlframe.weight_sync.buckets import SyncSource, plan_buckets
+
+log = logging.getLogger("rlframe")
 
 ALIGN = 64   # every tensor starts on a 64-byte boundary of its bucket (so the uint8 -> dtype view is legal)
 
@@ -112,6 +119,68 @@ class SyncGroup:
         self.rank, self.world, self.backend = rank, world, backend
         self._buffers: dict[int, torch.Tensor] = {}
         self.previous: dict[int, torch.Tensor] = {}   # delta sync: what the generators hold, per bucket
+        self.region: shared_memory.Region | None = None   # rank 0: its shared-memory file; a generator: its mapping
+        self.refused = False     # rank 0: shared memory failed once in this group; it keeps to the sockets
+        self.shared = False      # this sync's buckets lie in `region` (the sockets carry only their numbers)
+        self.offsets: list[int] = []
+
+    def negotiate(self, plan: SyncPlan, want: bool) -> bool:
+        """At the start of every sync over gloo (both ends call it): rank 0 offers its shared-memory file, made or
+        grown for `plan`, or nothing (delta syncs); it is used when every generator has it mapped. The all-reduce
+        is also the barrier that keeps rank 0 from packing into the file while a generator still reads the last
+        sync from it."""
+        import torch.distributed as dist
+
+        self.shared = False
+        if self.backend != "gloo":
+            return False
+        need, offer = sum(plan.sizes), None
+        if self.rank == 0 and want and not self.refused:
+            if self.region is None or self.region.data.numel() < need:
+                self.region = None
+                made = shared_memory.create(need)
+                if isinstance(made, str):
+                    log.warning("weight sync: no shared memory (%s); the buckets go through gloo's sockets", made)
+                    self.refused = True
+                else:
+                    self.region, offer = made
+            if self.region is not None:
+                offer = {**(offer or {"path": "", "token": self.region.token}), "size": need}
+        msg = shared_memory.encode(offer)
+        self.broadcast(msg).wait()
+        offer = shared_memory.decode(msg)
+        ok = offer is not None
+        if ok and self.rank != 0:
+            got = shared_memory.attach(offer, self.region)
+            if isinstance(got, str):
+                log.warning("weight sync: cannot map learner rank 0's shared memory (%s); the buckets go through "
+                            "gloo's sockets", got)
+                ok = False
+            else:
+                self.region = got
+        flag = torch.tensor([int(ok)], dtype=torch.int32)
+        opts = dist.AllreduceOptions()
+        opts.reduceOp = dist.ReduceOp.MIN
+        self.pg.allreduce([flag], opts).wait()
+        if self.rank == 0 and offer and offer["path"]:
+            shared_memory.unlink(offer["path"])   # every generator that could map it has: nothing to leak
+        if offer is not None and not int(flag):
+            self.region, self.refused = None, self.rank == 0
+            return False
+        self.shared = offer is not None
+        self.offsets = [0, *itertools.accumulate(plan.sizes)][:-1]
+        return self.shared
+
+    def bucket(self, k: int, size: int, device: str | torch.device, sending: bool) -> torch.Tensor:
+        """Where bucket k is packed (rank 0) or lands (a generator): its place in the shared file, else a buffer
+        of this process (rank 0 reuses two, one packing and one in flight)."""
+        if self.shared:
+            return self.region.data[self.offsets[k]:self.offsets[k] + size]
+        return self.buffer(k % 2 if sending else k, size, device)
+
+    def transfer(self, k: int, buf: torch.Tensor) -> Any:
+        """Send (rank 0) or receive bucket k: its bytes over the sockets, or only its number when it is shared."""
+        return self.broadcast(torch.tensor([k], dtype=torch.int64) if self.shared else buf)
 
     def buffer(self, key: int, size: int, device: str | torch.device = "cpu") -> torch.Tensor:
         if torch.device(device).type != "cpu":   # the CUDA caching allocator already reuses memory
@@ -208,6 +277,7 @@ class SendReport:
     seconds: float = 0.0
     sent_bytes: int = 0           # on the wire (under delta sync, less than `bytes` when few words changed)
     changed_words: int = 0        # delta sync: 2-byte words that differ from the last sync (all, the first time)
+    shared_memory: bool = False   # the buckets went through shared memory (sent_bytes: the sockets' signals only)
 
 
 @dataclass
@@ -220,20 +290,23 @@ class Received:
 
 
 def send(group: SyncGroup | None, sources: Sequence[SyncSource], plan: SyncPlan, rank: int, zero3: bool,
-         checksum: bool, delta: bool = False) -> SendReport | None:
+         checksum: bool, delta: bool = False, shared: bool = True) -> SendReport | None:
     """Every learner rank calls (ZeRO-3 gathers are collective); rank 0 broadcasts, keeping two buckets in flight
-    (one at a time under delta sync, whose message sizes are only known once a bucket is compared)."""
+    (one at a time under delta sync, whose message sizes are only known once a bucket is compared). `shared`:
+    offer the generators shared memory (used when all of them can map it)."""
     t0 = time.perf_counter()
     by_name = {s.name: s for s in sources}
     report, inflight = SendReport(), deque()
     device = next(iter(sources)).params[0].device if group is not None and group.backend == "nccl" else "cpu"
+    if rank == 0:
+        report.shared_memory = group.negotiate(plan, shared and not delta)
     for k, (slots, size) in enumerate(zip(plan.buckets, plan.sizes)):
         group_sources = [by_name[s.name] for s in slots]
         unique = list({id(p): p for src in group_sources for p in src.params}.values())
         g0 = time.perf_counter()
         with gathered(unique, zero3):
             if rank == 0:
-                buf = pack([src.full() for src in group_sources], slots, group.buffer(k % 2, size, device))
+                buf = pack([src.full() for src in group_sources], slots, group.bucket(k, size, device, True))
         if rank != 0:
             continue
         h0 = time.perf_counter()
@@ -245,8 +318,8 @@ def send(group: SyncGroup | None, sources: Sequence[SyncSource], plan: SyncPlan,
             sent, changed = delta_send(group, k, buf)
             report.sent_bytes, report.changed_words = report.sent_bytes + sent, report.changed_words + changed
             continue
-        inflight.append((group.broadcast(buf), buf))
-        report.sent_bytes += size
+        inflight.append((group.transfer(k, buf), buf))
+        report.sent_bytes += 8 if report.shared_memory else size
         if len(inflight) > 1:
             inflight.popleft()[0].wait()
     while inflight:
@@ -260,10 +333,11 @@ def receive(group: SyncGroup, engine: Any, plan: SyncPlan, checksum: bool, devic
     """Stream the broadcast buckets into `engine.load_weights` (bucket k+1 arrives while bucket k loads, except
     under delta sync, where each bucket is rebuilt over its previous version first)."""
     got = Received()
+    group.negotiate(plan, False)   # rank 0's offer decides
 
     def post(k: int) -> tuple[torch.Tensor, Any]:
-        buf = group.buffer(k, plan.sizes[k], device)
-        return buf, group.broadcast(buf)
+        buf = group.bucket(k, plan.sizes[k], device, False)
+        return buf, group.transfer(k, buf)
 
     def stream() -> Iterator[tuple[str, torch.Tensor]]:
         pending = deque(post(k) for k in range(min(2, len(plan.buckets)))) if not delta else deque()

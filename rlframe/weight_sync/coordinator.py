@@ -24,7 +24,8 @@ class WeightSync:
     log-probs of a fixed sequence under the learner and under every generator must agree.
 
     Transport (`weight_sync.transport`): `collective` broadcasts packed tensor buckets from learner rank 0
-    over a process group of its own with the generators (collective.py); `object_store` puts pickled
+    over a process group of its own with the generators (collective.py; through shared memory when they share a
+    machine, `weight_sync.shared_memory`); `object_store` puts pickled
     buckets into Ray's object store; `auto` tries the group once per weight source and falls back to the
     object store (with a warning) when a generator cannot join it; `cuda_ipc` (colocated on GPUs) hands the
     generators CUDA IPC handles of the learners' tensors (cuda_ipc.py)."""
@@ -97,7 +98,7 @@ class WeightSync:
             self.plans[bucket] = learners.wait([learners.actors[0].sync_plan.remote(bucket)], "weight-sync plan",
                                                self.timeout_s, "weight_sync_s")[0]
         plan, check, delta = self.plans[bucket], self.cfg.checksum, self.cfg.delta
-        sends = learners.call("send_weights", plan, check, delta)
+        sends = learners.call("send_weights", plan, check, delta, self.cfg.shared_memory)
         recvs = generators.call("receive_weights", version, plan, check, delta)
         try:
             receipts = generators.wait(recvs, "weight load", self.timeout_s, "weight_sync_s")
@@ -113,7 +114,7 @@ class WeightSync:
         words = max(1, sum(plan.sizes) // 2)
         extra = {"weight_sync/sent_bytes": sent.sent_bytes,
                  "weight_sync/changed_fraction": round(sent.changed_words / words, 6)} if delta else {}
-        return {**extra, "weight_sync/bytes": sent.bytes, "weight_sync/gather_seconds": round(sent.gather_seconds, 4),
+        return {**extra, "weight_sync/bytes": sent.bytes, "weight_sync/shared_memory": int(sent.shared_memory), "weight_sync/gather_seconds": round(sent.gather_seconds, 4),
                 "weight_sync/send_seconds": round(sent.seconds, 4),
                 "weight_sync/load_seconds": round(slowest.seconds, 4),
                 "weight_sync/recv_wait_seconds": round(slowest.wait_seconds, 4),

@@ -66,4 +66,5 @@ def test_sync_makes_generators_match_learner(ray_session, start_role, tiny_model
         stats = sync.sync(learners, g, 9, (PROBE,))
         assert stats["weight_sync/bytes"] == info.bytes and stats["weight_sync/probe_max_abs_diff"] < 1e-3
         assert stats["weight_sync/send_seconds"] > 0
+        assert stats["weight_sync/shared_memory"] == 1   # one machine: the buckets went through /dev/shm
     assert generator_outputs() == [expected, expected]

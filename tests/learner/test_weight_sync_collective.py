@@ -2,6 +2,8 @@
 packing, per-bucket digests, and a real two-process gloo broadcast into an engine's load_weights."""
 from __future__ import annotations
 
+import glob
+import os
 import socket
 
 import pytest
@@ -9,9 +11,11 @@ import torch
 import torch.multiprocessing as mp
 
 from rlframe.errors import WeightSyncError
+from rlframe.weight_sync import collective, shared_memory
 from rlframe.weight_sync.buckets import Digest, SyncSource, plain_sources
 from rlframe.weight_sync.collective import (ALIGN, SyncGroup, check_digests, digest, make_plan, pack, receive,
                                             send, unpack)
+from rlframe.weight_sync.shared_memory import SHM_DIR
 
 
 def _params() -> list[tuple[str, torch.nn.Parameter]]:
@@ -79,31 +83,32 @@ def _fingerprint(named) -> str:
     return d.hexdigest()
 
 
-def _peer(rank: int, port: int, queue) -> None:
+def _peer(rank: int, port: int, queue, shared: bool = True) -> None:
     torch.set_num_threads(1)   # forked from pytest: no OpenMP pool in the child
     params = _params()
     group = SyncGroup("127.0.0.1", port, rank, 3, "gloo", 60)
     plan = make_plan(plain_sources(params), 1500)
-    for step in range(2):   # two syncs: the second reuses the buffers of the first
+    for step in range(2):   # two syncs: the second reuses the buffers (or the shared file) of the first
         if rank == 0:
             for _, p in params:
                 p.data.add_(step)
-            rep = send(group, plain_sources(params), plan, 0, False, True)
-            queue.put((rank, step, rep.digests, rep.bytes, _fingerprint(params)))
+            rep = send(group, plain_sources(params), plan, 0, False, True, shared=shared)
+            left = glob.glob(f"{SHM_DIR}/rlframe-weight-sync-{os.getpid()}-*")
+            queue.put((rank, step, rep.digests, (rep.bytes, rep.shared_memory, left), _fingerprint(params)))
         else:
             eng = _Engine()
             got = receive(group, eng, plan, True)
-            queue.put((rank, step, got.digests, plan.nbytes, _fingerprint(eng.loaded.items())))
+            queue.put((rank, step, got.digests, (plan.nbytes, group.shared, []), _fingerprint(eng.loaded.items())))
 
 
-def _run_peers(target, syncs: int) -> dict:
+def _run_peers(target, syncs: int, *extra) -> dict:
     """Learner rank 0 and two generators, each a forked process running `target`: {(rank, sync): result}."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("fork")   # torch is imported already: the peers start in milliseconds
     queue = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(r, port, queue)) for r in range(3)]
+    procs = [ctx.Process(target=target, args=(r, port, queue, *extra)) for r in range(3)]
     for p in procs:
         p.start()
     try:
@@ -115,15 +120,81 @@ def _run_peers(target, syncs: int) -> dict:
                 p.kill()
 
 
-def test_a_real_gloo_broadcast_reaches_every_generator_intact_twice():
-    got = _run_peers(_peer, 2)
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-memory", "sockets"])
+def test_a_real_gloo_broadcast_reaches_every_generator_intact_twice(shared):
+    got = _run_peers(_peer, 2, shared)
     for step in range(2):
-        digests, nbytes, weights = got[(0, step)]
+        digests, (nbytes, used, left), weights = got[(0, step)]
+        assert used == shared and left == []   # on one machine the file is used, and unlinked once mapped
         for r in (1, 2):
-            their_digests, their_bytes, loaded = got[(r, step)]
-            assert their_digests == digests and their_bytes == nbytes and len(digests) > 1
+            their_digests, (their_bytes, their_used, _), loaded = got[(r, step)]
+            assert their_digests == digests and their_bytes == nbytes and len(digests) > 1 and their_used == shared
             assert loaded == weights   # every tensor arrived with its name, dtype, shape and bytes
     assert got[(0, 0)][0] != got[(0, 1)][0]   # the weights changed between the syncs, and so did the digests
+
+
+def _unmappable_peer(rank: int, port: int, queue) -> None:
+    """Generator rank 2 cannot map the file (as on another machine): everyone keeps to the sockets."""
+    if rank == 2:
+        collective.shared_memory.attach = lambda offer, held: "not on this machine"
+    _peer(rank, port, queue)
+
+
+def test_a_generator_that_cannot_map_the_file_sends_everyone_back_to_the_sockets():
+    got = _run_peers(_unmappable_peer, 2)
+    for step in range(2):
+        digests, (_, used, left), weights = got[(0, step)]
+        assert not used and left == []
+        assert all(got[(r, step)][0] == digests and got[(r, step)][2] == weights for r in (1, 2))
+
+
+def _corrupting_peer(rank: int, port: int, queue) -> None:
+    """Learner rank 0 flips a byte of bucket 2 in the shared file after hashing it: the generators must see it."""
+    if rank == 0:
+        clean, seen = collective.digest, []
+
+        def digest_then_corrupt(buf):
+            d = clean(buf)
+            seen.append(d)
+            if len(seen) == 2:
+                buf[3] ^= 1
+            return d
+        collective.digest = digest_then_corrupt
+    params = _params()
+    group = SyncGroup("127.0.0.1", port, rank, 3, "gloo", 60)
+    plan = make_plan(plain_sources(params), 1500)
+    if rank == 0:
+        rep = send(group, plain_sources(params), plan, 0, False, True)
+        queue.put((rank, 0, rep.digests, rep.shared_memory, None))
+    else:
+        queue.put((rank, 0, receive(group, _Engine(), plan, True).digests, group.shared, None))
+
+
+def test_a_byte_changed_in_shared_memory_fails_the_digest_check():
+    got = _run_peers(_corrupting_peer, 1)
+    sent, used, _ = got[(0, 0)]
+    plan = make_plan(plain_sources(_params()), 1500)
+    assert used and all(got[(r, 0)][1] for r in (1, 2))
+    for r in (1, 2):
+        received = got[(r, 0)][0]
+        assert received[0] == sent[0] and received[1] != sent[1]
+        with pytest.raises(WeightSyncError, match=f"bucket 2 of {len(plan.buckets)}"):
+            check_digests(plan, sent, received, 1, f"rollout rank {r}")
+
+
+def test_no_room_in_dev_shm_or_a_namesake_file_is_a_reason_not_a_crash(tmp_path):
+    assert shared_memory.create(1 << 20, str(tmp_path / "absent")) == f"no {tmp_path / 'absent'}"
+    assert "the weights need" in shared_memory.create(1 << 60, str(tmp_path))   # more than any disk has free
+    region, offer = shared_memory.create(4096, str(tmp_path))
+    region.data[:5] = torch.arange(5, dtype=torch.uint8)
+    mapped = shared_memory.attach(offer, None)
+    assert torch.equal(mapped.data[:5], torch.arange(5, dtype=torch.uint8)) and mapped.data.numel() == 4096
+    assert shared_memory.attach(offer, mapped) is mapped   # already held: not mapped again
+    assert "another file" in shared_memory.attach({**offer, "token": "0" * 32}, None)
+    shared_memory.unlink(offer["path"])
+    assert "No such file" in shared_memory.attach(offer, None)
+    assert shared_memory.decode(shared_memory.encode(offer)) == offer and shared_memory.decode(
+        shared_memory.encode(None)) is None
 
 
 def _delta_peer(rank: int, port: int, queue) -> None:

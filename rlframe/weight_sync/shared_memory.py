@@ -1,0 +1,95 @@
+"""A same-machine data plane for the CPU weight-sync group: learner rank 0 packs the buckets into one file in
+/dev/shm that every generator maps, and the group's sockets carry only which bucket is ready.
+
+Over gloo's loopback sockets every byte is copied into the kernel and out again, on both ends, by threads that
+compete with vLLM's reload for the same cores. Through shared memory the learner's pack is the only copy before
+the engine's own. A dead peer still fails the sync (the sockets still carry the signals), and the digests still
+compare what each generator read with what the learner packed.
+
+The file is offered once per group (and again when a plan needs more room); it is used only when every
+generator maps it, and unlinked as soon as they have, so a crash after that leaves nothing in /dev/shm."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+
+import torch
+
+SHM_DIR = "/dev/shm"
+OFFER_BYTES = 512   # the offer travels as a fixed-size message: {"path", "token", "size"} as JSON, zero-padded
+HEADER = 64         # the file starts with the token, so a generator on another machine never maps a namesake
+
+
+@dataclass
+class Region:
+    """One mapped file: `data` is where the buckets lie (after the header)."""
+    token: str
+    data: torch.Tensor
+
+
+def create(nbytes: int, directory: str = SHM_DIR) -> tuple[Region, dict] | str:
+    """Learner rank 0: a file of `nbytes` (plus the header) with its pages reserved, mapped; or why not.
+
+    The pages are reserved up front (posix_fallocate) so a full tmpfs (Docker's default /dev/shm is 64 MB) is
+    an error here rather than a SIGBUS in the middle of a pack."""
+    if not os.path.isdir(directory):
+        return f"no {directory}"
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    if free < nbytes + HEADER:
+        return f"{directory} has {free / 2**20:.0f} MiB free, the weights need {nbytes / 2**20:.0f} MiB"
+    token = secrets.token_hex(16)
+    path = os.path.join(directory, f"rlframe-weight-sync-{os.getpid()}-{token[:8]}")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, HEADER + nbytes)
+            os.pwrite(fd, token.encode(), 0)
+        finally:
+            os.close(fd)
+        buf = torch.from_file(path, shared=True, size=HEADER + nbytes, dtype=torch.uint8)
+    except OSError as err:
+        unlink(path)
+        return f"{path}: {err.strerror or err}"
+    return Region(token, buf[HEADER:]), {"path": path, "token": token, "size": nbytes}
+
+
+def attach(offer: dict, held: Region | None) -> Region | str:
+    """A generator: map the offered file (or keep the mapping it holds for the same token); or why not."""
+    if held is not None and held.token == offer["token"] and held.data.numel() >= offer["size"]:
+        return held
+    path, size = offer["path"], offer["size"]
+    try:
+        with open(path, "rb") as f:
+            token = f.read(len(offer["token"])).decode(errors="replace")
+            have = os.fstat(f.fileno()).st_size
+        if token != offer["token"] or have < HEADER + size:
+            return f"{path} is another file here (token or size differ): not on learner rank 0's machine"
+        buf = torch.from_file(path, shared=True, size=HEADER + size, dtype=torch.uint8)
+    except OSError as err:
+        return f"{path}: {err.strerror or err}"
+    return Region(offer["token"], buf[HEADER:])
+
+
+def unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def encode(offer: dict | None) -> torch.Tensor:
+    msg = torch.zeros(OFFER_BYTES, dtype=torch.uint8)
+    if offer:
+        raw = json.dumps(offer).encode()
+        if len(raw) > OFFER_BYTES:
+            raise ValueError(f"weight-sync shared-memory offer of {len(raw)} bytes (> {OFFER_BYTES}): {raw[:80]!r}")
+        msg[:len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    return msg
+
+
+def decode(msg: torch.Tensor) -> dict | None:
+    raw = bytes(msg.numpy()).rstrip(b"\0")
+    return json.loads(raw) if raw else None
