@@ -93,8 +93,12 @@ def _git_sha() -> str | None:
     if os.environ.get("RLFRAME_GIT_SHA"):  # a run from an exported snapshot of the tree
         return os.environ["RLFRAME_GIT_SHA"]
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip() or None
+        # uncommitted changes to what a benchmark runs: the record must not claim the commit alone
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "rlframe", "benchmarks", "conf"],
+                               cwd=ROOT, capture_output=True, timeout=10).returncode == 1
+        return f"{sha}+dirty" if sha and dirty else sha
     except Exception:
         return None
 

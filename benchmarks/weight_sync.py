@@ -10,7 +10,10 @@ at that moment. The headline is sync speed as a fraction of memcpy; the phases s
 (gather+pack, send, receive wait, hash, the engine's reload).
 
     rlframe bench weight_sync [--repeats 3] [--sizes tiny,20m,100m,300m] [--buckets 4,16,64]
-                              [--transports collective,object_store] [--quick]
+                              [--transports collective,collective-sockets,object_store] [--quick]
+
+`collective` passes the buckets through shared memory when the generator shares learner rank 0's machine (as
+here); `collective-sockets` is the same group with `weight_sync.shared_memory=false` (the bytes through gloo).
 """
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ from _common import base_parser, emit, new_figure, save_plot, summarize  # noqa:
 # name: (hidden, layers, intermediate); head_dim 64 throughout (vLLM-CPU)
 SIZES = {"tiny": (128, 2, 512), "20m": (384, 8, 1536), "100m": (768, 12, 2048), "300m": (1024, 20, 3072)}
 PHASES = ("gather_seconds", "send_seconds", "load_seconds", "recv_wait_seconds", "hash_seconds")
+# --transports names: (weight_sync.transport, weight_sync.shared_memory)
+TRANSPORTS = {"collective": ("collective", True), "collective-sockets": ("collective", False),
+              "object_store": ("object_store", True), "auto": ("auto", True)}
 
 
 def parse(argv: list[str] | None = None):
@@ -33,9 +39,13 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--buckets", type=lambda v: [float(x) for x in v.split(",")], default=[4.0, 16.0, 64.0],
                    help="weight_sync.bucket_mb values")
     p.add_argument("--stages", type=lambda v: [int(x) for x in v.split(",")], default=[2, 3])
-    p.add_argument("--transports", type=lambda v: v.split(","), default=["collective", "object_store"],
-                   help="weight_sync.transport values, interleaved")
+    p.add_argument("--transports", type=lambda v: v.split(","),
+                   default=["collective", "collective-sockets", "object_store"],
+                   help=f"interleaved, of {', '.join(TRANSPORTS)}")
     args = p.parse_args(argv)
+    bad = [t for t in args.transports if t not in TRANSPORTS]
+    if bad:
+        p.error(f"--transports: unknown {', '.join(bad)} (expected some of {', '.join(TRANSPORTS)})")
     if args.quick:
         args.sizes, args.buckets, args.stages = ["tiny"], [16.0], [2]
     return args
@@ -72,14 +82,15 @@ def main() -> int:
                     ctl.start_learners(str(model), None, 1)
                     first = {}
                     for transport in args.transports:   # warm-up of each, verified by the log-prob probe
-                        cfg.weight_sync.transport = transport
+                        cfg.weight_sync.transport, cfg.weight_sync.shared_memory = TRANSPORTS[transport]
                         ctl.weights.probe_next = True
                         first[transport] = ctl.sync_weights().get("weight_sync/probe_max_abs_diff", float("nan"))
                     src = dst = None
                     for _ in range(args.repeats):
                         for bucket in args.buckets:
                             for transport in args.transports:
-                                cfg.weight_sync.bucket_mb, cfg.weight_sync.transport = bucket, transport
+                                cfg.weight_sync.bucket_mb = bucket
+                                cfg.weight_sync.transport, cfg.weight_sync.shared_memory = TRANSPORTS[transport]
                                 load = os.getloadavg()[0]
                                 s = ctl.sync_weights()
                                 if src is None:   # buffers touched once, so the copy measures bandwidth only
@@ -108,8 +119,11 @@ def main() -> int:
             for tr in args.transports}
     ratios = {f"sync / memcpy speed ({tr}, ZeRO-{h['zero_stage']}, {h['bucket_mb']:g} MB)": h["fraction_of_memcpy"]
               for tr, h in head.items()}
-    if {"collective", "object_store"} <= set(head):
-        ratios["collective speed / object_store speed (median of pairs)"] = head["collective"]["speedup_pairs"]
+    vs = head.get("collective", {}).get("speedup_pairs", {})
+    if "object_store" in vs:
+        ratios["collective speed / object_store speed (median of pairs)"] = vs["object_store"]
+    if "collective-sockets" in vs:
+        ratios["shared memory speed / sockets speed (median of pairs)"] = vs["collective-sockets"]
     h = head[args.transports[0]]
     record = {
         "config": {"sizes": args.sizes, "buckets_mb": args.buckets, "zero_stages": args.stages,
@@ -146,11 +160,13 @@ def _aggregate(rows: list[dict]) -> list[dict]:
             vals = [r[k] for r in rs if r.get(k) is not None]
             if vals:
                 row[k] = summarize(vals)
-        # the pair with the other transport run right after or before this one (same repeat, same bucket)
-        other = [r for r in rows if (r["params"], r["zero_stage"], r["bucket_mb"]) == (params, stage, bucket)
-                 and r["transport"] != transport]
-        if other and len(other) == len(rs):
-            row["speedup_pairs"] = summarize([o["seconds"] / r["seconds"] for r, o in zip(rs, other)])["median"]
+        # against each other transport, run right after or before this one (same repeat, same bucket)
+        for o_name in sorted({r["transport"] for r in rows} - {transport}):
+            other = [r for r in rows if (r["params"], r["zero_stage"], r["bucket_mb"], r["transport"]) ==
+                     (params, stage, bucket, o_name)]
+            if len(other) == len(rs):
+                row.setdefault("speedup_pairs", {})[o_name] = summarize(
+                    [o["seconds"] / r["seconds"] for r, o in zip(rs, other)])["median"]
         out.append(row)
     return out
 
@@ -160,7 +176,7 @@ def plot(table: list[dict], args) -> None:
     for t in sorted({(t["transport"], t["zero_stage"], t["bucket_mb"]) for t in table}):
         ts = [x for x in table if (x["transport"], x["zero_stage"], x["bucket_mb"]) == t]
         xs = [x["params"] / 1e6 for x in ts]
-        style = "-" if t[0] == "collective" else ":"
+        style = {"collective": "-", "collective-sockets": "--"}.get(t[0], ":")
         label = f"{t[0]}, ZeRO-{t[1]}, {t[2]:g} MB"
         axes[0].plot(xs, [x["seconds"]["median"] for x in ts], style, marker="o", label=label)
         axes[1].plot(xs, [x["fraction_of_memcpy"] for x in ts], style, marker="o", label=label)

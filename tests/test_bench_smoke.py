@@ -26,12 +26,15 @@ def _positive(x) -> bool:
 
 def check_weight_sync(rec: dict) -> None:
     by_transport = {r["transport"]: r for r in rec["results"]}
-    assert set(by_transport) == {"collective", "object_store"}
+    assert set(by_transport) == {"collective", "collective-sockets", "object_store"}
     for r in by_transport.values():
         assert _positive(r["gbps"]) and _positive(r["memcpy_gbps"]) and 0 < r["fraction_of_memcpy"]
         assert r["gb"] > 0.002                      # the tiny model's 0.6M fp32 parameters
     assert any("memcpy" in k for k in rec["headline"]["ratios"])
     assert {"gather_seconds", "send_seconds", "load_seconds", "hash_seconds"} <= by_transport["collective"].keys()
+    # each against each other transport, as the median of interleaved pairs
+    assert set(by_transport["collective"]["speedup_pairs"]) == {"collective-sockets", "object_store"}
+    assert "shared memory speed / sockets speed (median of pairs)" in rec["headline"]["ratios"]
 
 
 def check_step_time(rec: dict) -> None:
