@@ -337,8 +337,9 @@ class WeightSyncConfig:
     # rank 0 one more host copy of the weights
     delta: bool = False
     # collective transport over gloo (CPU): when learner rank 0 and every generator share a machine, the buckets
-    # go through one file in /dev/shm that the generators map, and the sockets carry only which bucket is ready;
-    # false, or a generator that cannot map the file: the bytes go through gloo's sockets. Not used by delta syncs
+    # go through one file in /dev/shm that the generators map, and the sockets carry only which bucket is ready
+    # (ZeRO-3: every learner rank writes its partitions into it, nothing is gathered); false, or a generator that
+    # cannot map the file: the bytes go through gloo's sockets. Not used by delta syncs
     shared_memory: bool = True
     # compare the generator's log-probs on a probe sequence with the learner's every N syncs (0 = never)
     probe_every: int = 0

@@ -123,29 +123,35 @@ class SyncGroup:
         self.refused = False     # rank 0: shared memory failed once in this group; it keeps to the sockets
         self.shared = False      # this sync's buckets lie in `region` (the sockets carry only their numbers)
         self.offsets: list[int] = []
+        self.path: str | None = None   # rank 0: its file's name until the generators have mapped it
+
+    def prepare(self, plan: SyncPlan, want: bool) -> dict | None:
+        """Rank 0: its shared-memory file for `plan` (made, or grown), as an offer; None when not wanted or not
+        possible (then never again in this group)."""
+        if not want or self.refused or self.backend != "gloo":
+            return None
+        need = sum(plan.sizes)
+        if self.region is None or self.region.data.numel() < need:
+            self.region = None
+            made = shared_memory.create(need)
+            if isinstance(made, str):
+                log.warning("weight sync: no shared memory (%s); the buckets go through gloo's sockets", made)
+                self.refused = True
+                return None
+            self.region, offer = made
+            self.path = offer["path"]
+        return {"path": self.path or "", "token": self.region.token, "size": need}
 
     def negotiate(self, plan: SyncPlan, want: bool) -> bool:
-        """At the start of every sync over gloo (both ends call it): rank 0 offers its shared-memory file, made or
-        grown for `plan`, or nothing (delta syncs); it is used when every generator has it mapped. The all-reduce
-        is also the barrier that keeps rank 0 from packing into the file while a generator still reads the last
-        sync from it."""
+        """At the start of every sync over gloo (both ends call it): rank 0 offers its shared-memory file, or
+        nothing (delta syncs); it is used when every generator has it mapped. The all-reduce is also the barrier
+        that keeps rank 0 from packing into the file while a generator still reads the last sync from it."""
         import torch.distributed as dist
 
         self.shared = False
         if self.backend != "gloo":
             return False
-        need, offer = sum(plan.sizes), None
-        if self.rank == 0 and want and not self.refused:
-            if self.region is None or self.region.data.numel() < need:
-                self.region = None
-                made = shared_memory.create(need)
-                if isinstance(made, str):
-                    log.warning("weight sync: no shared memory (%s); the buckets go through gloo's sockets", made)
-                    self.refused = True
-                else:
-                    self.region, offer = made
-            if self.region is not None:
-                offer = {**(offer or {"path": "", "token": self.region.token}), "size": need}
+        offer = self.prepare(plan, want) if self.rank == 0 else None
         msg = shared_memory.encode(offer)
         self.broadcast(msg).wait()
         offer = shared_memory.decode(msg)
@@ -162,8 +168,9 @@ class SyncGroup:
         opts = dist.AllreduceOptions()
         opts.reduceOp = dist.ReduceOp.MIN
         self.pg.allreduce([flag], opts).wait()
-        if self.rank == 0 and offer and offer["path"]:
-            shared_memory.unlink(offer["path"])   # every generator that could map it has: nothing to leak
+        if self.rank == 0 and self.path:
+            shared_memory.unlink(self.path)   # every generator (and learner) that could map it has: nothing to leak
+            self.path = None
         if offer is not None and not int(flag):
             self.region, self.refused = None, self.rank == 0
             return False
@@ -278,6 +285,7 @@ class SendReport:
     sent_bytes: int = 0           # on the wire (under delta sync, less than `bytes` when few words changed)
     changed_words: int = 0        # delta sync: 2-byte words that differ from the last sync (all, the first time)
     shared_memory: bool = False   # the buckets went through shared memory (sent_bytes: the sockets' signals only)
+    sharded: bool = False         # ZeRO-3: each rank wrote its partitions into the shared file (nothing gathered)
 
 
 @dataclass
@@ -298,15 +306,26 @@ def send(group: SyncGroup | None, sources: Sequence[SyncSource], plan: SyncPlan,
     by_name = {s.name: s for s in sources}
     report, inflight = SendReport(), deque()
     device = next(iter(sources)).params[0].device if group is not None and group.backend == "nccl" else "cpu"
+    # ZeRO-3 on one machine: every rank writes its own partitions into the shared file, so nothing is gathered
+    sharded = zero3 and shared and not delta and shared_memory.shardable(sources)
+    learners_ok = sharded and shared_memory.share_with_learners(group.prepare(plan, True) if rank == 0 else None)
     if rank == 0:
         report.shared_memory = group.negotiate(plan, shared and not delta)
+    if sharded:
+        sharded = report.sharded = shared_memory.agree(learners_ok and report.shared_memory)
+    offsets = [0, *itertools.accumulate(plan.sizes)][:-1]
     for k, (slots, size) in enumerate(zip(plan.buckets, plan.sizes)):
         group_sources = [by_name[s.name] for s in slots]
         unique = list({id(p): p for src in group_sources for p in src.params}.values())
         g0 = time.perf_counter()
-        with gathered(unique, zero3):
-            if rank == 0:
-                buf = pack([src.full() for src in group_sources], slots, group.bucket(k, size, device, True))
+        if sharded:
+            data = group.region.data if rank == 0 else shared_memory.learner_data()
+            shared_memory.write_partitions(data, offsets[k], slots, [src.params[0] for src in group_sources])
+            buf = group.bucket(k, size, device, True) if rank == 0 else None
+        else:
+            with gathered(unique, zero3):
+                if rank == 0:
+                    buf = pack([src.full() for src in group_sources], slots, group.bucket(k, size, device, True))
         if rank != 0:
             continue
         h0 = time.perf_counter()

@@ -114,7 +114,8 @@ class WeightSync:
         words = max(1, sum(plan.sizes) // 2)
         extra = {"weight_sync/sent_bytes": sent.sent_bytes,
                  "weight_sync/changed_fraction": round(sent.changed_words / words, 6)} if delta else {}
-        return {**extra, "weight_sync/bytes": sent.bytes, "weight_sync/shared_memory": int(sent.shared_memory), "weight_sync/gather_seconds": round(sent.gather_seconds, 4),
+        return {**extra, "weight_sync/bytes": sent.bytes, "weight_sync/shared_memory": int(sent.shared_memory),
+                "weight_sync/sharded": int(sent.sharded), "weight_sync/gather_seconds": round(sent.gather_seconds, 4),
                 "weight_sync/send_seconds": round(sent.seconds, 4),
                 "weight_sync/load_seconds": round(slowest.seconds, 4),
                 "weight_sync/recv_wait_seconds": round(slowest.wait_seconds, 4),

@@ -7,13 +7,18 @@ the engine's own. A dead peer still fails the sync (the sockets still carry the 
 compare what each generator read with what the learner packed.
 
 The file is offered once per group (and again when a plan needs more room); it is used only when every
-generator maps it, and unlinked as soon as they have, so a crash after that leaves nothing in /dev/shm."""
+generator maps it, and unlinked as soon as they have, so a crash after that leaves nothing in /dev/shm.
+
+Under ZeRO-3 every learner rank maps the file as well and writes its own partition of each tensor into place,
+so the weights are never gathered: a rank's partition is a contiguous run of the flattened tensor."""
 from __future__ import annotations
 
 import json
 import os
 import secrets
 from dataclasses import dataclass
+
+from typing import Any, Sequence
 
 import torch
 
@@ -71,6 +76,65 @@ def attach(offer: dict, held: Region | None) -> Region | str:
     except OSError as err:
         return f"{path}: {err.strerror or err}"
     return Region(offer["token"], buf[HEADER:])
+
+
+_learner_region: list[Region] = []   # a learner rank other than 0: its mapping of rank 0's file (at most one)
+
+
+def shardable(sources: Sequence[Any]) -> bool:
+    """ZeRO-3 partitioned single tensors on the CPU (no merged LoRA weights), with more than one rank."""
+    import torch.distributed as dist
+
+    return (dist.is_initialized() and dist.get_world_size() > 1 and dist.get_backend() == "gloo"
+            and all(s.merge is None and hasattr(s.params[0], "ds_tensor") for s in sources))
+
+
+def share_with_learners(offer: dict | None) -> bool:
+    """Collective over the learners' group: rank 0's offer (None: none) reaches every rank, which maps the file;
+    True when all of them have it."""
+    import torch.distributed as dist
+
+    msg = encode(offer)
+    dist.broadcast(msg, 0)
+    offer = decode(msg)
+    ok = offer is not None
+    if ok and dist.get_rank() != 0:
+        got = attach(offer, _learner_region[0] if _learner_region else None)
+        ok = not isinstance(got, str)
+        _learner_region[:] = [got] if ok else []
+    flag = torch.tensor([int(ok)], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag)
+
+
+def agree(decision: bool) -> bool:
+    """Rank 0's decision, on every learner rank (the generators' answer reached rank 0 only)."""
+    import torch.distributed as dist
+
+    flag = torch.tensor([int(decision)], dtype=torch.int32)
+    dist.broadcast(flag, 0)
+    return bool(flag)
+
+
+def learner_data() -> torch.Tensor:
+    """A learner rank other than 0: where the buckets lie in its mapping of rank 0's file."""
+    return _learner_region[0].data
+
+
+def write_partitions(data: torch.Tensor, offset: int, slots: Sequence[Any], params: Sequence[Any]) -> None:
+    """This rank's ZeRO-3 partition of each tensor of the bucket at `offset` of `data`; returns when every rank
+    has written (the bucket is whole). Rank r holds elements [r * n, (r + 1) * n) of the flattened tensor."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank()
+    for slot, p in zip(slots, params):
+        part = p.ds_tensor.ds_numel
+        start, esz = rank * part, p.element_size()
+        n = min(part, p.ds_numel - start)
+        if n > 0:
+            at = offset + slot.offset + start * esz
+            data[at:at + n * esz].copy_(p.ds_tensor.detach().reshape(-1)[:n].view(torch.uint8))
+    dist.barrier()
 
 
 def unlink(path: str) -> None:

@@ -67,4 +67,5 @@ def test_sync_makes_generators_match_learner(ray_session, start_role, tiny_model
         assert stats["weight_sync/bytes"] == info.bytes and stats["weight_sync/probe_max_abs_diff"] < 1e-3
         assert stats["weight_sync/send_seconds"] > 0
         assert stats["weight_sync/shared_memory"] == 1   # one machine: the buckets went through /dev/shm
+        assert stats["weight_sync/sharded"] == 1         # ZeRO-3: each rank wrote its own partitions there
     assert generator_outputs() == [expected, expected]

@@ -3,6 +3,7 @@ packing, per-bucket digests, and a real two-process gloo broadcast into an engin
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import socket
 
@@ -231,3 +232,49 @@ def test_delta_sync_sends_only_changed_words_and_rebuilds_the_same_weights():
     assert len(_params()) <= changed1 <= 4 * len(_params())
     assert sent1 == 8 * len(plan.buckets) + 6 * changed1 < sum(plan.sizes) // 2
     assert sent2 == sum(plan.sizes) and changed2 > sum(plan.sizes) // 4       # everything changed: whole again
+
+
+def _partition_writer(rank: int, port: int, queue, directory: str) -> None:
+    """Three learner ranks, each holding DeepSpeed ZeRO-3's partition of every tensor (odd sizes padded to a
+    multiple of the world), write them into rank 0's shared file; rank 0 reports the bytes it then reads."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=3)
+    try:
+        params = [p for _, p in _params()]
+        for p in params:   # what DeepSpeed's _partition_param leaves on each rank
+            flat = p.detach().reshape(-1)
+            part = -(-flat.numel() // 3)
+            padded = torch.cat([flat, flat.new_zeros(3 * part - flat.numel())])
+            p.ds_numel, p.ds_tensor = flat.numel(), padded[rank * part:(rank + 1) * part].clone()
+            p.ds_tensor.ds_numel = part
+        sources = plain_sources(list(zip([n for n, _ in _params()], params)))
+        assert shared_memory.shardable(sources)
+        plan = make_plan(sources, 1500)
+        region, offer = shared_memory.create(sum(plan.sizes), directory) if rank == 0 else (None, None)
+        assert shared_memory.share_with_learners(offer)
+        data = region.data if rank == 0 else shared_memory.learner_data()
+        offset = 0
+        for slots, size in zip(plan.buckets, plan.sizes):
+            by_name = dict(zip([n for n, _ in _params()], params))
+            shared_memory.write_partitions(data, offset, slots, [by_name[s.name] for s in slots])
+            offset += size
+        if rank == 0:
+            whole = [bytes(data[o:o + s].numpy()) for o, s in zip([0, *itertools.accumulate(plan.sizes)], plan.sizes)]
+            queue.put((rank, 0, whole, None, None))
+        else:
+            queue.put((rank, 0, None, None, None))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_zero3_ranks_write_their_partitions_into_the_shared_file_whole(tmp_path):
+    got = _run_peers(_partition_writer, 1, str(tmp_path))
+    params = _params()
+    plan = make_plan(plain_sources(params), 1500)
+    by_name = dict(params)
+    expected = [bytes(pack([by_name[s.name].detach() for s in slots], slots, torch.zeros(size, dtype=torch.uint8))
+                      .numpy()) for slots, size in zip(plan.buckets, plan.sizes)]
+    assert any(p.numel() % 3 for _, p in params)   # some tensors end in padding on the last rank
+    assert got[(0, 0)][0] == expected
