@@ -117,13 +117,15 @@ def main() -> int:
     pick = [t for t in table if t["params"] == big and t["zero_stage"] == args.stages[0]]
     head = {tr: min([t for t in pick if t["transport"] == tr], key=lambda t: abs(t["bucket_mb"] - 16.0))
             for tr in args.transports}
-    ratios = {f"sync / memcpy speed ({tr}, ZeRO-{h['zero_stage']}, {h['bucket_mb']:g} MB)": h["fraction_of_memcpy"]
-              for tr, h in head.items()}
-    vs = head.get("collective", {}).get("speedup_pairs", {})
-    if "object_store" in vs:
-        ratios["collective speed / object_store speed (median of pairs)"] = vs["object_store"]
-    if "collective-sockets" in vs:
-        ratios["shared memory speed / sockets speed (median of pairs)"] = vs["collective-sockets"]
+    ratios, pairs = {}, {}   # pairs: each figure's per-repeat values, its noise for `rlframe bench compare`
+    for tr, x in head.items():
+        key = f"sync / memcpy speed ({tr}, ZeRO-{x['zero_stage']}, {x['bucket_mb']:g} MB)"
+        ratios[key], pairs[key] = x["fraction_of_memcpy"], x["fraction_runs"]
+    col = head.get("collective", {})
+    for other, key in (("object_store", "collective speed / object_store speed (median of pairs)"),
+                       ("collective-sockets", "shared memory speed / sockets speed (median of pairs)")):
+        if other in col.get("speedup_pairs", {}):
+            ratios[key], pairs[key] = col["speedup_pairs"][other], col["pairs"][other]
     h = head[args.transports[0]]
     record = {
         "config": {"sizes": args.sizes, "buckets_mb": args.buckets, "zero_stages": args.stages,
@@ -135,7 +137,7 @@ def main() -> int:
                                 f"{h['bucket_mb']:g} MB buckets: " + "; ".join(
                                     f"{tr} {x['seconds']['median']:.2f} s ({x['gbps']:.2f} GB/s)"
                                     for tr, x in head.items()) + f"; memcpy {h['memcpy_gbps']:.2f} GB/s",
-                     "ratios": ratios, "target": ">= 0.5 of memcpy (collective)",
+                     "ratios": ratios, "pairs": pairs, "target": ">= 0.5 of memcpy (collective)",
                      "target_met": bool(head.get("collective", {}).get("fraction_of_memcpy", 0) >= 0.5)},
     }
     plot(table, args)
@@ -155,6 +157,7 @@ def _aggregate(rows: list[dict]) -> list[dict]:
                "gb": nbytes / 1e9, "seconds": sec, "memcpy_seconds": mem,
                "gbps": nbytes / 1e9 / sec["median"], "memcpy_gbps": nbytes / 1e9 / mem["median"],
                "fraction_of_memcpy": mem["median"] / sec["median"],
+               "fraction_runs": [round(r["memcpy_seconds"] / r["seconds"], 4) for r in rs],
                "load_avg_1m": summarize([r["load_avg_1m"] for r in rs])}
         for k in PHASES:
             vals = [r[k] for r in rs if r.get(k) is not None]
@@ -165,8 +168,9 @@ def _aggregate(rows: list[dict]) -> list[dict]:
             other = [r for r in rows if (r["params"], r["zero_stage"], r["bucket_mb"], r["transport"]) ==
                      (params, stage, bucket, o_name)]
             if len(other) == len(rs):
-                row.setdefault("speedup_pairs", {})[o_name] = summarize(
-                    [o["seconds"] / r["seconds"] for r, o in zip(rs, other)])["median"]
+                pairs = [round(o["seconds"] / r["seconds"], 4) for r, o in zip(rs, other)]
+                row.setdefault("speedup_pairs", {})[o_name] = summarize(pairs)["median"]
+                row.setdefault("pairs", {})[o_name] = pairs
         out.append(row)
     return out
 

@@ -2,8 +2,9 @@
 machine class, flagging every ratio that got worse beyond the measured noise (a regression gate).
 
 Ratios in our results are "higher is better" (rlframe vs a peer, or vs the machine's own limit). The noise
-of a record is the spread of its interleaved pair ratios around their median; a figure regresses when it
-falls below the baseline by more than the larger of that noise and ``--tolerance``. Pure: no Ray.
+of a figure is the spread of its interleaved pair ratios around their median (``headline.pairs[figure]`` where a
+record has several figures, else the record's ``pair_ratios``); a figure regresses when it falls below the
+baseline by more than the larger of that noise in either record and ``--tolerance``. Pure: no Ray.
 """
 from __future__ import annotations
 
@@ -50,9 +51,10 @@ def ratios(rec: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def noise(rec: dict[str, Any]) -> float:
-    """Relative spread of the record's pair ratios (max |p - median| / median); 0 without pairs."""
-    pairs = [float(p) for p in rec.get("pair_ratios") or rec.get("baseline_pair_ratios") or []
+def noise(rec: dict[str, Any], figure: str | None = None) -> float:
+    """Relative spread of the figure's pair ratios (max |p - median| / median); 0 without pairs."""
+    own = ((rec.get("headline") or {}).get("pairs") or {}).get(figure) if figure else None
+    pairs = [float(p) for p in own or rec.get("pair_ratios") or rec.get("baseline_pair_ratios") or []
              if isinstance(p, (int, float))]
     if len(pairs) < 2:
         return 0.0
@@ -88,10 +90,10 @@ def _repo_root(path: Path) -> Path:
 
 def compare_record(new: dict[str, Any], base: dict[str, Any], tolerance: float) -> list[dict[str, Any]]:
     """One row per ratio both records have: baseline, latest, change, allowed drop, regressed?"""
-    allowed = max(tolerance, noise(new), noise(base))
     rows = []
     b, n = ratios(base), ratios(new)
     for key in sorted(set(b) & set(n)):
+        allowed = max(tolerance, noise(new, key), noise(base, key))
         change = (n[key] - b[key]) / abs(b[key]) if b[key] else 0.0
         rows.append({"figure": key, "baseline": b[key], "latest": n[key], "change": change,
                      "allowed_drop": allowed, "regressed": change < -allowed})

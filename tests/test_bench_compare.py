@@ -44,6 +44,20 @@ def test_a_drop_within_the_measured_noise_passes(tmp_path):
     assert not report[0]["rows"][0]["regressed"] and noise(rec(2.0, [1.2, 2.0, 2.8])) == 0.4
 
 
+def test_a_figure_with_pairs_of_its_own_is_gated_by_its_own_noise(tmp_path):
+    def two(a: float, b: float, a_pairs=(), b_pairs=()) -> dict:
+        r = rec(a)
+        r["headline"]["ratios"]["other figure"] = b
+        r["headline"]["pairs"] = {"TRL/rlframe step time": list(a_pairs), "other figure": list(b_pairs)}
+        return r
+    # the other figure's pairs spread 30%: its 20% drop is noise; the first figure's pairs agree: 20% regresses
+    report = compare_dir(repo(tmp_path, [two(2.0, 2.0, [2.0, 2.0, 2.02], [1.4, 2.0, 2.6])],
+                              [two(1.6, 1.6, [1.6, 1.6, 1.61], [1.6, 1.6, 1.6])]))
+    rows = {r["figure"]: r for r in report[0]["rows"]}
+    assert rows["TRL/rlframe step time"]["regressed"] and rows["TRL/rlframe step time"]["allowed_drop"] == 0.1
+    assert not rows["other figure"]["regressed"] and abs(rows["other figure"]["allowed_drop"] - 0.3) < 1e-9
+
+
 def test_other_machines_and_other_commands_are_not_baselines(tmp_path):
     gpu = {**HW, "gpu": "H200"}
     report = compare_dir(repo(tmp_path, [rec(9.0, hw=gpu), rec(9.0, command="rlframe bench step_time --x")],

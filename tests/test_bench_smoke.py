@@ -35,6 +35,9 @@ def check_weight_sync(rec: dict) -> None:
     # each against each other transport, as the median of interleaved pairs
     assert set(by_transport["collective"]["speedup_pairs"]) == {"collective-sockets", "object_store"}
     assert "shared memory speed / sockets speed (median of pairs)" in rec["headline"]["ratios"]
+    # each figure's per-repeat values (its noise for `rlframe bench compare`), one per repeat
+    assert rec["headline"]["pairs"].keys() == rec["headline"]["ratios"].keys()
+    assert all(len(v) == rec["config"]["repeats"] for v in rec["headline"]["pairs"].values())
 
 
 def check_step_time(rec: dict) -> None:
