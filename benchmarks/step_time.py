@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -95,6 +96,8 @@ def run_rlframe(spec: dict) -> dict:
     total = time.perf_counter() - t0
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r.get("stage") == "grpo"]
+    for weights in ("checkpoints", "final"):   # 330 MB a run; the metrics, logs and config stay for a reader
+        shutil.rmtree(run_dir / weights, ignore_errors=True)
     return {"step_seconds": [r["timing/step"] for r in steps], "total_seconds": total,
             "phases": {ph: [r.get(f"timing/{ph}", 0.0) for r in steps] for ph in PHASES + UPDATE},
             "response_length": [r["response_length"] for r in steps], "memory_mb": mem.report()}
@@ -145,6 +148,7 @@ def run_trl(spec: dict) -> dict:
     clock = Clock()
     trainer.add_callback(clock)
     trainer.train()
+    shutil.rmtree(cfg.output_dir, ignore_errors=True)   # nothing a reader needs (no checkpoint in 6 steps)
     total = time.perf_counter() - t0
     steps = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
