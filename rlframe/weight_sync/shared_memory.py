@@ -6,8 +6,9 @@ compete with vLLM's reload for the same cores. Through shared memory the learner
 the engine's own. A dead peer still fails the sync (the sockets still carry the signals), and the digests still
 compare what each generator read with what the learner packed.
 
-The file is offered once per group (and again when a plan needs more room); it is used only when every
-generator maps it, and unlinked as soon as they have, so a crash after that leaves nothing in /dev/shm.
+The file is made once per group (again when a plan needs more room) and offered at every sync; it is used only
+when every generator has it mapped, and unlinked as soon as they have, so a crash after that leaves nothing in
+/dev/shm.
 
 Under ZeRO-3 every learner rank maps the file as well and writes its own partition of each tensor into place,
 so the weights are never gathered: a rank's partition is a contiguous run of the flattened tensor."""
@@ -17,7 +18,6 @@ import json
 import os
 import secrets
 from dataclasses import dataclass
-
 from typing import Any, Sequence
 
 import torch
