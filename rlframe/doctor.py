@@ -2,7 +2,7 @@
 
 A pass/fail table, exiting 1 on any failure: package versions (against each other and the project's pins),
 the Ray cluster's nodes against the CPUs, GPUs and custom resources the roles ask for, GPUs and NCCL settings,
-free disk at the run folder, the data files and the reward code, and the ports the run connects to.
+free disk at the run folder, room in /dev/shm for the weight sync, the data files and the reward code, and the ports the run connects to.
 `rlframe train` runs the resource and disk checks (`preflight`) after joining Ray and before placing any actor.
 """
 from __future__ import annotations
@@ -174,20 +174,42 @@ def check_gpus(cfg: Any, nodes: list[dict[str, float]]) -> list[Check]:
 
 
 # ----------------------------------------------------------------------------------------- disk, data, rewards
+def _model_bytes(cfg: Any) -> int:
+    """The size of model.path's safetensors files (0 for the embedded default, which is built at start-up)."""
+    from rlframe.models.loading import model_source
+
+    src = model_source(cfg.model)
+    return sum(p.stat().st_size for p in Path(src).glob("*.safetensors")) if src and Path(src).is_dir() else 0
+
+
+def check_shared_memory(cfg: Any, directory: str = "/dev/shm") -> Check:
+    """Room in /dev/shm for the weight sync's shared file (collective transport on CPU); short of it the sync goes
+    through gloo's sockets instead, slower but correct: a warning, not a failure."""
+    ws, item = cfg.weight_sync, "weight sync: shared memory"
+    if ws.transport not in ("auto", "collective") or not ws.shared_memory or ws.delta or \
+            cfg.learner.num_gpus_per_worker > 0:
+        return Check(item, "SKIP", "not used (GPU learners, another transport, delta sync or shared_memory=false)")
+    if not os.path.isdir(directory):
+        return Check(item, "WARN", f"no {directory}: the weight sync goes through gloo's sockets")
+    st, need = os.statvfs(directory), _model_bytes(cfg)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        return Check(item, "WARN", f"{directory} has {free / 2**20:.0f} MiB free, the weights take about "
+                                   f"{need / 2**20:.0f} MiB: the sync goes through gloo's sockets (Docker: start "
+                                   f"the container with a larger --shm-size)")
+    return Check(item, "PASS", f"{free / 2**30:.1f} GiB free in {directory}")
+
+
 def check_disk(cfg: Any) -> Check:
     """Free space where the run folder goes: 2 GiB, or 4 x the model (weights, two Adam moments, the HF copy)
     per kept checkpoint plus one, whichever is more."""
-    from rlframe.models.loading import model_source
-
     out = Path(cfg.run.output_dir or "outputs").expanduser().resolve()
     probe = out
     while not probe.exists():
         probe = probe.parent
     if not os.access(probe, os.W_OK):
         return Check("disk", "FAIL", f"run.output_dir={str(out)!r}: {probe} is not writable")
-    src = model_source(cfg.model)
-    model = sum(p.stat().st_size for p in Path(src).glob("*.safetensors")) if src and Path(src).is_dir() else 0
-    need = max(MIN_FREE_GB * 2**30, 4 * model * (cfg.trainer.keep_last + 1))
+    need = max(MIN_FREE_GB * 2**30, 4 * _model_bytes(cfg) * (cfg.trainer.keep_last + 1))
     free = shutil.disk_usage(probe).free
     return Check("disk", "PASS" if free >= need else "FAIL",
                  f"{free / 2**30:.1f} GiB free at {probe}, {need / 2**30:.1f} GiB wanted (run.output_dir)")
@@ -334,7 +356,7 @@ def run_checks(cfg: Any, cache_dir: Path) -> list[Check]:
             return rows + [Check("ray cluster", "FAIL", f"cluster.address={cfg.cluster.address}: {err}")]
     elif cfg.cluster.address:
         return rows
-    rows += check_resources(cfg, nodes, where) + check_gpus(cfg, nodes) + [check_disk(cfg)]
+    rows += check_resources(cfg, nodes, where) + check_gpus(cfg, nodes) + [check_disk(cfg), check_shared_memory(cfg)]
     return rows + check_data(cfg, cache_dir) + check_rewards(cfg)
 
 

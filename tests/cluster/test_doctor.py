@@ -112,3 +112,16 @@ def test_colocation_puts_generators_and_learners_in_one_pool():
     rows = check_resources(cfg, [{"CPU": 8.0, "GPU": 2.0}], "the cluster")   # 2 bundles of 1 GPU each
     assert all(r.status == "PASS" for r in rows), format_table(rows)
     assert "pool 'colocate'" in rows[0].detail
+
+
+def test_too_little_room_in_dev_shm_is_a_warning_that_names_the_fix(monkeypatch, tmp_path):
+    from rlframe import doctor as doc
+
+    cfg = load_config([])
+    assert doc.check_shared_memory(cfg, str(tmp_path)).status == "PASS"   # the embedded default: a few MB
+    monkeypatch.setattr(doc, "_model_bytes", lambda cfg: 1 << 60)
+    short = doc.check_shared_memory(cfg, str(tmp_path))
+    assert short.status == "WARN" and "--shm-size" in short.detail and "gloo's sockets" in short.detail
+    assert doc.check_shared_memory(cfg, str(tmp_path / "absent")).status == "WARN"
+    for off in ("weight_sync.transport=object_store", "weight_sync.shared_memory=false", "weight_sync.delta=true"):
+        assert doc.check_shared_memory(load_config([off]), str(tmp_path)).status == "SKIP", off
