@@ -149,6 +149,22 @@ def test_a_generator_that_cannot_map_the_file_sends_everyone_back_to_the_sockets
         assert all(got[(r, step)][0] == digests and got[(r, step)][2] == weights for r in (1, 2))
 
 
+def _no_room_peer(rank: int, port: int, queue) -> None:
+    """Learner rank 0 cannot make the file (a full /dev/shm): it offers nothing, and the bytes go by socket."""
+    if rank == 0:
+        collective.shared_memory.create = lambda nbytes, directory=None: "/dev/shm has 0 MiB free"
+    _peer(rank, port, queue)
+
+
+def test_no_room_for_the_file_keeps_the_sync_on_the_sockets():
+    got = _run_peers(_no_room_peer, 2)
+    for step in range(2):
+        digests, (_, used, left), weights = got[(0, step)]
+        assert not used and left == []
+        assert all(got[(r, step)][0] == digests and got[(r, step)][2] == weights and not got[(r, step)][1][1]
+                   for r in (1, 2))
+
+
 def _corrupting_peer(rank: int, port: int, queue) -> None:
     """Learner rank 0 flips a byte of bucket 2 in the shared file after hashing it: the generators must see it."""
     if rank == 0:
