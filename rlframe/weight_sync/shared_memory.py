@@ -113,6 +113,8 @@ def agree(decision: bool) -> bool:
 
     flag = torch.tensor([int(decision)], dtype=torch.int32)
     dist.broadcast(flag, 0)
+    if not flag:
+        _learner_region.clear()   # not writing into it: let the file's memory go (it is unlinked by now)
     return bool(flag)
 
 
