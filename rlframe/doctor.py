@@ -2,7 +2,7 @@
 
 A pass/fail table, exiting 1 on any failure: package versions (against each other and the project's pins),
 the Ray cluster's nodes against the CPUs, GPUs and custom resources the roles ask for, GPUs and NCCL settings,
-free disk at the run folder, room in /dev/shm for the weight sync, the data files and the reward code, and the ports the run connects to.
+free disk at the run folder, room in /dev/shm (weight sync), the data files, the reward code and the run's ports.
 `rlframe train` runs the resource and disk checks (`preflight`) after joining Ray and before placing any actor.
 """
 from __future__ import annotations
