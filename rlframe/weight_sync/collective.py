@@ -50,6 +50,11 @@ class SyncPlan:
     def nbytes(self) -> int:
         return sum(s.nbytes for b in self.buckets for s in b)
 
+    @property
+    def offsets(self) -> list[int]:
+        """Where each bucket starts when all of them lie end to end (the shared-memory file's layout)."""
+        return [0, *itertools.accumulate(self.sizes)][:-1]
+
 
 def make_plan(sources: Sequence[SyncSource], bucket_bytes: int) -> SyncPlan:
     by_name = {s.name: s for s in sources}
@@ -122,7 +127,7 @@ class SyncGroup:
         self.region: shared_memory.Region | None = None   # rank 0: its shared-memory file; a generator: its mapping
         self.refused = False     # rank 0: shared memory failed once in this group; it keeps to the sockets
         self.shared = False      # this sync's buckets lie in `region` (the sockets carry only their numbers)
-        self.offsets: list[int] = []
+        self.offsets: list[int] = []   # the plan's, while `shared`
         self.path: str | None = None   # rank 0: its file's name until the generators have mapped it
 
     def prepare(self, plan: SyncPlan, want: bool) -> dict | None:
@@ -175,7 +180,7 @@ class SyncGroup:
             self.region, self.refused = None, self.rank == 0
             return False
         self.shared = offer is not None
-        self.offsets = [0, *itertools.accumulate(plan.sizes)][:-1]
+        self.offsets = plan.offsets
         return self.shared
 
     def bucket(self, k: int, size: int, device: str | torch.device, sending: bool) -> torch.Tensor:
@@ -313,7 +318,7 @@ def send(group: SyncGroup | None, sources: Sequence[SyncSource], plan: SyncPlan,
         report.shared_memory = group.negotiate(plan, shared and not delta)
     if sharded:
         sharded = report.sharded = shared_memory.agree(learners_ok and report.shared_memory)
-    offsets = [0, *itertools.accumulate(plan.sizes)][:-1]
+    offsets = plan.offsets
     for k, (slots, size) in enumerate(zip(plan.buckets, plan.sizes)):
         group_sources = [by_name[s.name] for s in slots]
         unique = list({id(p): p for src in group_sources for p in src.params}.values())

@@ -3,7 +3,6 @@ packing, per-bucket digests, and a real two-process gloo broadcast into an engin
 from __future__ import annotations
 
 import glob
-import itertools
 import os
 import socket
 
@@ -134,35 +133,25 @@ def test_a_real_gloo_broadcast_reaches_every_generator_intact_twice(shared):
     assert got[(0, 0)][0] != got[(0, 1)][0]   # the weights changed between the syncs, and so did the digests
 
 
-def _unmappable_peer(rank: int, port: int, queue) -> None:
-    """Generator rank 2 cannot map the file (as on another machine): everyone keeps to the sockets."""
-    if rank == 2:
+def _fallback_peer(rank: int, port: int, queue, why: str) -> None:
+    """Shared memory fails at one end: generator rank 2 cannot map the file (as on another machine), or learner
+    rank 0 cannot make it (a full /dev/shm)."""
+    if why == "unmappable" and rank == 2:
         collective.shared_memory.attach = lambda offer, held: "not on this machine"
-    _peer(rank, port, queue)
-
-
-def test_a_generator_that_cannot_map_the_file_sends_everyone_back_to_the_sockets():
-    got = _run_peers(_unmappable_peer, 2)
-    for step in range(2):
-        digests, (_, used, left), weights = got[(0, step)]
-        assert not used and left == []
-        assert all(got[(r, step)][0] == digests and got[(r, step)][2] == weights for r in (1, 2))
-
-
-def _no_room_peer(rank: int, port: int, queue) -> None:
-    """Learner rank 0 cannot make the file (a full /dev/shm): it offers nothing, and the bytes go by socket."""
-    if rank == 0:
+    if why == "no room" and rank == 0:
         collective.shared_memory.create = lambda nbytes, directory=None: "/dev/shm has 0 MiB free"
     _peer(rank, port, queue)
 
 
-def test_no_room_for_the_file_keeps_the_sync_on_the_sockets():
-    got = _run_peers(_no_room_peer, 2)
+@pytest.mark.parametrize("why", ["unmappable", "no room"])
+def test_when_shared_memory_fails_at_one_end_every_peer_keeps_to_the_sockets_intact(why):
+    got = _run_peers(_fallback_peer, 2, why)
     for step in range(2):
         digests, (_, used, left), weights = got[(0, step)]
         assert not used and left == []
-        assert all(got[(r, step)][0] == digests and got[(r, step)][2] == weights and not got[(r, step)][1][1]
-                   for r in (1, 2))
+        for r in (1, 2):
+            their_digests, (_, their_used, _), loaded = got[(r, step)]
+            assert their_digests == digests and loaded == weights and not their_used
 
 
 def _corrupting_peer(rank: int, port: int, queue) -> None:
@@ -277,7 +266,7 @@ def _partition_writer(rank: int, port: int, queue, directory: str) -> None:
             shared_memory.write_partitions(data, offset, slots, [by_name[s.name] for s in slots])
             offset += size
         if rank == 0:
-            whole = [bytes(data[o:o + s].numpy()) for o, s in zip([0, *itertools.accumulate(plan.sizes)], plan.sizes)]
+            whole = [bytes(data[o:o + s].numpy()) for o, s in zip(plan.offsets, plan.sizes)]
             queue.put((rank, 0, whole, None, None))
         else:
             queue.put((rank, 0, None, None, None))
