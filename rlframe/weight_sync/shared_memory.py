@@ -34,7 +34,7 @@ class Region:
     data: torch.Tensor
 
 
-def create(nbytes: int, directory: str = SHM_DIR) -> tuple[Region, dict] | str:
+def create(nbytes: int, directory: str = SHM_DIR, prefix: str = "rlframe-weight-sync") -> tuple[Region, dict] | str:
     """Learner rank 0: a file of `nbytes` (plus the header) with its pages reserved, mapped; or why not.
 
     The pages are reserved up front (posix_fallocate) so a full tmpfs (Docker's default /dev/shm is 64 MB) is
@@ -46,7 +46,7 @@ def create(nbytes: int, directory: str = SHM_DIR) -> tuple[Region, dict] | str:
     if free < nbytes + HEADER:
         return f"{directory} has {free / 2**20:.0f} MiB free, the weights need {nbytes / 2**20:.0f} MiB"
     token = secrets.token_hex(16)
-    path = os.path.join(directory, f"rlframe-weight-sync-{os.getpid()}-{token[:8]}")
+    path = os.path.join(directory, f"{prefix}-{os.getpid()}-{token[:8]}")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
