@@ -216,6 +216,9 @@ class LearnerConfig:
     forward_micro_batch_tokens: Optional[int] = None
     # "auto" = nccl when GPUs are used, gloo otherwise
     dist_backend: str = "auto"
+    # gloo ranks on one machine: ZeRO-1/2's gradient all-reduce and parameter all-gather through a file in /dev/shm
+    # instead of loopback sockets (learner/local_collectives.py); ranks on several machines stay on gloo's sockets
+    shared_memory_collectives: bool = True
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0
     # custom Ray resources each worker asks for, e.g. {node_learn: 1}: places the role on nodes started with them

@@ -63,6 +63,11 @@ def test_zero_learners_train_and_gather(ray_session, start_role, tiny_model_dir,
     for m in ms:
         assert m["kl"] > 0 and torch.isfinite(torch.tensor(m["loss"]))
         assert m["actor/grad_norm"] > 0 and m["timing/ref"] > 0 and m["timing/train"] > 0
+    # two ranks on one machine: ZeRO-2's gradient all-reduce and parameter all-gather went through /dev/shm (and
+    # the checks below, the grad norms of two splits and the checkpoint round trip, ran through it); ZeRO-3's
+    # collectives stay on gloo
+    assert [i["collectives"] for i in group.setup_infos] == ["shared memory" if stage == 2 else "gloo"] * WORLD
+    assert [m.get("learner/shm_collectives", 0) >= 2 for m in ms] == [stage == 2] * WORLD, ms
 
     # the update's gradient is the mean over every rank's tokens, not the mean of the ranks' means: the short
     # completions on one rank and the long ones on the other give the global norm of an interleaved split
