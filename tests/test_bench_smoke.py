@@ -118,6 +118,15 @@ def check_packing(rec: dict) -> None:
     assert all(_positive(r) for r in rec["every_over_window"].values())
 
 
+def check_collectives(rec: dict) -> None:
+    ops = {(r["op"], r["mb"]) for r in rec["results"]}
+    assert ops == {("all_reduce", 2.0), ("all_gather", 2.0)}
+    for r in rec["results"]:
+        assert r["same_result"] and _positive(r["gloo_ms"]["median"]) and _positive(r["shared_memory_ms"]["median"])
+        assert len(r["speedup_pairs"]) == rec["config"]["repeats"]
+    assert rec["headline"]["pairs"].keys() == rec["headline"]["ratios"].keys() and len(rec["headline"]["ratios"]) == 2
+
+
 #: name -> (extra arguments, the check of its JSON line); {out} is the test's own folder for the runs
 SMOKE: dict[str, tuple[list[str], Callable[[dict], None]]] = {
     "weight_sync": (["--repeats", "1"], check_weight_sync),
@@ -129,6 +138,7 @@ SMOKE: dict[str, tuple[list[str], Callable[[dict], None]]] = {
     "ablation": (["--seeds", "0", "--repetition-penalties", "1.15", "--out", "{out}"], check_ablation),
     "learning_seeds": (["--out", "{out}"], check_learning_seeds),
     "packing": ([], check_packing),
+    "collectives": (["--repeats", "1"], check_collectives),
 }
 
 
