@@ -180,9 +180,9 @@ class Driver:
         infos = learners.wait(learners.call("setup", addr, port, ship(model_path), self.cfg.model.dtype,
                                             grad_accum_steps(local_batch, lc.micro_batch_size), ship(ref_path),
                                             self.cfg.model.gradient_checkpointing), "start-up", startup, "startup_s")
-        log.info("%ss: %d x ZeRO-%d over %s, %.2fM parameters, %s attention, ready in %.1f s%s", role,
-                 lc.world_size, lc.zero_stage, infos[0]["backend"], infos[0]["params"] / 1e6, infos[0]["attention"],
-                 max(i["seconds"] for i in infos), " (+ frozen reference)" if ref_path else "")
+        log.info("%ss: %d x ZeRO-%d over %s, %.2fM parameters, %s attention, ready in %.1f s%s", role, lc.world_size,
+                 lc.zero_stage, "{backend} (collectives: {collectives})".format(**infos[0]), infos[0]["params"] / 1e6,
+                 infos[0]["attention"], max(i["seconds"] for i in infos), " (+ frozen reference)" if ref_path else "")
 
     def wait_ready(self) -> None:
         self.generators.wait(self.generators.call("ready"), "start-up", self.timeouts.startup_s, "startup_s")
