@@ -29,7 +29,7 @@ def _h(t: torch.Tensor) -> str:
 
 
 def _peer(rank: int, world: int, port: int, queue, scenario: str) -> None:
-    torch.set_num_threads(1)   # forked from pytest: no OpenMP pool in the child
+    torch.set_num_threads(1)   # one thread, as learners run
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         queue.put((rank, _scenario(rank, world, scenario)))
@@ -113,7 +113,9 @@ def _run(world: int, scenario: str) -> dict[int, dict]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.get_context("fork")   # torch is imported already: the peers start in milliseconds
+    # spawned, not forked: after an in-process vLLM engine (earlier tests) has bound this process's OpenMP threads,
+    # a forked child's first parallel kernel hangs (these tensors are large enough to run in parallel)
+    ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_peer, args=(r, world, port, queue, scenario)) for r in range(world)]
     for p in procs:
