@@ -88,7 +88,7 @@ def rank_main(rank: int, world: int, port: int, args, queue) -> None:
                     out.setdefault((mb, op, path), []).append(statistics.median(times))
         out[(mb, "same")] = same
     if rank == 0:
-        queue.put({"out": {repr(k): v for k, v in out.items()}, "calls": coll.calls})
+        queue.put(out)
     dist.barrier()
     dist.destroy_process_group()
 
@@ -106,11 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     procs = [ctx.Process(target=rank_main, args=(r, args.ranks, port, args, queue)) for r in range(args.ranks)]
     for p in procs:
         p.start()
-    got = queue.get(timeout=3600)
+    raw = queue.get(timeout=3600)   # {(mb, op, path): seconds per repeat, (mb, "same"): {op: equal}}
     for p in procs:
         p.join()
     loads.append(os.getloadavg()[0])
-    raw = {eval(k): v for k, v in got["out"].items()}   # noqa: S307 (our own repr of (float, str, str) tuples)
     results, ratios, pairs = [], {}, {}
     for mb in args.sizes:
         for op in OPS:

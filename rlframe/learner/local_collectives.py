@@ -137,19 +137,16 @@ class LocalCollectives:
                 why = made
             else:
                 region, offer = made
-        msg = shared_memory.encode(offer)
-        dist.broadcast(msg, 0)
-        offer = shared_memory.decode(msg)
-        if offer is not None and self.rank != 0:
-            got = shared_memory.attach(offer, None)
-            region, why = (None, got) if isinstance(got, str) else (got, "")
-        ok = torch.tensor([int(region is not None)], dtype=torch.int32)
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-        if offer is not None and self.rank == 0:
-            shared_memory.unlink(offer["path"])   # every rank has it mapped (or gave up): nothing stays behind
-        if not bool(ok):
+        ok, got = shared_memory.share(offer)
+        if offer is not None:   # rank 0: every rank has it mapped (or gave up): nothing stays behind
+            shared_memory.unlink(offer["path"])
+        if isinstance(got, shared_memory.Region):
+            region = got
+        elif isinstance(got, str):
+            why = got
+        if not ok:
             self.data, self.slot = None, 0
-            self.failed = why or ("learner rank 0 could not make the file" if offer is None else
+            self.failed = why or ("learner rank 0 could not make the file" if self.rank and got is None else
                                   "another rank could not map rank 0's file (the ranks are on more than one machine)")
             log.warning("learner collectives stay on gloo: %s", self.failed)
             return False

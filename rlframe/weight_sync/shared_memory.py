@@ -89,22 +89,26 @@ def shardable(sources: Sequence[Any]) -> bool:
             and all(s.merge is None and hasattr(s.params[0], "ds_tensor") for s in sources))
 
 
-def share_with_learners(offer: dict | None) -> bool:
-    """Collective over the learners' group: rank 0's offer (None: none) reaches every rank, which maps the file;
-    True when all of them have it."""
+def share(offer: dict | None, held: Region | None = None) -> tuple[bool, Region | str | None]:
+    """Collective over the default group: rank 0's offer (None: none) reaches every rank, which maps the file.
+    Returns whether every rank other than 0 has it mapped, and this rank's mapping or why it could not map it
+    (None on rank 0, and on every rank when there was no offer)."""
     import torch.distributed as dist
 
     msg = encode(offer)
     dist.broadcast(msg, 0)
     offer = decode(msg)
-    ok = offer is not None
-    if ok and dist.get_rank() != 0:
-        got = attach(offer, _learner_region[0] if _learner_region else None)
-        ok = not isinstance(got, str)
-        _learner_region[:] = [got] if ok else []
-    flag = torch.tensor([int(ok)], dtype=torch.int32)
+    got = attach(offer, held) if offer is not None and dist.get_rank() != 0 else None
+    flag = torch.tensor([int(offer is not None and not isinstance(got, str))], dtype=torch.int32)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag)
+    return bool(flag), got
+
+
+def share_with_learners(offer: dict | None) -> bool:
+    """The ZeRO-3 learners' `share` of rank 0's weight-sync file: True when all of them have it."""
+    ok, got = share(offer, _learner_region[0] if _learner_region else None)
+    _learner_region[:] = [got] if isinstance(got, Region) else []
+    return ok
 
 
 def agree(decision: bool) -> bool:

@@ -158,8 +158,8 @@ def test_shared_memory_collectives_give_gloos_results_on_every_rank(world):
 @pytest.mark.parametrize("why", ["unmappable", "full"])
 def test_every_rank_stays_on_gloo_when_one_cannot_use_the_file(why):
     """A rank that cannot map rank 0's file (as on another machine), or a rank 0 with no room to make it."""
-    got = _run(2, why)
-    says = {"unmappable": {1: "not on this machine", 0: "could not map"},
+    got = _run(3 if why == "unmappable" else 2, why)   # rank 2 cannot map it: ranks 0 and 1 learn another could not
+    says = {"unmappable": {2: "not on this machine", 1: "could not map", 0: "could not map"},
             "full": {0: "3 MiB free", 1: "rank 0 could not make"}}[why]
     for r, out in got.items():
         assert not out["usable"] and says[r] in out["failed"], (r, out["failed"])
