@@ -7,6 +7,7 @@ import glob
 import hashlib
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -40,6 +41,8 @@ def _peer(rank: int, world: int, port: int, queue, scenario: str) -> None:
 
 
 def _scenario(rank: int, world: int, scenario: str) -> dict:
+    if scenario == "late reader":
+        return _late_reader(rank, world)
     if scenario == "unmappable" and rank == world - 1:
         shared_memory.attach = lambda offer, held: "not on this machine"
     if scenario == "full" and rank == 0:
@@ -91,6 +94,30 @@ def _scenario(rank: int, world: int, scenario: str) -> dict:
     out["install"] = (backend.own, float(big[0]), float(small[0]), coll.calls - out["calls"])
     dist.barrier()
     out["left"] = glob.glob(f"{shared_memory.SHM_DIR}/rlframe-collectives-{os.getpid()}-*") if rank == 0 else []
+    return out
+
+
+def _late_reader(rank: int, world: int) -> dict:
+    """Rank 0 reads the other ranks' slots late, while the others go straight on to their next collectives, which
+    write their slots again: the barrier that ends each collective must hold them until rank 0 has read."""
+    coll = LocalCollectives.open(slot_cap=SLOT, min_bytes=MIN)
+    if rank == 0:
+        typed = coll._typed
+
+        def late(slot: int, dtype: torch.dtype, n: int) -> torch.Tensor:
+            if slot != 0:
+                time.sleep(0.2)
+            return typed(slot, dtype, n)
+
+        coll._typed = late
+    n, out = 90_001, {}
+    for i in range(3):   # gather, gather, reduce: each would overwrite what rank 0 has yet to read
+        flat = torch.empty(n * world, dtype=torch.bfloat16)
+        assert coll.all_gather_into_tensor(flat, _data(rank + 10 * i, n, torch.bfloat16))
+        out[f"gather {i}"] = torch.equal(flat, torch.cat([_data(r + 10 * i, n, torch.bfloat16) for r in range(world)]))
+    mine = _data(rank, n, torch.float32)
+    assert coll.all_reduce(mine)
+    out["reduce"] = torch.equal(mine, sum(_data(r, n, torch.float32) for r in range(world)))
     return out
 
 
@@ -167,3 +194,9 @@ def test_every_rank_stays_on_gloo_when_one_cannot_use_the_file(why):
         assert out["gather"] and all(v[1] for k, v in out.items() if k.startswith("reduce "))   # gloo's results
         assert out["install"][0] == 4 and out["install"][3] == 0   # every call reached the backend
     assert got[0]["left"] == []
+
+
+def test_a_rank_that_reads_late_still_reads_what_was_written_for_it():
+    got = _run(2, "late reader")
+    for r, out in got.items():
+        assert all(out.values()), (r, out)
