@@ -2,7 +2,7 @@
 
 A pass/fail table, exiting 1 on any failure: package versions (against each other and the project's pins),
 the Ray cluster's nodes against the CPUs, GPUs and custom resources the roles ask for, GPUs and NCCL settings,
-free disk at the run folder, room in /dev/shm (weight sync), the data files, the reward code and the run's ports.
+free disk at the run folder, room in /dev/shm, the data files, the reward code and the run's ports.
 `rlframe train` runs the resource and disk checks (`preflight`) after joining Ray and before placing any actor.
 """
 from __future__ import annotations
@@ -61,15 +61,14 @@ def check_packages(cuda: bool) -> list[Check]:
                                                                    if missing else ""))]
     by_dist = {_canon(d): p for p, (d, _) in found.items()}
     pins: list[tuple[Requirement, str]] = []
-    extra = "gpu" if cuda else "cpu"
     sources = [("rlframe", "pyproject.toml")] + [(found[p][0], p) for p in found]
     for dist, label in sources:
         try:
             reqs = requires(dist) or []
         except PackageNotFoundError:
             continue
-        pins += [(r, label) for r in map(Requirement, reqs)
-                 if _canon(r.name) in by_dist and (r.marker is None or r.marker.evaluate({"extra": extra}))]
+        pins += [(r, label) for r in map(Requirement, reqs) if _canon(r.name) in by_dist and
+                 (r.marker is None or r.marker.evaluate({"extra": "gpu" if cuda else "cpu"}))]
     constraints = ROOT / "constraints-cpu.txt"
     if not cuda and constraints.is_file():
         pins += [(Requirement(line.split("#")[0].strip()), constraints.name) for line in constraints.read_text()
@@ -183,30 +182,32 @@ def _model_bytes(cfg: Any) -> int:
 
 
 def check_shared_memory(cfg: Any, directory: str = "/dev/shm") -> Check:
-    """Room in /dev/shm for the weight sync's shared file (collective transport on CPU); short of it the sync goes
-    through gloo's sockets instead, slower but correct: a warning, not a failure."""
-    ws, item = cfg.weight_sync, "weight sync: shared memory"
-    if ws.transport not in ("auto", "collective") or not ws.shared_memory or ws.delta or \
-            cfg.learner.num_gpus_per_worker > 0:
-        return Check(item, "SKIP", "not used (GPU learners, another transport, delta sync or shared_memory=false)")
+    """Room in /dev/shm for the weight sync's file and the CPU learners' collectives' file (world + 1 slots of up to
+    64 MiB); short of it they go through gloo's sockets instead, slower but correct: a warning, not a failure."""
+    from rlframe.learner.local_collectives import SLOT_CAP
+
+    ws, lc = cfg.weight_sync, cfg.learner
+    sync = ws.transport in ("auto", "collective") and ws.shared_memory and not ws.delta
+    coll = lc.shared_memory_collectives and lc.world_size >= 2 and lc.zero_stage < 3
+    users = " and ".join(n for n, on in (("the weight sync", sync), ("the learners' collectives", coll)) if on)
+    if lc.num_gpus_per_worker > 0 or not users:
+        return Check("shared memory", "SKIP", "not used (GPU learners, or neither weight_sync.shared_memory nor "
+                     "learner.shared_memory_collectives applies)")
     if not os.path.isdir(directory):
-        return Check(item, "WARN", f"no {directory}: the weight sync goes through gloo's sockets")
-    st, need = os.statvfs(directory), _model_bytes(cfg)
-    free = st.f_bavail * st.f_frsize
+        return Check("shared memory", "WARN", f"no {directory}: {users} go through gloo's sockets")
+    weights, st = _model_bytes(cfg), os.statvfs(directory)
+    need, free = weights * sync + (lc.world_size + 1) * min(weights, SLOT_CAP) * coll, st.f_bavail * st.f_frsize
     if free < need:
-        return Check(item, "WARN", f"{directory} has {free / 2**20:.0f} MiB free, the weights take about "
-                                   f"{need / 2**20:.0f} MiB: the sync goes through gloo's sockets (Docker: start "
-                                   f"the container with a larger --shm-size)")
-    return Check(item, "PASS", f"{free / 2**30:.1f} GiB free in {directory}")
+        return Check("shared memory", "WARN", f"{directory} has {free / 2**20:.0f} MiB free, {users} take about "
+                     f"{need / 2**20:.0f} MiB: they go through gloo's sockets (Docker: a larger --shm-size)")
+    return Check("shared memory", "PASS", f"{free / 2**30:.1f} GiB free in {directory} ({users})")
 
 
 def check_disk(cfg: Any) -> Check:
     """Free space where the run folder goes: 2 GiB, or 4 x the model (weights, two Adam moments, the HF copy)
     per kept checkpoint plus one, whichever is more."""
     out = Path(cfg.run.output_dir or "outputs").expanduser().resolve()
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
+    probe = next(p for p in (out, *out.parents) if p.exists())
     if not os.access(probe, os.W_OK):
         return Check("disk", "FAIL", f"run.output_dir={str(out)!r}: {probe} is not writable")
     need = max(MIN_FREE_GB * 2**30, 4 * _model_bytes(cfg) * (cfg.trainer.keep_last + 1))
@@ -374,9 +375,8 @@ def preflight(cfg: Any, run_dir: Path) -> None:
 
 def format_table(rows: list[Check]) -> str:
     width = max(len(r.item) for r in rows)
-    failed = sum(r.status == "FAIL" for r in rows)
     lines = [f"{r.status:<4}  {r.item:<{width}}  {r.detail}" for r in rows]
-    return "\n".join(lines + [f"{len(rows)} checks, {failed} failed"])
+    return "\n".join(lines + [f"{len(rows)} checks, {sum(r.status == 'FAIL' for r in rows)} failed"])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,6 +2,8 @@
 resource request and a missing reward file each fail with the item named. No Ray is started here."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from rlframe.cli import main
@@ -122,6 +124,14 @@ def test_too_little_room_in_dev_shm_is_a_warning_that_names_the_fix(monkeypatch,
     monkeypatch.setattr(doc, "_model_bytes", lambda cfg: 1 << 60)
     short = doc.check_shared_memory(cfg, str(tmp_path))
     assert short.status == "WARN" and "--shm-size" in short.detail and "gloo's sockets" in short.detail
+    assert "the weight sync and the learners' collectives" in short.detail
     assert doc.check_shared_memory(cfg, str(tmp_path / "absent")).status == "WARN"
-    for off in ("weight_sync.transport=object_store", "weight_sync.shared_memory=false", "weight_sync.delta=true"):
-        assert doc.check_shared_memory(load_config([off]), str(tmp_path)).status == "SKIP", off
+    sync_off = ["weight_sync.transport=object_store", "weight_sync.shared_memory=false", "weight_sync.delta=true"]
+    for off in sync_off:   # the learners' collectives still use it: world + 1 slots of at most 64 MiB
+        only = doc.check_shared_memory(load_config([off]), str(tmp_path))
+        assert only.status == "PASS" and only.detail.endswith("(the learners' collectives)"), (off, only.detail)
+    monkeypatch.setattr(doc.os, "statvfs", lambda d: SimpleNamespace(f_bavail=100, f_frsize=1 << 20))   # 100 MiB
+    short = doc.check_shared_memory(load_config(sync_off[1:2]), str(tmp_path))   # 2 ranks: 3 x 64 MiB
+    assert short.status == "WARN" and "take about 192 MiB" in short.detail, short.detail
+    for off in ("learner.shared_memory_collectives=false", "learner.zero_stage=3", "learner.world_size=1"):
+        assert doc.check_shared_memory(load_config(sync_off[1:2] + [off]), str(tmp_path)).status == "SKIP", off
