@@ -90,7 +90,7 @@ def _fmt(value: object) -> str:
 
 
 def table_row(rec: dict) -> list[str]:
-    """benchmark | headline | ratio vs peer | target met | command, from a record's "headline" block.
+    """benchmark (date, CPU) | headline | ratio vs peer | target met | command, from a record's "headline" block.
 
     A record without one (an older or foreign benchmark) shows its top-level "*ratio*" keys instead.
     """
@@ -105,26 +105,41 @@ def table_row(rec: dict) -> list[str]:
     met_text = "" if met is None else ("yes" if met else "no")
     if target:
         met_text = f"{met_text} ({target})" if met_text else str(target)
-    when = (rec.get("time") or "")[:10]
-    return [f"{rec.get('benchmark', '?')} ({when})", str(figures), ratio_text, met_text,
+    hw = (rec.get("env") or {}).get("hardware") or {}
+    cpu = " ".join(w for w in str(hw.get("cpu") or "").replace("(R)", "").split() if w != "Processor")
+    where = ", ".join(x for x in ((rec.get("time") or "")[:10], cpu, hw.get("gpu")) if x)
+    return [f"{rec.get('benchmark', '?')} ({where})", str(figures), ratio_text, met_text,
             f"`{rec.get('command', '')}`"]
 
 
+def latest_by_machine(records: list[dict]) -> list[dict]:
+    """The latest record of each machine class that ran the benchmark on its latest day, newest first: figures
+    from different CPUs side by side, without the stale ones of a machine class last used long ago."""
+    from rlframe.bench_compare import machine_class
+
+    last: dict[str, dict] = {}
+    for rec in records:
+        last[machine_class(rec)] = rec
+    day = max((r.get("time") or "")[:10] for r in last.values())
+    return sorted((r for r in last.values() if (r.get("time") or "")[:10] == day),
+                  key=lambda r: r.get("time") or "", reverse=True)
+
+
 def render_table(results_dir: Path) -> tuple[str, int]:
-    """Markdown table from the last line of every results/*.jsonl (the latest run of each benchmark)."""
+    """Markdown table from results/*.jsonl: each benchmark's latest run on each machine class (latest_by_machine)."""
     rows = []
     for path in sorted(Path(results_dir).glob("*.jsonl")):
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        if not lines:
-            continue
-        try:
-            rec = json.loads(lines[-1])
-        except json.JSONDecodeError:
-            continue
-        rec.setdefault("benchmark", path.stem)
-        if rec.get("headline") or any("ratio" in k for k in rec):  # e.g. learning_seeds has its own table
-            rows.append(table_row(rec))
-    head = ["benchmark (date)", "headline (median of repeats)", "ratio vs peer", "target met?", "command"]
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        for rec in latest_by_machine(records) if records else []:
+            rec.setdefault("benchmark", path.stem)
+            if rec.get("headline") or any("ratio" in k for k in rec):  # e.g. learning_seeds has its own table
+                rows.append(table_row(rec))
+    head = ["benchmark (date, CPU)", "headline (median of repeats)", "ratio vs peer", "target met?", "command"]
     out = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     out += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
     return "\n".join(out), len(rows)

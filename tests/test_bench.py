@@ -105,6 +105,27 @@ def test_table_replaces_only_the_marked_block(tmp_path):
     assert readme.read_text() == text
 
 
+def test_table_shows_each_machine_class_that_ran_the_latest_day(tmp_path):
+    """Figures from different CPUs side by side, each labelled; a machine class last used on an older day is left
+    out (its figures are from older code)."""
+    def rec(day: str, cpu: str, figures: str, hour: int = 10) -> str:
+        return json.dumps({"benchmark": "step_time", "time": f"{day}T{hour}:00:00",
+                           "command": "rlframe bench step_time",
+                           "env": {"hardware": {"cpu": cpu, "cpu_count": 2, "ram_gib": 23.5, "gpu": None}},
+                           "headline": {"figures": figures, "ratios": {"TRL/rlframe": 2.0}}})
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "step_time.jsonl").write_text("\n".join([
+        rec("2026-01-01", "AMD EPYC", "old amd"), rec("2026-01-03", "Old CPU", "stale"),
+        rec("2026-01-05", "AMD EPYC", "new amd", 11), rec("2026-01-05", "Intel(R) Xeon(R) Processor", "intel")]) + "\n")
+    table, n = bench.render_table(results)
+    rows = [ln for ln in table.splitlines() if ln.startswith("| step_time")]
+    assert n == 2 and len(rows) == 2, table
+    assert rows[0].startswith("| step_time (2026-01-05, AMD EPYC) | new amd")   # newest first
+    assert rows[1].startswith("| step_time (2026-01-05, Intel Xeon) | intel")
+    assert "stale" not in table and "old amd" not in table
+
+
 def test_bench_lists_and_rejects_unknown(capsys):
     assert bench.main(["--list"]) == 0
     out = capsys.readouterr().out
