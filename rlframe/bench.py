@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -120,22 +119,18 @@ def latest_by_machine(records: list[dict]) -> list[dict]:
     last: dict[str, dict] = {}
     for rec in records:
         last[machine_class(rec)] = rec
-    day = max((r.get("time") or "")[:10] for r in last.values())
+    day = max(((r.get("time") or "")[:10] for r in last.values()), default="")
     return sorted((r for r in last.values() if (r.get("time") or "")[:10] == day),
                   key=lambda r: r.get("time") or "", reverse=True)
 
 
 def render_table(results_dir: Path) -> tuple[str, int]:
     """Markdown table from results/*.jsonl: each benchmark's latest run on each machine class (latest_by_machine)."""
+    from rlframe.bench_compare import read_records
+
     rows = []
     for path in sorted(Path(results_dir).glob("*.jsonl")):
-        records = []
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        for rec in latest_by_machine(records) if records else []:
+        for rec in latest_by_machine(read_records(path.read_text())):
             rec.setdefault("benchmark", path.stem)
             if rec.get("headline") or any("ratio" in k for k in rec):  # e.g. learning_seeds has its own table
                 rows.append(table_row(rec))

@@ -62,7 +62,8 @@ def noise(rec: dict[str, Any], figure: str | None = None) -> float:
     return max(abs(p - med) for p in pairs) / abs(med) if med else 0.0
 
 
-def _records(text: str) -> list[dict[str, Any]]:
+def read_records(text: str) -> list[dict[str, Any]]:
+    """The JSON objects of a results/*.jsonl text, one a line; other lines (blank, cut short) are skipped."""
     out = []
     for line in text.splitlines():
         try:
@@ -79,7 +80,7 @@ def committed(path: Path, ref: str) -> list[dict[str, Any]]:
     rel = path.resolve().relative_to(_repo_root(path))
     got = subprocess.run(["git", "show", f"{ref}:{rel.as_posix()}"], cwd=_repo_root(path),
                          capture_output=True, text=True)
-    return _records(got.stdout) if got.returncode == 0 else []
+    return read_records(got.stdout) if got.returncode == 0 else []
 
 
 def _repo_root(path: Path) -> Path:
@@ -105,7 +106,7 @@ def compare_dir(results: Path, ref: str = "HEAD", tolerance: float = 0.1) -> lis
     command (when the latest is itself committed, against the one before it)."""
     out = []
     for path in sorted(Path(results).glob("*.jsonl")):
-        current = _records(path.read_text())
+        current = read_records(path.read_text())
         if not current:
             continue
         latest, base_recs = current[-1], committed(path, ref)
