@@ -60,3 +60,47 @@ def test_eval_policies_with_another_tokenizer_are_refused_by_index(tmp_path):
     check_policies([str(tmp_path / "same"), str(tmp_path / "no_tokenizer")], run)
     with pytest.raises(ConfigError, match=r"eval.policies\[2\]=.*other.*tokenizer differs"):
         check_policies([str(tmp_path / "same"), str(tmp_path / "no_tokenizer"), str(tmp_path / "other")], run)
+
+
+def _tiny(path, seed: int, **over) -> str:
+    from rlframe.config.schema import ModelConfig
+    from rlframe.models.tiny import build_tiny_model
+
+    return str(build_tiny_model(ModelConfig(**over), 96, None, 2, 0, path, seed=seed))
+
+
+def test_weight_layout_tells_when_a_policy_can_be_loaded_into_a_running_engine(tmp_path):
+    """eval.policies: a policy is loaded into the generators' engine only when its layout is the last one's; then
+    every weight is replaced, and the engine computes what the policy loaded afresh computes."""
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+
+    from rlframe.models.loading import checkpoint_tensors, load_policy, weight_layout
+    from rlframe.rollout.hf_engine import HFEngine
+
+    a, b = _tiny(tmp_path / "a", seed=0), _tiny(tmp_path / "b", seed=1)
+    assert weight_layout(a) == weight_layout(b) is not None            # other values, the same layout
+    deeper = _tiny(tmp_path / "deeper", seed=0, num_layers=3)
+    assert weight_layout(deeper) != weight_layout(a)                  # another config and more tensors
+    half = tmp_path / "half"
+    load_policy(a).to(torch.bfloat16).save_pretrained(half)
+    assert weight_layout(half)["tensors"] != weight_layout(a)["tensors"]   # another dtype
+    model = load_policy(a)   # the learners save the output embedding tied to the input one as a tensor of its own
+    model.save_pretrained(tmp_path / "tied", state_dict={k: v.clone() for k, v in model.state_dict().items()})
+    with safe_open(str(tmp_path / "tied" / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" in f.keys()
+    assert weight_layout(tmp_path / "tied") == weight_layout(a)
+    shutil.copytree(a, tmp_path / "bin")
+    for f in (tmp_path / "bin").glob("*.safetensors"):
+        f.unlink()
+    assert weight_layout(tmp_path / "bin") is None and weight_layout(tmp_path / "nowhere") is None
+
+    engine = HFEngine(a, eos_token_id=2, pad_token_id=0)
+    engine.load_weights(checkpoint_tensors(b))
+    fresh = load_policy(b).state_dict()
+    held = engine.model.state_dict()
+    assert held.keys() == fresh.keys()
+    for name, t in fresh.items():
+        assert torch.equal(held[name], t), name

@@ -359,8 +359,9 @@ class EvalConfig:
     repetition_penalty: float = 1.15
     # one evaluation per value: a sweep over the number of liked/disliked references (empty = data.num_history)
     num_history: List[int] = field(default_factory=list)
-    # several model folders evaluated in one start-up (Ray, reward workers and data shared; the generators
-    # reload), each into <run>/policy-<i>/; model.init_from defaults to the first (its tokenizer renders prompts)
+    # several model folders evaluated in one start-up (Ray, reward workers and data shared), each into
+    # <run>/policy-<i>/; a text policy with the last one's config and tensors is loaded into the running
+    # generators, any other restarts them; model.init_from defaults to the first (its tokenizer renders prompts)
     policies: List[str] = field(default_factory=list)
 
 

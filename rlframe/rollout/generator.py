@@ -10,6 +10,7 @@ import torch
 from rlframe.cluster.storage import localize, release
 from rlframe.config.schema import RolloutConfig
 from rlframe.data.rollout_batch import Completion
+from rlframe.models.loading import checkpoint_tensors
 from rlframe.rng import capture_rng, restore_rng
 from rlframe.rollout.engine import Engine, SamplingSettings
 from rlframe.weight_sync import cuda_ipc
@@ -113,6 +114,15 @@ class RolloutWorker:
         receipt = receive(self.engine, payload, version, f"generator pid {self.pid}")
         self.version = version
         return receipt
+
+    def load_checkpoint(self, model_path: str) -> int:
+        """`rlframe eval` of several policies: the next one's weights into the running engine, in place of a new
+        engine (the driver checked that its layout is the last one's, so every weight is replaced)."""
+        path = localize(model_path, "model")
+        self.engine.load_weights(checkpoint_tensors(path))
+        release(path)
+        self.version = 0
+        return self.pid
 
     def open_sync_group(self, addr: str, port: int, rank: int, world: int, backend: str, timeout_s: float,
                         join_timeout_s: float) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlframe.data.rollout_batch import RolloutBatch
+from rlframe.models.loading import is_vision_language, weight_layout
 from rlframe.rollout.engine import SamplingSettings
 
 if TYPE_CHECKING:
@@ -72,9 +73,10 @@ def check_policies(policies: list[str], tokenizer: Any) -> None:
 
 
 def run_eval(d: Driver) -> Path:
-    """Evaluate `model.path` / `model.init_from`, or each of eval.policies in turn (the generators restart
-    with each; Ray, the reward workers and the encoded prompts serve all). Writes eval.json, eval.md and
-    eval_predictions.jsonl into the run folder, or into <run>/policy-<i>/ for each policy."""
+    """Evaluate `model.path` / `model.init_from`, or each of eval.policies in turn (a policy laid out as the last
+    one is loaded into the running generators, any other restarts them; Ray, the reward workers and the encoded
+    prompts serve all). Writes eval.json, eval.md and eval_predictions.jsonl into the run folder, or into
+    <run>/policy-<i>/ for each policy."""
     policies = list(d.cfg.eval.policies)
     if policies:
         check_policies(policies, d.tokenizer)
@@ -86,8 +88,16 @@ def run_eval(d: Driver) -> Path:
                                                                            d.cache_dir)
             for k in list(cfg.eval.num_history) or [cfg.data.num_history]}
     sets = {k: (task, d.encode_prompts(task.eval, task)) for k, task in sets.items()}
+    layout = None
     for i, path in enumerate(policies or [d.model_path]):
-        if i:
+        # a text policy laid out as the last one is loaded into the running engines; any other restarts them (a
+        # VLM's checkpoint names its tensors otherwise than the model it loads into)
+        last, layout = layout, None if is_vision_language(path) else weight_layout(path)
+        if i and last is not None and layout == last:
+            d.generators.wait(d.generators.call("load_checkpoint", d.storage.ship(path)), "start-up",
+                              d.timeouts.startup_s, "startup_s")
+            log.info("eval: %s loaded into the running generators (laid out as the last policy)", path)
+        elif i:
             d.roles.stop("rollout")
             d.start_generators(path)
         d.wait_ready()

@@ -29,7 +29,7 @@ def run(tmp_path: Path, *overrides: str) -> tuple[Path, list[dict]]:
     return run_dir, read_metrics(run_dir / "metrics.jsonl")
 
 
-def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_path):
+def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_path, caplog):
     run_dir, rows = run(tmp_path, "reward.stream_batch=8")
     sft = [r for r in rows if r["stage"] == "sft"]
     grpo = [r for r in rows if r["stage"] == "grpo"]
@@ -71,10 +71,10 @@ def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_pat
     v = VLLMEngine(final, max_model_len=256)
     assert v.generate([prompt], greedy)[0].token_ids == hf_out[0].token_ids
     del v
-    check_eval(run_dir, tmp_path)
+    check_eval(run_dir, tmp_path, caplog)
 
 
-def check_eval(run_dir: Path, tmp_path: Path) -> None:
+def check_eval(run_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """`rlframe eval` (via the driver) with a num_history sweep; accuracy re-derived from the predictions."""
     import json
 
@@ -95,8 +95,8 @@ def check_eval(run_dir: Path, tmp_path: Path) -> None:
                                                               "profile_exact"}
     assert "| 3 | eval | 8 |" in (out / "eval.md").read_text()
 
-    # eval.policies: two policies in one start-up, a perturbed copy first; after the generators reload, the
-    # trained policy decodes exactly as it did alone
+    # eval.policies: two policies in one start-up, a perturbed copy first; after it, the trained policy (laid out
+    # as the copy) is loaded into the running vLLM engine and decodes exactly as it did alone
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -108,7 +108,10 @@ def check_eval(run_dir: Path, tmp_path: Path) -> None:
     AutoTokenizer.from_pretrained(run_dir / "final").save_pretrained(tmp_path / "perturbed")
     cfg.eval.policies = [str(tmp_path / "perturbed"), str(run_dir / "final")]
     cfg.run.output_dir = str(tmp_path / "eval_both")
+    caplog.clear()
+    caplog.set_level("INFO", logger="rlframe")
     both = Driver(cfg).run("eval")
+    assert caplog.text.count("loaded into the running generators") == 1
     assert json.loads((both / "policies.json").read_text()) == {"policy-0": cfg.eval.policies[0],
                                                                  "policy-1": cfg.eval.policies[1]}
     alone = json.loads((both / "policy-1" / "eval.json").read_text())
