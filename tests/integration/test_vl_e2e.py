@@ -98,7 +98,8 @@ def test_a_users_own_data_file_without_an_eval_file_trains_and_reports_skips(ray
     data = [r for r in rows if r["stage"] == "data"]
     assert data and data[0]["data/skipped_records"] == 1
     cfg = load_config([*base, *user, "data.val_split_ratio=0.25", "trainer.eval_every=2", "trainer.max_steps=2",
-                       f"run.output_dir={tmp_path / 'b'}", f"run.cache_dir={tmp_path / 'cache'}"])
+                       "trainer.stages=[grpo]", f"run.output_dir={tmp_path / 'b'}",
+                       f"run.cache_dir={tmp_path / 'cache'}"])
     rows = read_metrics(Driver(cfg).run() / "metrics.jsonl")
     evals = [r for r in rows if r["stage"] == "eval"]
     assert [r["step"] for r in evals] == [0, 2] and "eval/accuracy" in evals[-1]
