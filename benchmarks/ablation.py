@@ -21,6 +21,8 @@ sentence-embedding cosine) and exact-term rate of the predicted profiles, as Mar
     rlframe bench ablation --task vl               # the tiny Qwen2.5-VL on images
     rlframe bench ablation --seeds 0,1 trainer.max_steps=80   # overrides go to every run
 
+`--quick` is the test suite's smoke run: tiny budgets, and the three variants of QUICK_VARIANTS.
+
 `--task text` trains on `data.task=preference_synthetic_splits`; `--task vl` on
 `experiment=preferthinker_tiny_vl` with a longer SFT and RL budget (see VL_OVERRIDES).
 """
@@ -49,13 +51,17 @@ VL_OVERRIDES = ["experiment=preferthinker_tiny_vl", "data.num_train=1024", "data
                 "trainer.sft.steps=1200", "trainer.sft.eval_every=100", "trainer.sft.min_steps=300",
                 "trainer.sft.stop_threshold=0.6", "trainer.max_steps=40", "trainer.prompts_per_step=16",
                 "trainer.eval_every=10"]
-# rollout=hf in the smoke: each of its four processes skips vLLM's start-up; the script's path is the same
+# rollout=hf in the smoke: each of its processes skips vLLM's start-up; the script's path is the same
 QUICK_OVERRIDES = ["rollout=hf", "data.num_train=64", "data.num_eval=8", "trainer.sft.steps=4",
                    "trainer.sft.eval_every=0", "trainer.sft.stop_threshold=null",
                    "trainer.max_steps=1", "trainer.prompts_per_step=4", "trainer.eval_every=0",
                    "rollout.max_new_tokens=32"]
 #: where the profile-similarity reward sits in conf/reward/preference.yaml's `fns`
 PROFILE_FN_INDEX = 2
+# the smoke run leaves out the arm without the profile reward: it is the full-reward arm's path with one override,
+# which tests/test_bench.py checks against the resolved config (the arm would add a 25 s run to the test suite)
+QUICK_VARIANTS = ("base", "sft", "rl")
+WITHOUT_PROFILE = [f"reward.fns.{PROFILE_FN_INDEX}.weight=0.0"]
 
 
 def merge_overrides(*groups: list[str]) -> list[str]:
@@ -83,8 +89,9 @@ def _rp_key(rp: float) -> str:
     return f"{rp:g}"
 
 
-def run_seed(seed: int, out: Path, common: list[str], rlframe: str, penalties: list[float]) -> dict[str, Any]:
-    """Train and evaluate the four variants for one seed: {"evals": {penalty: {variant: eval.json}},
+def run_seed(seed: int, out: Path, common: list[str], rlframe: str, penalties: list[float],
+             variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
+    """Train and evaluate the variants for one seed: {"evals": {penalty: {variant: eval.json}},
     "seconds": {run: s}}. A run whose result is already in `out` is not repeated (resume after a crash)."""
     out.mkdir(parents=True, exist_ok=True)
     seed_args = [f"run.seed={seed}", "trainer.progress=false", *common]
@@ -104,14 +111,16 @@ def run_seed(seed: int, out: Path, common: list[str], rlframe: str, penalties: l
 
     step("sft", ["sft"], "final/config.json")
     sft = out / "sft" / "final"
-    without = [f"reward.fns.{PROFILE_FN_INDEX}.weight=0.0"]
-    step("rl_no_profile", ["train", "trainer.stages=[grpo]", f"model.init_from={sft}", *without], "final/config.json")
+    if "rl_no_profile" in variants:
+        step("rl_no_profile", ["train", "trainer.stages=[grpo]", f"model.init_from={sft}", *WITHOUT_PROFILE],
+             "final/config.json")
     step("rl", ["train", "trainer.stages=[grpo]", f"model.init_from={sft}"], "final/config.json")
-    policies = {"base": out / "sft" / "init_model", "sft": sft,
-                "rl_no_profile": out / "rl_no_profile" / "final", "rl": out / "rl" / "final"}
+    policies = {v: p for v, p in {"base": out / "sft" / "init_model", "sft": sft,
+                                  "rl_no_profile": out / "rl_no_profile" / "final", "rl": out / "rl" / "final"}.items()
+                if v in variants}
     evals: dict[str, dict[str, Any]] = {}
     listed = "[" + ",".join(f"'{p}'" for p in policies.values()) + "]"
-    for rp in penalties:   # one `rlframe eval` of all four policies per penalty (one start-up, not four)
+    for rp in penalties:   # one `rlframe eval` of all the policies per penalty (one start-up, not one each)
         name = f"eval_rp{_rp_key(rp)}"
         step(name, ["eval", f"eval.policies={listed}", f"eval.repetition_penalty={rp}"],
              f"policy-{len(policies) - 1}/eval.json")
@@ -221,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     per_seed = []
     for seed in args.seeds:
-        res = run_seed(seed, out / f"seed{seed}", common, rlframe, args.repetition_penalties)
+        res = run_seed(seed, out / f"seed{seed}", common, rlframe, args.repetition_penalties,
+                       QUICK_VARIANTS if args.quick else VARIANTS)
         per_seed.append({"seed": seed, **res})
     tables = {rp: aggregate([s["evals"][rp] for s in per_seed]) for rp in per_seed[0]["evals"]}
     md = "".join(f"Greedy, repetition penalty {rp}:\n\n{markdown(t)}\n" for rp, t in tables.items())

@@ -174,6 +174,20 @@ def _eval_json(acc: dict[str, float], sim: float) -> dict:
     return {"num_history": {"5": {"subsets": subsets, "mean": mean}}}
 
 
+def test_the_ablations_no_profile_arm_sets_only_the_profile_rewards_weight_to_zero():
+    """The arm the smoke run leaves out differs from the full-reward arm by this override alone."""
+    import ablation
+
+    from rlframe.config import load_config
+
+    full = load_config(ablation.TEXT_OVERRIDES).reward.fns
+    without = load_config([*ablation.TEXT_OVERRIDES, *ablation.WITHOUT_PROFILE]).reward.fns
+    assert [f.name for f in without] == [f.name for f in full]
+    assert full[ablation.PROFILE_FN_INDEX].name == "profile_similarity" and full[ablation.PROFILE_FN_INDEX].weight > 0
+    assert [f.weight for f in without] == [0.0 if f.name == "profile_similarity" else f.weight for f in full]
+    assert set(ablation.QUICK_VARIANTS) < set(ablation.VARIANTS) and "rl" in ablation.QUICK_VARIANTS
+
+
 def test_ablation_aggregates_seeds_into_a_table_and_plot(tmp_path):
     import ablation
 
