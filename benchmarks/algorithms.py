@@ -47,8 +47,10 @@ LABELS = {"grpo": "GRPO", "rloo": "RLOO", "reinforce_pp": "REINFORCE++", "ppo": 
           "dr_grpo": "Dr.GRPO", "gspo": "GSPO", "reinforce_pp_baseline": "REINFORCE++-baseline"}
 #: the budget every algorithm shares (on top of the embedded default's trainer settings)
 SAME_BUDGET = ["algorithm.group_size=4"]
-QUICK_OVERRIDES = ["data.num_train=64", "data.num_eval=16", "trainer.sft.steps=10", "trainer.sft.eval_every=0",
-                   "trainer.sft.stop_threshold=null", "trainer.prompts_per_step=4", "rollout.max_new_tokens=48"]
+# rollout=hf in the smoke: it skips vLLM's start-up (the script's path is the same; the test suite runs vLLM elsewhere)
+QUICK_OVERRIDES = ["rollout=hf", "data.num_train=64", "data.num_eval=16", "trainer.sft.steps=10",
+                   "trainer.sft.eval_every=0", "trainer.sft.stop_threshold=null", "trainer.prompts_per_step=4",
+                   "rollout.max_new_tokens=48"]
 CONCLUSION_HEADING = "## What we conclude"
 WINDOW = 10   # first / last steps compared (summary.json's window)
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from _common import ROOT, base_parser, emit, new_figure, save_plot
 
-#: smoke test (--quick): one seed, a few SFT and 4 GRPO steps (the fewest run summaries compare) on tiny data
-QUICK_OVERRIDES = ["data.num_train=64", "data.num_eval=8", "trainer.sft.steps=4", "trainer.sft.eval_every=0",
+#: smoke test (--quick): one seed, a few SFT and 4 GRPO steps (the fewest run summaries compare) on tiny data;
+#: rollout=hf skips vLLM's start-up (the script's path is the same; the test suite runs vLLM elsewhere)
+QUICK_OVERRIDES = ["rollout=hf", "data.num_train=64", "data.num_eval=8", "trainer.sft.steps=4", "trainer.sft.eval_every=0",
                    "trainer.sft.stop_threshold=null", "trainer.max_steps=4", "trainer.prompts_per_step=4",
                    "trainer.eval_every=4", "rollout.max_new_tokens=32"]
 
