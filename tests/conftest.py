@@ -78,10 +78,22 @@ def start_role(ray_session):
         roles.stop_all()
 
 
-def pytest_collection_modifyitems(config, items):
-    """The multi-node tests first: they start a ray.cluster_utils.Cluster in this process, and once the
-    session's private Ray has run here, Ray's per-process state (its session folder and the node address it
-    resolved) leaves that cluster unreachable for the subprocesses that join it (measured: `rlframe doctor`
-    against it hung for 300 s in every test of the module)."""
-    first = [item for item in items if "test_multinode.py" in item.nodeid]
-    items[:] = first + [item for item in items if "test_multinode.py" not in item.nodeid]
+# The order tests run in. The multi-node tests come first: they start a ray.cluster_utils.Cluster in this
+# process, and once the session's private Ray has run here, Ray's per-process state (its session folder and the
+# node address it resolved) leaves that cluster unreachable for the subprocesses that join it (measured:
+# `rlframe doctor` against it hung for 300 s in every test of the module). Under pytest-xdist (`make test` runs
+# two workers, taking tests one by one in this order; the module is one xdist_group) they are its worker's first.
+# Then the longest, so that the two workers end together: a 5-minute test started last would keep one worker
+# busy while the other has nothing left. Measured on 2 cores with both workers busy: the resume chain about
+# 5 minutes, each benchmark smoke 0.5-2.5, the other integration tests 10-120 s, the rest seconds.
+FIRST = ("tests/integration/test_multinode.py", "tests/integration/test_resume.py", "tests/test_bench_smoke.py",
+         "tests/test_bench.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def order(item) -> tuple[int, int]:
+        module = next((i for i, m in enumerate(FIRST) if item.nodeid.startswith(m)), len(FIRST))
+        tier = 0 if item.get_closest_marker("integration") else 1 if item.get_closest_marker("slow") else 2
+        return module, tier
+
+    items.sort(key=order)   # stable: each module's own order stays

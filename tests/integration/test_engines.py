@@ -7,7 +7,7 @@ import torch
 from rlframe.models.logprobs import token_logprobs
 from rlframe.rollout.engine import SamplingSettings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("engines")]
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11, 12], [40, 41, 42, 43]]
 
 

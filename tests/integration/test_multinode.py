@@ -19,7 +19,7 @@ import pytest
 
 from rlframe.tracking import read_metrics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("multinode")]
 ROOT = Path(__file__).resolve().parents[2]
 # one node per role, each marked by a custom resource the role's config asks for (the head hosts the rewards)
 NODES = {"node_reward": {"num_cpus": 1}, "node_gen": {"num_cpus": 1}, "node_learn": {"num_cpus": 1}}
