@@ -40,6 +40,17 @@ overrides = st.lists(st.one_of(st.builds(lambda k, v: f"{k}={v}", st.sampled_fro
 
 
 @pytest.fixture
+def ray_inits(monkeypatch) -> list[tuple]:
+    """Every ray.init call. (Ray may already be up in this process: a pytest-xdist worker runs integration tests
+    before this one, so `ray.is_initialized()` alone would not say whether the CLI started it.)"""
+    import ray
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: calls.append((args, kwargs)))
+    return calls
+
+
+@pytest.fixture
 def no_driver(monkeypatch):
     started: list[object] = []
     fake = types.ModuleType("rlframe.trainer.driver")
@@ -58,8 +69,11 @@ def no_driver(monkeypatch):
 
 @settings(max_examples=max(20, settings.default.max_examples // 4))   # each example composes the config
 @given(overrides)
-def test_any_overrides_start_a_run_or_stop_with_a_named_error(no_driver, capsys, argv):
+def test_any_overrides_start_a_run_or_stop_with_a_named_error(no_driver, ray_inits, capsys, argv):
+    import ray
+
     no_driver.clear()
+    ray_up = ray.is_initialized()
     try:
         rc = main(["train", *argv])
     except SystemExit as stop:   # argparse: an argument that starts with "-" is an unknown option
@@ -71,6 +85,4 @@ def test_any_overrides_start_a_run_or_stop_with_a_named_error(no_driver, capsys,
         assert err.startswith(("rlframe train: ", "usage: rlframe")) and "Traceback" not in err, err
     else:
         assert len(no_driver) == 1
-    import ray
-
-    assert not ray.is_initialized()
+    assert not ray_inits and ray.is_initialized() == ray_up
