@@ -13,8 +13,9 @@ from rlframe.config.schema import ClusterConfig
 
 log = logging.getLogger("rlframe")
 
-# Given to every Ray worker of the run through the job's runtime_env, so they hold on a cluster that someone
-# else started (`ray start`, SLURM, KubeRay) as well as on the private Ray the driver starts itself.
+# Given to every Ray worker of the run: through the job's runtime_env on a cluster that someone else started
+# (`ray start`, SLURM, KubeRay); on the private Ray the driver starts itself, through the environment its raylet
+# inherits from the driver.
 WORKER_ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
@@ -66,11 +67,15 @@ def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> b
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"log_to_driver": cfg.log_to_driver, "include_dashboard": False,
-                              "logging_level": logging.WARNING,
-                              "runtime_env": {"env_vars": worker_env(not cfg.address, cache_dir)}}
+                              "logging_level": logging.WARNING}
     if cfg.address:
-        ray.init(address=cfg.address, **kwargs)
+        ray.init(address=cfg.address, runtime_env={"env_vars": worker_env(False, cache_dir)}, **kwargs)
         return True
+    # The private Ray's workers inherit the raylet's environment, which is this process's: the worker settings
+    # go there. A runtime_env would only cost time: Ray starts each worker of a job that has one through
+    # setup_worker.py, which imports Ray once more (about 0.7 s of CPU per worker), and cannot give its actors
+    # the workers it started in advance.
+    os.environ.update(worker_env(True, cache_dir))
     # The private Ray: nobody else can reach it, so it runs without a token. Ray binds to loopback only when it
     # believes it is not clustering (its macOS default); the flag is read by this process and by Ray's own.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
