@@ -84,8 +84,8 @@ def start_role(ray_session):
 # `rlframe doctor` against it hung for 300 s in every test of the module). Under pytest-xdist (`make test` runs
 # two workers, taking tests one by one in this order; the module is one xdist_group) they are its worker's first.
 # Then the longest, so that the two workers end together: a 5-minute test started last would keep one worker
-# busy while the other has nothing left. Measured on 2 cores with both workers busy: the resume chain about
-# 5 minutes, each benchmark smoke 0.5-2.5, the other integration tests 10-120 s, the rest seconds.
+# busy while the other has nothing left. Measured on 2 cores with both workers busy: the resume chain 3-5
+# minutes, each benchmark smoke 0.5-2.5, the other integration tests 10-120 s, the rest seconds.
 FIRST = ("tests/integration/test_multinode.py", "tests/integration/test_resume.py", "tests/test_bench_smoke.py",
          "tests/test_bench.py")
 
