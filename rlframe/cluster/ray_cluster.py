@@ -34,16 +34,11 @@ FORWARDED_PREFIXES = ("NCCL_", "GLOO_", "TP_SOCKET_IFNAME", "HF_HOME", "HF_TOKEN
 LOCAL_RAYLET_ENV = {"RAY_worker_niceness": "0"}
 
 
-def worker_env(local: bool, cache_dir: Path) -> dict[str, str]:
-    """The env_vars of the job's runtime_env: WORKER_ENV (the driver's value wins), the NCCL/GLOO settings
-    the driver has, and, on a private Ray only (same machine), the driver's cache paths and accelerator."""
+def worker_env() -> dict[str, str]:
+    """The env_vars of the job's runtime_env on a cluster: WORKER_ENV (the driver's value wins) and the NCCL/GLOO
+    settings the driver has; not its cache paths or accelerator (other nodes have their own)."""
     env = {k: os.environ.get(k, v) for k, v in WORKER_ENV.items()}
     env.update({k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)})
-    if local:
-        env["TORCH_EXTENSIONS_DIR"] = os.environ.get("TORCH_EXTENSIONS_DIR", str(cache_dir / "torch_extensions"))
-        env["VLLM_CACHE_ROOT"] = os.environ.get("VLLM_CACHE_ROOT", str(cache_dir / "vllm"))   # compiled graphs
-        if os.environ.get("DS_ACCELERATOR"):
-            env["DS_ACCELERATOR"] = os.environ["DS_ACCELERATOR"]
     # a job started by `ray job submit --runtime-env-json ...`: Ray refuses a second value for the same key
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
     taken = (job.get("runtime_env") or {}).get("env_vars") or {}
@@ -59,7 +54,7 @@ def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> b
     for key, value in WORKER_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir / "torch_extensions"))
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir / "vllm"))   # an engine in this process (benchmarks)
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir / "vllm"))   # here (benchmarks) and in its workers
     import torch
 
     if not torch.cuda.is_available():
@@ -69,13 +64,13 @@ def init_ray(cfg: ClusterConfig, cache_dir: Path, required_cpus: float = 0) -> b
     kwargs: dict[str, Any] = {"log_to_driver": cfg.log_to_driver, "include_dashboard": False,
                               "logging_level": logging.WARNING}
     if cfg.address:
-        ray.init(address=cfg.address, runtime_env={"env_vars": worker_env(False, cache_dir)}, **kwargs)
+        ray.init(address=cfg.address, runtime_env={"env_vars": worker_env()}, **kwargs)
         return True
-    # The private Ray's workers inherit the raylet's environment, which is this process's: the worker settings
-    # go there. A runtime_env would only cost time: Ray starts each worker of a job that has one through
-    # setup_worker.py, which imports Ray once more (about 0.7 s of CPU per worker), and cannot give its actors
-    # the workers it started in advance.
-    os.environ.update(worker_env(True, cache_dir))
+    # The private Ray's workers inherit the raylet's environment, which is this process's: the settings set above
+    # (WORKER_ENV, the cache paths, the accelerator) reach them without a runtime_env. One would only cost time:
+    # Ray starts each worker of a job that has one through setup_worker.py, which imports Ray once more (about
+    # 0.7 s of CPU per worker), and cannot give its actors the workers it started in advance.
+
     # The private Ray: nobody else can reach it, so it runs without a token. Ray binds to loopback only when it
     # believes it is not clustering (its macOS default); the flag is read by this process and by Ray's own.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

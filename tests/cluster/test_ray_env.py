@@ -68,10 +68,10 @@ def test_the_private_ray_runs_without_a_token_only_on_loopback(fake_init, monkey
     assert os.environ["VLLM_CACHE_ROOT"] == kw["_environ"]["VLLM_CACHE_ROOT"] == str(tmp_path / "vllm")
 
 
-def test_a_submitted_job_keeps_its_own_env_vars(monkeypatch, tmp_path):
+def test_a_submitted_job_keeps_its_own_env_vars(monkeypatch):
     """`ray job submit --runtime-env-json` with env_vars: Ray refuses the same key twice, so the job's win."""
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"env_vars": {"OMP_NUM_THREADS": "4"}}}))
-    env = rc.worker_env(False, tmp_path)
+    env = rc.worker_env()
     assert "OMP_NUM_THREADS" not in env and env["TOKENIZERS_PARALLELISM"] == "false"
 
 
@@ -82,10 +82,12 @@ def test_actors_on_the_private_ray_get_the_worker_env(ray_session):
 
     @ray_session.remote(num_cpus=0.1)
     def environ() -> dict[str, str | None]:
-        return {k: os.environ.get(k) for k in (*rc.WORKER_ENV, "TORCH_EXTENSIONS_DIR", "VLLM_CACHE_ROOT")}
+        keys = (*rc.WORKER_ENV, "TORCH_EXTENSIONS_DIR", "VLLM_CACHE_ROOT", "DS_ACCELERATOR")
+        return {k: os.environ.get(k) for k in keys}
 
     seen = ray_session.get(environ.remote(), timeout=120)
     assert seen["MKL_NUM_THREADS"] == "1" and seen["DO_NOT_TRACK"] == "1" and seen["PYTHONWARNINGS"] == "ignore"
     assert all(seen[k] == os.environ[k] for k in rc.WORKER_ENV)
     assert seen["TORCH_EXTENSIONS_DIR"] == os.environ["TORCH_EXTENSIONS_DIR"]
     assert seen["VLLM_CACHE_ROOT"] == os.environ["VLLM_CACHE_ROOT"]
+    assert seen["DS_ACCELERATOR"] == os.environ.get("DS_ACCELERATOR")   # "cpu" without CUDA
