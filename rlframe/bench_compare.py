@@ -17,10 +17,13 @@ from typing import Any
 
 
 def machine_class(rec: dict[str, Any]) -> str:
-    """CPU model and count, RAM rounded, GPU: results are only comparable within one class."""
+    """CPU model and count, RAM rounded, GPU, and the CPU's widest matrix instructions where the record names them
+    (one model name, "AMD EPYC", has covered CPUs with and without bf16 ones): results are only comparable within
+    one class. A record from before `isa` was recorded is a class of its own."""
     hw = (rec.get("env") or {}).get("hardware") or rec.get("machine") or {}
     cpus = hw.get("cpu_count", hw.get("cpus"))
-    return f"{hw.get('cpu', '?')}/{cpus}cpu/{round(float(hw.get('ram_gib') or 0))}GiB/{hw.get('gpu') or 'nogpu'}"
+    isa = f"/{hw['isa']}" if hw.get("isa") else ""
+    return f"{hw.get('cpu', '?')}/{cpus}cpu/{round(float(hw.get('ram_gib') or 0))}GiB/{hw.get('gpu') or 'nogpu'}{isa}"
 
 
 # options that change how often or where a benchmark runs, not what it measures

@@ -126,6 +126,25 @@ def test_table_shows_each_machine_class_that_ran_the_latest_day(tmp_path):
     assert "stale" not in table and "old amd" not in table
 
 
+def test_the_table_names_the_cpus_matrix_instructions(tmp_path):
+    """Two CPUs behind one model name, told apart by the `isa` a record holds (`_common.env_info`)."""
+    zen3, zen4 = "fpu sse2 fma avx avx2 sha_ni", "fpu avx2 avx512f avx512_bf16 avx512_vnni"
+    assert _common._cpu_isa(f"model name\t: AMD EPYC\nflags\t\t: {zen3}\n") == "avx2"
+    assert _common._cpu_isa(f"flags\t\t: {zen4}\n") == "avx512_bf16"
+    assert _common._cpu_isa("flags\t: avx2 avx512f amx_tile amx_bf16 avx512_bf16\n") == "amx_bf16"
+    assert _common._cpu_isa("flags\t: avx2 avx512f\n") == "avx512"
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "step_time.jsonl").write_text("".join(json.dumps(
+        {"benchmark": "step_time", "time": f"2026-01-05T1{i}:00:00", "command": "rlframe bench step_time",
+         "env": {"hardware": {"cpu": "AMD EPYC", "isa": isa, "cpu_count": 2, "ram_gib": 23.5, "gpu": None}},
+         "headline": {"figures": isa, "ratios": {"TRL/rlframe": 2.0}}}) + "\n" for i, isa in enumerate(["avx512_bf16",
+                                                                                                      "avx2"])))
+    table, n = bench.render_table(results)
+    assert n == 2 and "| step_time (2026-01-05, AMD EPYC (avx2)) | avx2" in table
+    assert "| step_time (2026-01-05, AMD EPYC (avx512_bf16)) | avx512_bf16" in table
+
+
 def test_bench_lists_and_rejects_unknown(capsys):
     assert bench.main(["--list"]) == 0
     out = capsys.readouterr().out

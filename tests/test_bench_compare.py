@@ -65,6 +65,15 @@ def test_other_machines_and_other_commands_are_not_baselines(tmp_path):
     assert report[0]["rows"] == [] and "no committed baseline" in report[0]["note"]
 
 
+def test_one_cpu_name_with_other_matrix_instructions_is_not_a_baseline(tmp_path):
+    """"AMD EPYC" has named a CPU with AVX512-BF16 and one with AVX2 alone (bf16 40x slower there): never compared."""
+    zen4, zen3 = {**HW, "isa": "avx512_bf16"}, {**HW, "isa": "avx2"}
+    report = compare_dir(repo(tmp_path, [rec(2.0, hw=zen4), rec(2.0)], [rec(0.1, hw=zen3)]))
+    assert report[0]["rows"] == [] and "no committed baseline" in report[0]["note"]
+    report = compare_dir(repo(tmp_path / "same", [rec(2.0, [2.0, 2.0], hw=zen3)], [rec(1.5, [1.5, 1.5], hw=zen3)]))
+    assert report[0]["rows"][0]["regressed"]
+
+
 def test_the_same_options_in_another_order_or_with_other_repeats_are_a_baseline(tmp_path):
     base = "rlframe bench step_time --repeats 3 --dtype bfloat16 --no-trl learner.zero_stage=1"
     latest = "rlframe bench step_time --no-trl learner.zero_stage=1 --dtype bfloat16 --repeats 5 --results-dir /r"
