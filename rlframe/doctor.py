@@ -2,12 +2,14 @@
 
 A pass/fail table, exiting 1 on any failure: package versions (against each other and the project's pins),
 the Ray cluster's nodes against the CPUs, GPUs and custom resources the roles ask for, GPUs and NCCL settings,
-free disk at the run folder, room in /dev/shm, the data files, the reward code and the run's ports.
-`rlframe train` runs the resource and disk checks (`preflight`) after joining Ray and before placing any actor.
+free disk at the run folder, room in /dev/shm, bf16 matrix speed on CPU, the data files, the reward code and the
+run's ports. `rlframe train` runs the resource and disk checks (`preflight`) after joining Ray and before placing any
+actor, and warns there when the CPU multiplies the model's dtype slowly.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import socket
@@ -203,6 +205,44 @@ def check_shared_memory(cfg: Any, directory: str = "/dev/shm") -> Check:
     return Check("shared memory", "PASS", f"{free / 2**30:.1f} GiB free in {directory} ({users})")
 
 
+def matmul_gflops(dtype: str, n: int = 256, repeats: int = 3) -> float:
+    """One thread's speed on an n x n x n matrix multiply in `dtype` (the best of `repeats`), in GFLOP/s."""
+    import time
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.randn(n, n).to(getattr(torch, dtype))
+        best = float("inf")
+        for _ in range(repeats + 1):   # the first call warms the kernel up
+            t = time.perf_counter()
+            a @ a
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+    return 2 * n ** 3 / max(best, 1e-9) / 1e9
+
+
+def check_cpu_dtype(cfg: Any) -> Check:
+    """bf16/fp16 weights on CPU roles are fast only where the CPU has matrix instructions for them (AVX512-BF16,
+    AMX); on an AVX2-only CPU (a Zen 3 AMD EPYC) torch multiplies bf16 at 1/40 of float32's speed, so a run is tens
+    of times slower than in float32: a warning, since it is still correct."""
+    dtype, lc, ro = cfg.model.dtype, cfg.learner, cfg.rollout
+    roles = [name for name, cpu in (("learners", lc.num_gpus_per_worker == 0),
+                                    ("generators", ro.num_gpus_per_worker == 0)) if cpu]
+    if dtype not in ("bfloat16", "float16") or not roles:
+        return Check("cpu dtype", "SKIP", f"model.dtype={dtype}" + ("" if roles else ", no role on CPU"))
+    half, full = matmul_gflops(dtype), matmul_gflops("float32", repeats=10)
+    speeds = f"{half:.1f} GFLOP/s in {dtype} against {full:.1f} in float32 (one thread, this machine)"
+    if half < full:
+        return Check("cpu dtype", "WARN", f"model.dtype={dtype}: {speeds}; this CPU has no {dtype} matrix "
+                     f"instructions (AVX512-BF16 or AMX), so the matrix multiplies of the {' and '.join(roles)} on CPU "
+                     f"run about {full / half:.0f}x slower than with model.dtype=float32")
+    return Check("cpu dtype", "PASS", speeds)
+
+
 def check_disk(cfg: Any) -> Check:
     """Free space where the run folder goes: 2 GiB, or 4 x the model (weights, two Adam moments, the HF copy)
     per kept checkpoint plus one, whichever is more."""
@@ -357,13 +397,15 @@ def run_checks(cfg: Any, cache_dir: Path) -> list[Check]:
             return rows + [Check("ray cluster", "FAIL", f"cluster.address={cfg.cluster.address}: {err}")]
     elif cfg.cluster.address:
         return rows
-    rows += check_resources(cfg, nodes, where) + check_gpus(cfg, nodes) + [check_disk(cfg), check_shared_memory(cfg)]
+    rows += check_resources(cfg, nodes, where) + check_gpus(cfg, nodes) + [check_disk(cfg), check_shared_memory(cfg),
+                                                                           check_cpu_dtype(cfg)]
     return rows + check_data(cfg, cache_dir) + check_rewards(cfg)
 
 
 def preflight(cfg: Any, run_dir: Path) -> None:
     """What `rlframe train` checks once Ray is up, before any placement group: the roles' resources on the
-    live nodes, and disk. Raises ConfigError naming every failing key (instead of a placement timeout)."""
+    live nodes, and disk. Raises ConfigError naming every failing key (instead of a placement timeout); logs a
+    warning for a bf16/fp16 model on a CPU without matrix instructions for it (this machine's CPU)."""
     from rlframe.errors import ConfigError
 
     where = f"the cluster at {cfg.cluster.address}" if cfg.cluster.address else "this machine's Ray"
@@ -371,6 +413,9 @@ def preflight(cfg: Any, run_dir: Path) -> None:
     if bad:
         raise ConfigError("preflight (see `rlframe doctor`):\n  - " + "\n  - ".join(f"{r.item}: {r.detail}"
                                                                                     for r in bad))
+    slow = check_cpu_dtype(cfg)
+    if slow.status == "WARN":
+        logging.getLogger("rlframe").warning("%s: %s", slow.item, slow.detail)
 
 
 def format_table(rows: list[Check]) -> str:

@@ -32,6 +32,7 @@ def test_a_healthy_setup_passes(capsys, tmp_path):
         assert rows[item][0] == "PASS", (item, rows[item])
     assert "torch 2." in rows["packages"][1] and "vllm" in rows["packages"][1]
     assert rows["gpus / nccl"][0] == "SKIP"   # this machine has no GPU: said, not failed
+    assert rows["cpu dtype"][0] == "SKIP"     # float32
 
 
 def test_missing_data_fails_naming_the_key(capsys, tmp_path):
@@ -135,3 +136,27 @@ def test_too_little_room_in_dev_shm_is_a_warning_that_names_the_fix(monkeypatch,
     assert short.status == "WARN" and "take about 192 MiB" in short.detail, short.detail
     for off in ("learner.shared_memory_collectives=false", "learner.zero_stage=3", "learner.world_size=1"):
         assert doc.check_shared_memory(load_config(sync_off[1:2] + [off]), str(tmp_path)).status == "SKIP", off
+
+
+def test_a_bf16_model_on_a_cpu_without_bf16_matrix_instructions_is_a_warning(monkeypatch, caplog, tmp_path):
+    """An AVX2-only CPU (a Zen 3 AMD EPYC) multiplies bf16 at 1/40 of float32's speed: doctor and `rlframe train`'s
+    preflight say so and name the fix; the speeds are measured, so a CPU with bf16 instructions passes."""
+    from rlframe import doctor as doc
+
+    assert doc.matmul_gflops("float32", n=64) > 0.1
+    assert doc.check_cpu_dtype(load_config([])).status == "SKIP"   # the embedded default is float32
+    gpus = ["learner.num_gpus_per_worker=1", "rollout.num_gpus_per_worker=1"]
+    assert doc.check_cpu_dtype(load_config(["model.dtype=bfloat16", *gpus])).status == "SKIP"
+    speeds = {"float32": 50.0, "bfloat16": 1.25}
+    monkeypatch.setattr(doc, "matmul_gflops", lambda dtype, **kw: speeds[dtype])
+    cfg = load_config(["model.dtype=bfloat16", f"run.output_dir={tmp_path}"])
+    slow = doc.check_cpu_dtype(cfg)
+    assert slow.status == "WARN" and "1.2 GFLOP/s in bfloat16 against 50.0 in float32" in slow.detail, slow.detail
+    assert "of the learners and generators on CPU run about 40x slower than with model.dtype=float32" in slow.detail
+    assert "generators" not in doc.check_cpu_dtype(load_config(["model.dtype=bfloat16", gpus[1]])).detail
+    monkeypatch.setattr(doc, "ray_nodes", lambda: [{"CPU": 8.0}])
+    with caplog.at_level("WARNING", logger="rlframe"):
+        preflight(cfg, tmp_path)
+    assert any("model.dtype=float32" in r.getMessage() for r in caplog.records), caplog.text
+    speeds["bfloat16"] = 120.0   # AVX512-BF16 or AMX: faster than float32
+    assert doc.check_cpu_dtype(cfg).status == "PASS"
