@@ -220,7 +220,8 @@ def main() -> int:
         half, full = matmul_gflops("bfloat16"), matmul_gflops("float32", repeats=10)
         if half < full:   # an AVX2-only CPU: both sides would measure torch's slow bf16 fallback for hours
             print(f"step_time: --dtype bfloat16 on a CPU without bf16 matrix instructions (AVX512-BF16 or AMX): "
-                  f"{half:.1f} GFLOP/s in bf16 against {full:.1f} in float32 here; run --dtype float32", file=sys.stderr)
+                  f"{half:.1f} GFLOP/s in bf16 against {full:.1f} in float32 here; run --dtype float32",
+                  file=sys.stderr)
             return 2
     spec = make_spec(args)
     spec_path = Path(spec["out"]) / "spec.json"
