@@ -215,7 +215,7 @@ def main() -> int:
         print(json.dumps(res))
         return 0
     if args.dtype == "bfloat16" and args.device == "cpu" and not args.quick:
-        from rlframe.doctor import matmul_gflops
+        from rlframe.cluster.cpu_speed import matmul_gflops
 
         half, full = matmul_gflops("bfloat16"), matmul_gflops("float32", repeats=10)
         if half < full:   # an AVX2-only CPU: both sides would measure torch's slow bf16 fallback for hours

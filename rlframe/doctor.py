@@ -2,9 +2,8 @@
 
 A pass/fail table, exiting 1 on any failure: package versions (against each other and the project's pins),
 the Ray cluster's nodes against the CPUs, GPUs and custom resources the roles ask for, GPUs and NCCL settings,
-free disk at the run folder, room in /dev/shm, bf16 matrix speed on CPU, the data files, the reward code and the
-run's ports. `rlframe train` runs the resource and disk checks (`preflight`) after joining Ray and before placing any
-actor, and warns there when the CPU multiplies the model's dtype slowly.
+free disk at the run folder, room in /dev/shm, bf16 speed on CPU, the data files, the reward code and the run's ports.
+`rlframe train` runs the resource, disk and bf16 checks (`preflight`) after joining Ray, before placing any actor.
 """
 from __future__ import annotations
 
@@ -205,42 +204,13 @@ def check_shared_memory(cfg: Any, directory: str = "/dev/shm") -> Check:
     return Check("shared memory", "PASS", f"{free / 2**30:.1f} GiB free in {directory} ({users})")
 
 
-def matmul_gflops(dtype: str, n: int = 256, repeats: int = 3) -> float:
-    """One thread's speed on an n x n x n matrix multiply in `dtype` (the best of `repeats`), in GFLOP/s."""
-    import time
-
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        a = torch.randn(n, n).to(getattr(torch, dtype))
-        best = float("inf")
-        for _ in range(repeats + 1):   # the first call warms the kernel up
-            t = time.perf_counter()
-            a @ a
-            best = min(best, time.perf_counter() - t)
-    finally:
-        torch.set_num_threads(threads)
-    return 2 * n ** 3 / max(best, 1e-9) / 1e9
-
-
 def check_cpu_dtype(cfg: Any) -> Check:
-    """bf16/fp16 weights on CPU roles are fast only where the CPU has matrix instructions for them (AVX512-BF16,
-    AMX); on an AVX2-only CPU (a Zen 3 AMD EPYC) torch multiplies bf16 at 1/40 of float32's speed, so a run is tens
-    of times slower than in float32: a warning, since it is still correct."""
-    dtype, lc, ro = cfg.model.dtype, cfg.learner, cfg.rollout
-    roles = [name for name, cpu in (("learners", lc.num_gpus_per_worker == 0),
-                                    ("generators", ro.num_gpus_per_worker == 0)) if cpu]
-    if dtype not in ("bfloat16", "float16") or not roles:
-        return Check("cpu dtype", "SKIP", f"model.dtype={dtype}" + ("" if roles else ", no role on CPU"))
-    half, full = matmul_gflops(dtype), matmul_gflops("float32", repeats=10)
-    speeds = f"{half:.1f} GFLOP/s in {dtype} against {full:.1f} in float32 (one thread, this machine)"
-    if half < full:
-        return Check("cpu dtype", "WARN", f"model.dtype={dtype}: {speeds}; this CPU has no {dtype} matrix "
-                     f"instructions (AVX512-BF16 or AMX), so the matrix multiplies of the {' and '.join(roles)} on CPU "
-                     f"run about {full / half:.0f}x slower than with model.dtype=float32")
-    return Check("cpu dtype", "PASS", speeds)
+    """bf16/fp16 on CPU roles: a warning where this CPU multiplies them slower than float32 (`cpu_speed`)."""
+    from rlframe.cluster.cpu_speed import dtype_speed
+
+    roles = [name for name, cpu in (("learners", cfg.learner.num_gpus_per_worker == 0),
+                                    ("generators", cfg.rollout.num_gpus_per_worker == 0)) if cpu]
+    return Check("cpu dtype", *dtype_speed(cfg.model.dtype, roles))
 
 
 def check_disk(cfg: Any) -> Check:
@@ -256,33 +226,20 @@ def check_disk(cfg: Any) -> Check:
                  f"{free / 2**30:.1f} GiB free at {probe}, {need / 2**30:.1f} GiB wanted (run.output_dir)")
 
 
-def _probe_node(marker: str | None) -> str | None:
-    """On one node: run.storage's marker visible (a shared folder), or the shipping scratch folder writable."""
-    import tempfile
-
-    if marker is not None:
-        return None if Path(marker).is_file() else f"{marker} not visible (run.storage is not shared with this node)"
-    root = os.environ.get("RLFRAME_SCRATCH") or tempfile.gettempdir()
-    try:
-        Path(root).mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=root).close()
-    except OSError as err:
-        return f"scratch folder {root} ($RLFRAME_SCRATCH) not writable: {err}"
-    return None
-
-
 def check_storage(cfg: Any) -> Check:
     """From every node: run.storage is the same folder there, or (no shared filesystem assumed) the scratch
     folder that checkpoints and shipped files pass through is writable."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    from rlframe.cluster.storage import probe_node
+
     marker = Path(cfg.run.storage).expanduser() / f".rlframe-doctor-{os.getpid()}" if cfg.run.storage else None
     try:
         if marker is not None:
             marker.write_text("rlframe doctor")
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        probe = ray.remote(num_cpus=0)(_probe_node)
+        probe = ray.remote(num_cpus=0)(probe_node)
         found = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                          .remote(marker and str(marker)) for n in nodes], timeout=120)
     except (OSError, ray.exceptions.RayError) as err:
@@ -404,8 +361,7 @@ def run_checks(cfg: Any, cache_dir: Path) -> list[Check]:
 
 def preflight(cfg: Any, run_dir: Path) -> None:
     """What `rlframe train` checks once Ray is up, before any placement group: the roles' resources on the
-    live nodes, and disk. Raises ConfigError naming every failing key (instead of a placement timeout); logs a
-    warning for a bf16/fp16 model on a CPU without matrix instructions for it (this machine's CPU)."""
+    live nodes, and disk (a ConfigError naming every failing key, not a placement timeout); bf16 speed: a warning."""
     from rlframe.errors import ConfigError
 
     where = f"the cluster at {cfg.cluster.address}" if cfg.cluster.address else "this machine's Ray"
@@ -413,8 +369,7 @@ def preflight(cfg: Any, run_dir: Path) -> None:
     if bad:
         raise ConfigError("preflight (see `rlframe doctor`):\n  - " + "\n  - ".join(f"{r.item}: {r.detail}"
                                                                                     for r in bad))
-    slow = check_cpu_dtype(cfg)
-    if slow.status == "WARN":
+    if (slow := check_cpu_dtype(cfg)).status == "WARN":
         logging.getLogger("rlframe").warning("%s: %s", slow.item, slow.detail)
 
 

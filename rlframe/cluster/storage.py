@@ -169,3 +169,17 @@ class RunStorage:
         tmp.rename(dest)
         log.info("%s: %.2f MB from %d %s rank(s) shipped through Ray to %s", method, total / 1e6, len(outs),
                  group.name, dest)
+
+
+def probe_node(marker: str | None) -> str | None:
+    """On one node (`rlframe doctor`): run.storage's marker visible (a shared folder), or the shipping scratch folder
+    writable; None when fine, else why not."""
+    if marker is not None:
+        return None if Path(marker).is_file() else f"{marker} not visible (run.storage is not shared with this node)"
+    root = os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=root).close()
+    except OSError as err:
+        return f"scratch folder {root} (${SCRATCH_ENV}) not writable: {err}"
+    return None

@@ -142,13 +142,14 @@ def test_a_bf16_model_on_a_cpu_without_bf16_matrix_instructions_is_a_warning(mon
     """An AVX2-only CPU (a Zen 3 AMD EPYC) multiplies bf16 at 1/40 of float32's speed: doctor and `rlframe train`'s
     preflight say so and name the fix; the speeds are measured, so a CPU with bf16 instructions passes."""
     from rlframe import doctor as doc
+    from rlframe.cluster import cpu_speed
 
-    assert doc.matmul_gflops("float32", n=64) > 0.1
+    assert cpu_speed.matmul_gflops("float32", n=64) > 0.1
     assert doc.check_cpu_dtype(load_config([])).status == "SKIP"   # the embedded default is float32
     gpus = ["learner.num_gpus_per_worker=1", "rollout.num_gpus_per_worker=1"]
     assert doc.check_cpu_dtype(load_config(["model.dtype=bfloat16", *gpus])).status == "SKIP"
     speeds = {"float32": 50.0, "bfloat16": 1.25}
-    monkeypatch.setattr(doc, "matmul_gflops", lambda dtype, **kw: speeds[dtype])
+    monkeypatch.setattr(cpu_speed, "matmul_gflops", lambda dtype, **kw: speeds[dtype])
     cfg = load_config(["model.dtype=bfloat16", f"run.output_dir={tmp_path}"])
     slow = doc.check_cpu_dtype(cfg)
     assert slow.status == "WARN" and "1.2 GFLOP/s in bfloat16 against 50.0 in float32" in slow.detail, slow.detail

@@ -41,7 +41,7 @@ def test_run_storage_must_be_absolute_and_hold_the_run_folder(tmp_path):
 
 
 def test_doctor_probe_of_a_node_names_what_is_not_shared_or_not_writable(tmp_path, monkeypatch):
-    from rlframe.doctor import _probe_node
+    from rlframe.cluster.storage import probe_node as _probe_node
 
     marker = tmp_path / ".rlframe-doctor-1"
     assert "not visible (run.storage is not shared with this node)" in _probe_node(str(marker))
