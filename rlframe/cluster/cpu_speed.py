@@ -1,5 +1,5 @@
 """Whether this CPU multiplies the model's dtype fast: bf16/fp16 are fast only with matrix instructions for them
-(AVX512-BF16, AMX). On an AVX2-only CPU (a Zen 3 AMD EPYC) torch multiplied bf16 at 1.2 GFLOP/s against 52-59 in
+(AVX512-BF16, AMX). On an AVX2-only CPU (a Zen 3 AMD EPYC) torch multiplied bf16 at 1.2 GFLOP/s against 52-87 in
 float32 (one thread, 256^3), so a bf16 run there is correct but tens of times slower: `rlframe doctor` and `rlframe
 train`'s preflight warn."""
 from __future__ import annotations
@@ -33,6 +33,7 @@ def dtype_speed(dtype: str, cpu_roles: list[str]) -> tuple[str, str]:
     speeds = f"{half:.1f} GFLOP/s in {dtype} against {full:.1f} in float32 (one thread, this machine)"
     if half >= full:
         return "PASS", speeds
-    return "WARN", (f"model.dtype={dtype}: {speeds}; this CPU has no {dtype} matrix instructions (AVX512-BF16 or "
-                    f"AMX), so the matrix multiplies of the {' and '.join(cpu_roles)} on CPU run about "
-                    f"{full / half:.0f}x slower than with model.dtype=float32")
+    units = "AVX512-BF16 or AMX" if dtype == "bfloat16" else "AVX512-FP16 or AMX-FP16"
+    return "WARN", (f"model.dtype={dtype}: {speeds}; this CPU has no {dtype} matrix instructions ({units}), so the "
+                    f"matrix multiplies of the {' and '.join(cpu_roles)} on CPU run about {full / half:.0f}x slower "
+                    f"than with model.dtype=float32")
