@@ -215,13 +215,11 @@ def main() -> int:
         print(json.dumps(res))
         return 0
     if args.dtype == "bfloat16" and args.device == "cpu" and not args.quick:
-        from rlframe.cluster.cpu_speed import matmul_gflops
+        from rlframe.cluster.cpu_speed import dtype_speed
 
-        half, full = matmul_gflops("bfloat16"), matmul_gflops("float32", repeats=10)
-        if half < full:   # an AVX2-only CPU: both sides would measure torch's slow bf16 fallback for hours
-            print(f"step_time: --dtype bfloat16 on a CPU without bf16 matrix instructions (AVX512-BF16 or AMX): "
-                  f"{half:.1f} GFLOP/s in bf16 against {full:.1f} in float32 here; run --dtype float32",
-                  file=sys.stderr)
+        status, detail = dtype_speed("bfloat16", ["learners", "generators"])
+        if status == "WARN":   # an AVX2-only CPU: both sides would measure torch's slow bf16 fallback for hours
+            print(f"step_time: --dtype bfloat16 refused: {detail}; run --dtype float32", file=sys.stderr)
             return 2
     spec = make_spec(args)
     spec_path = Path(spec["out"]) / "spec.json"

@@ -145,6 +145,27 @@ def test_the_table_names_the_cpus_matrix_instructions(tmp_path):
     assert "| step_time (2026-01-05, AMD EPYC (avx512_bf16)) | avx512_bf16" in table
 
 
+def test_step_time_refuses_bf16_where_the_cpu_multiplies_it_slowly(monkeypatch, capsys):
+    """Before building anything: the message names both speeds and --dtype float32; a fast bf16 CPU goes on."""
+    import step_time
+
+    from rlframe.cluster import cpu_speed
+
+    speeds = {"float32": 50.0, "bfloat16": 1.25}
+    monkeypatch.setattr(cpu_speed, "matmul_gflops", lambda dtype, **kw: speeds[dtype])
+    built = []
+    monkeypatch.setattr(step_time, "make_spec", lambda args: built.append(args) or {"out": "/nonexistent"})
+    monkeypatch.setattr(sys, "argv", ["step_time.py", "--dtype", "bfloat16", "--no-save"])
+    assert step_time.main() == 2 and built == []
+    err = capsys.readouterr().err
+    assert "1.2 GFLOP/s in bfloat16 against 50.0 in float32" in err and "run --dtype float32" in err, err
+    speeds["bfloat16"] = 120.0
+    monkeypatch.setattr(step_time, "interleave", lambda sides, repeats: (_ for _ in ()).throw(RuntimeError("ran")))
+    with pytest.raises(RuntimeError, match="ran"):   # past the check: it builds the spec and starts the runs
+        step_time.main()
+    assert len(built) == 1
+
+
 def test_bench_lists_and_rejects_unknown(capsys):
     assert bench.main(["--list"]) == 0
     out = capsys.readouterr().out

@@ -41,14 +41,14 @@ def test_run_storage_must_be_absolute_and_hold_the_run_folder(tmp_path):
 
 
 def test_doctor_probe_of_a_node_names_what_is_not_shared_or_not_writable(tmp_path, monkeypatch):
-    from rlframe.cluster.storage import probe_node as _probe_node
+    from rlframe.cluster.storage import probe_node
 
     marker = tmp_path / ".rlframe-doctor-1"
-    assert "not visible (run.storage is not shared with this node)" in _probe_node(str(marker))
+    assert "not visible (run.storage is not shared with this node)" in probe_node(str(marker))
     marker.write_text("x")
-    assert _probe_node(str(marker)) is None
+    assert probe_node(str(marker)) is None
     monkeypatch.setenv("RLFRAME_SCRATCH", str(tmp_path / "scratch"))
-    assert _probe_node(None) is None and (tmp_path / "scratch").is_dir()
+    assert probe_node(None) is None and (tmp_path / "scratch").is_dir()
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("RLFRAME_SCRATCH", str(tmp_path / "file" / "sub"))
-    assert "($RLFRAME_SCRATCH) not writable" in _probe_node(None)
+    assert "($RLFRAME_SCRATCH) not writable" in probe_node(None)
