@@ -78,7 +78,7 @@ def test_peak_rss_is_positive_for_self_and_a_pid():
     assert _common.peak_rss_mb_of(2**22 + 12345) is None
 
 
-def test_table_replaces_only_the_marked_block(tmp_path):
+def test_table_replaces_only_the_marked_block(tmp_path, capsys):
     results = tmp_path / "results"
     results.mkdir()
     old = {"benchmark": "rollout", "time": "2026-01-01T00:00:00", "command": "rlframe bench rollout",
@@ -91,7 +91,9 @@ def test_table_replaces_only_the_marked_block(tmp_path):
     readme = tmp_path / "README.md"
     before = "# x\n\nintro\n\n## Performance\n\n" + bench.START + "\nstale | row\n" + bench.END + "\n\n## Tests\nrest\n"
     readme.write_text(before)
-    assert bench.update_readme(readme, results) == 2
+    args = ["table", "--results", str(results), "--readme", str(readme)]
+    assert bench.main([*args, "--check"]) == 1 and readme.read_text() == before   # --check changes nothing
+    assert bench.main(args) == 0 and "Performance table with 2 row(s)" in capsys.readouterr().out
     text = readme.read_text()
     assert text.startswith("# x\n\nintro\n\n## Performance\n\n" + bench.START + "\n")
     assert text.endswith(bench.END + "\n\n## Tests\nrest\n")
@@ -100,14 +102,29 @@ def test_table_replaces_only_the_marked_block(tmp_path):
     assert "900 tok/s" in row and "0.987" in row and "yes (>= 95%)" in row
     assert "`rlframe bench rollout --repeats 5`" in row
     assert "speed_ratio 2" in text
-    # idempotent
-    bench.update_readme(readme, results)
-    assert readme.read_text() == text
+    assert bench.main([*args, "--check"]) == 0 and "is current" in capsys.readouterr().out
+    assert bench.main(args) == 0 and readme.read_text() == text   # idempotent
 
 
-def test_table_shows_each_machine_class_that_ran_the_latest_day(tmp_path):
-    """Figures from different CPUs side by side, each labelled; a machine class last used on an older day is left
-    out (its figures are from older code)."""
+def test_table_rejects_bad_arguments_before_writing(tmp_path, capsys):
+    """`bench table --help` prints help (it used to rewrite the README); a README without the markers is named."""
+    with pytest.raises(SystemExit) as e:
+        bench.main(["table", "--help"])
+    assert e.value.code == 0 and "--check" in capsys.readouterr().out
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(SystemExit) as e:
+        bench.main(["table", "--readme", str(readme), "--results", str(tmp_path)])
+    assert e.value.code == 2 and f"--readme {readme}: README has no" in capsys.readouterr().err
+    assert readme.read_text() == "# no markers\n"
+    with pytest.raises(SystemExit):
+        bench.main(["table", "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_table_shows_each_machine_classs_latest_record_with_its_date(tmp_path):
+    """Figures from different CPUs side by side, each labelled and dated: a run on one CPU does not hide another
+    CPU's figures, and only a class's latest record shows."""
     def rec(day: str, cpu: str, figures: str, hour: int = 10) -> str:
         return json.dumps({"benchmark": "step_time", "time": f"{day}T{hour}:00:00",
                            "command": "rlframe bench step_time",
@@ -116,14 +133,15 @@ def test_table_shows_each_machine_class_that_ran_the_latest_day(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "step_time.jsonl").write_text("\n".join([
-        rec("2026-01-01", "AMD EPYC", "old amd"), rec("2026-01-03", "Old CPU", "stale"),
+        rec("2026-01-01", "AMD EPYC", "old amd"), rec("2026-01-03", "Old CPU", "other cpu"),
         rec("2026-01-05", "AMD EPYC", "new amd", 11), rec("2026-01-05", "Intel(R) Xeon(R) Processor", "intel")]) + "\n")
     table, n = bench.render_table(results)
     rows = [ln for ln in table.splitlines() if ln.startswith("| step_time")]
-    assert n == 2 and len(rows) == 2, table
+    assert n == 3 and len(rows) == 3, table
     assert rows[0].startswith("| step_time (2026-01-05, AMD EPYC) | new amd")   # newest first
     assert rows[1].startswith("| step_time (2026-01-05, Intel Xeon) | intel")
-    assert "stale" not in table and "old amd" not in table
+    assert rows[2].startswith("| step_time (2026-01-03, Old CPU) | other cpu")
+    assert "old amd" not in table
 
 
 def test_the_table_names_the_cpus_matrix_instructions(tmp_path):
@@ -175,9 +193,11 @@ def test_bench_lists_and_rejects_unknown(capsys):
     assert "known:" in capsys.readouterr().err
 
 
-def test_readme_has_the_performance_block():
+def test_readme_has_the_performance_block_and_it_is_current(capsys):
+    """The README's table is what `rlframe bench table` makes of the committed results."""
     text = (ROOT / "README.md").read_text()
     assert text.index(bench.START) < text.index(bench.END) < text.index("## Tests")
+    assert bench.main(["table", "--check"]) == 0, capsys.readouterr().out
 
 
 @pytest.mark.integration
