@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.name == "compare":
         return compare(args.rest)
     if args.name not in known:
-        print(f"rlframe bench: unknown benchmark {args.name!r}; known: {', '.join(known)} (and 'table')",
+        print(f"rlframe bench: unknown benchmark {args.name!r}; known: {', '.join(known)} (and 'table', 'compare')",
               file=sys.stderr)
         return 2
     script = benchmarks_dir() / f"{args.name}.py"
@@ -94,7 +94,9 @@ def compare(argv: list[str]) -> int:
     """Exit 1 when a figure regressed beyond its noise (see rlframe/bench_compare.py)."""
     from rlframe.bench_compare import compare_dir, format_report
 
-    p = argparse.ArgumentParser(prog="rlframe bench compare", description=__doc__)
+    p = argparse.ArgumentParser(prog="rlframe bench compare", description="Compare the latest record of each "
+                                "benchmark with the newest committed one of the same machine class and command; exit 1 "
+                                "when a figure fell by more than the tolerance and the runs' own noise.")
     p.add_argument("--ref", default="HEAD", help="git ref holding the baseline results (default HEAD)")
     p.add_argument("--tolerance", type=float, default=0.1, help="smallest relative drop flagged (default 0.1)")
     p.add_argument("--results", default=str(benchmarks_dir() / "results"))
