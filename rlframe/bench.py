@@ -73,14 +73,11 @@ def table(argv: list[str]) -> int:
                    help=f"file holding the {START} ... {END} block")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if the table is out of date")
     a = p.parse_args(argv)
-    readme = Path(a.readme)
-    if not readme.is_file():
-        p.error(f"--readme {readme}: no such file")
-    text = readme.read_text()
-    block, rows = render_table(Path(a.results))
+    readme, (block, rows) = Path(a.readme), render_table(Path(a.results))
     try:
+        text = readme.read_text()
         new = replace_block(text, block)
-    except ValueError as e:
+    except (OSError, ValueError) as e:
         p.error(f"--readme {readme}: {e}")
     if a.check:
         print(f"{readme}: Performance table is {'current' if new == text else 'out of date: run rlframe bench table'}")
