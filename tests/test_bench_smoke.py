@@ -49,8 +49,9 @@ def check_step_time(rec: dict) -> None:
     update = rec["rlframe_update"]   # the train phase's forward, backward and optimizer step
     assert all(_positive(update[k]["median"]) for k in ("forward", "backward", "optimizer"))
     # each figure is the slowest rank's, and each a median over steps: their sum may pass train's own (the slowest
-    # rank's whole update) by the ranks' and steps' spread (2% measured on a quick run), not by a whole phase
-    assert sum(update[k]["median"] for k in update) <= phases["train"]["median"] * 1.1
+    # rank's whole update) by the ranks' and steps' spread, not by the update twice. A quick run's update takes tens
+    # of ms, where a few ms of one rank's jitter on a loaded machine is over 10% (a CI run: 0.061 against 0.055 s)
+    assert sum(update[k]["median"] for k in update) <= phases["train"]["median"] * 1.3
 
 
 def check_reward_throughput(rec: dict) -> None:
