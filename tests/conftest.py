@@ -51,6 +51,7 @@ def vllm_in_this_process():
 
     cleanup_dist_env_and_memory()
     torch.set_num_threads = set_num_threads
+    assert not torch.distributed.is_initialized(), "vLLM's default process group outlived its clean-up"
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 resource request and a missing reward file each fail with the item named. No Ray is started here."""
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import pytest
@@ -145,8 +144,7 @@ def test_a_bf16_model_on_a_cpu_without_bf16_matrix_instructions_is_a_warning(mon
     from rlframe import doctor as doc
     from rlframe.cluster import cpu_speed
 
-    real = cpu_speed.matmul_gflops("float32", n=64)   # a loaded CI machine ran it at 0.095 GFLOP/s: bound loosely
-    assert math.isfinite(real) and 0 < real < 1e5, real
+    assert cpu_speed.matmul_gflops("float32", n=64) > 0.1   # one thread: see vllm_in_this_process in conftest.py
     assert doc.check_cpu_dtype(load_config([])).status == "SKIP"   # the embedded default is float32
     gpus = ["learner.num_gpus_per_worker=1", "rollout.num_gpus_per_worker=1"]
     assert doc.check_cpu_dtype(load_config(["model.dtype=bfloat16", *gpus])).status == "SKIP"
