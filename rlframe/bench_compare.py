@@ -133,11 +133,12 @@ def compare_dir(results: Path, ref: str = "HEAD", tolerance: float = 0.1) -> lis
 
 def format_report(report: list[dict[str, Any]]) -> str:
     lines = []
+    width = max((len(r["figure"]) for b in report for r in b["rows"]), default=0)   # long names stay aligned
     for b in report:
         lines.append(f"{b['benchmark']} [{b['machine']}]" + (f": {b['note']}" if b.get("note") else
                      f" {b.get('baseline_time', '')[:16]} -> {b.get('latest_time', '')[:16]}"))
         for r in b["rows"]:
             flag = "REGRESSED" if r["regressed"] else "ok"
-            lines.append(f"  {flag:<9} {r['figure']:<52} {r['baseline']:>8.3f} -> {r['latest']:>8.3f} "
+            lines.append(f"  {flag:<9} {r['figure']:<{width}} {r['baseline']:>8.3f} -> {r['latest']:>8.3f} "
                          f"({r['change']:+.1%}, allowed -{r['allowed_drop']:.0%})")
     return "\n".join(lines)

@@ -89,3 +89,11 @@ def test_the_same_options_in_another_order_or_with_other_repeats_are_a_baseline(
 def test_without_a_new_run_the_last_two_committed_runs_are_compared(tmp_path):
     report = compare_dir(repo(tmp_path, [rec(2.0), rec(2.1)], []))
     assert report[0]["rows"][0]["baseline"] == 2.0 and report[0]["rows"][0]["latest"] == 2.1
+
+
+def test_the_report_keeps_its_columns_aligned_whatever_the_figure_names():
+    long = "sync / memcpy speed (collective-sockets, ZeRO-3, 64 MB, a figure name past the old column)"
+    rows = [{"figure": f, "regressed": False, "baseline": 1.0, "latest": 1.1, "change": 0.1, "allowed_drop": 0.1}
+            for f in ("short", long)]
+    lines = format_report([{"benchmark": "weight_sync", "machine": "m", "rows": rows}]).splitlines()[1:]
+    assert len({line.index("->") for line in lines}) == 1 and long in lines[1]
