@@ -1,7 +1,5 @@
-"""The driver process: set-up, the role groups, generation, scoring and weight sync, and the run's stages.
-
-The loops themselves are in sft.py and rl.py; this file holds what they share.
-"""
+"""The driver process: set-up, the role groups, generation, scoring, weight sync and the run's stages; the loops
+themselves are in sft.py and rl.py, and this file holds what they share."""
 from __future__ import annotations
 
 import json
@@ -127,7 +125,8 @@ class Driver:
         self.stop_ids = stop_token_ids(src, tok)
         self.eos_id, self.pad_id = (self.stop_ids or [None])[0], tok.pad_token_id
         if self.pad_id is None:
-            raise ConfigError(f"model.path={src}: its tokenizer has no pad token (set pad_token in tokenizer_config.json)")
+            raise ConfigError(f"model.path={src}: its tokenizer has no pad token "
+                              "(set pad_token in tokenizer_config.json)")
         if src is not None and self.task.vision is not None and self.task.vision.use_checkpoint(src):
             log.info("images: preprocessed with %s/preprocessor_config.json", src)
         if has_chat_template(tok):
@@ -330,8 +329,9 @@ class Driver:
 
     def log_sync(self, sync: dict[str, float], step: int) -> None:
         self.tracker.log({"step": step, "stage": "weight_sync", **sync})
-        log.info("weight sync v%d: %.2f MB in %.3f s, probe max |dlogp| %.2e", self.state.weight_version,
-                 sync["weight_sync/bytes"] / 1e6, sync["weight_sync/seconds"],
+        via = {0: " over sockets", 1: " through shared memory"}.get(sync.get("weight_sync/shared_memory"), "")
+        log.info("weight sync v%d: %.2f MB in %.3f s%s, probe max |dlogp| %.2e", self.state.weight_version,
+                 sync["weight_sync/bytes"] / 1e6, sync["weight_sync/seconds"], via,
                  sync.get("weight_sync/probe_max_abs_diff", float("nan")))
 
     def save_policy(self, path: str) -> None:

@@ -30,6 +30,7 @@ def run(tmp_path: Path, *overrides: str) -> tuple[Path, list[dict]]:
 
 
 def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_path, caplog, vllm_in_this_process):
+    caplog.set_level("INFO", logger="rlframe")
     run_dir, rows = run(tmp_path, "reward.stream_batch=8")
     sft = [r for r in rows if r["stage"] == "sft"]
     grpo = [r for r in rows if r["stage"] == "grpo"]
@@ -48,6 +49,8 @@ def test_vllm_zero2_run_leaves_everything_in_the_run_folder(ray_session, tmp_pat
     assert [r["weight_sync/version"] for r in grpo] == [4, 5]
     syncs = [r for r in rows if r["stage"] == "weight_sync"]
     assert syncs and syncs[0]["weight_sync/probe_max_abs_diff"] < 1e-3
+    assert all(r["weight_sync/shared_memory"] == 1 for r in syncs)   # one machine: the default path, and the log says so
+    assert caplog.text.count("through shared memory, probe") == len(syncs), caplog.text[-2000:]
     evals = [r for r in rows if r["stage"] == "eval"]
     assert [r["step"] for r in evals] == [0, 2] and "eval/accuracy" in evals[-1]  # baseline + end
     import yaml
