@@ -34,18 +34,20 @@ import concurrent.futures
 import importlib
 import importlib.util
 import inspect
+import logging
 import math
 import numbers
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from rlframe.config.schema import RewardFnConfig
 from rlframe.errors import RewardError, RewardShapeError, RewardTimeout
 from rlframe.reward.registry import REWARDS
 from rlframe.reward.remote import RemoteReward
 
+log = logging.getLogger("rlframe")
 STYLES = ("auto", "batch", "trl", "trl_conversational", "trl_standard", "openrlhf", "verl")
 TRL_STYLES = ("trl", "trl_conversational", "trl_standard")
 Components = dict[str, list[float]]
@@ -191,8 +193,10 @@ def _columns(samples: list[dict[str, Any]], exclude: Sequence[str]) -> dict[str,
 def _to_list(values: Any) -> list[Any]:
     if hasattr(values, "tolist"):   # torch tensors, numpy arrays
         values = values.tolist()
-    if isinstance(values, (int, float)) and not isinstance(values, bool):
+    if isinstance(values, numbers.Real):   # one number (bools too): a batch of one, or a wrong-length result
         values = [values]
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
+        raise RewardShapeError(f"returned {type(values).__name__} {values!r:.60}: expected one number per sample")
     return list(values)
 
 
@@ -210,6 +214,7 @@ class PluginReward:
         """`obj`: the function or class itself (Python API and tests); otherwise it is resolved from spec."""
         self.spec = spec
         self.name = spec.name
+        self.dropped: set[str] = set()   # extra keys that were not numbers (logged once each, kept out of metrics)
         if spec.url and obj is None:
             self.fn: Callable = RemoteReward(spec)
             self.style, self.call_kwargs, self.is_async = "batch", {}, False
@@ -231,7 +236,12 @@ class PluginReward:
     def __call__(self, samples: list[dict[str, Any]]) -> Components:
         what = f"reward {self.name!r}"
         raw = self._invoke(samples, what)
-        return self._components(raw, len(samples), samples)
+        try:
+            return self._components(raw, len(samples), samples)
+        except RewardShapeError as err:
+            if str(err).startswith("returned"):   # from _to_list, which does not know the function's name
+                raise RewardShapeError(f"{what} {err}") from None
+            raise
 
     # -- one convention each
     def _kw(self, offered: dict[str, Any]) -> dict[str, Any]:
@@ -279,13 +289,24 @@ class PluginReward:
                                   f"name {name!r} (the component that is weighted)")
         else:
             parts = {name: _to_list(raw)}
+        for key in [k for k in parts if k.startswith(f"{name}/")]:   # an extra key: logged, never weighted
+            extra, values = _extra_metric(parts[key]), parts.pop(key)
+            if extra is not None and key not in self.dropped:   # once left out, always: every batch has the same keys
+                parts[key] = extra
+            elif extra is None and key not in self.dropped:
+                self.dropped.add(key)
+                odd = next(v for v in values if not isinstance(v, numbers.Real))
+                log.warning("reward %r: its extra key %r is not a number on every sample (e.g. %.60r%s); it is "
+                            "left out of the metrics", name, key.split("/", 1)[1], odd,
+                            ", the key missing there" if odd is None else "")
         for key, values in parts.items():
             check_values(name, key, values, n, samples)
         return {k: [float(v) for v in vals] for k, vals in parts.items()}
 
     def _per_sample_dicts(self, rows: list[Any], main: str) -> Components:
-        if not rows or not isinstance(rows[0], dict):
+        if not any(isinstance(r, dict) for r in rows):
             return {self.name: rows}
+        rows = [r if isinstance(r, dict) else {main: r} for r in rows]   # veRL: a float here, a dict there
         keys = list(dict.fromkeys(k for r in rows for k in r))
         if main not in keys and len(keys) == 1:
             main = keys[0]   # a single component, whatever its name
@@ -328,12 +349,19 @@ def trl_arguments(samples: list[dict[str, Any]], style: str = "trl") -> dict[str
             **_columns(samples, ("prompt", "completion", "completion_ids", "messages", "global_step"))}
 
 
+def _extra_metric(values: list[Any]) -> list[Any] | None:
+    """An extra key's values, or None when any is not a number (veRL's ``pred`` is the parsed answer's text):
+    such a key is information, not a metric, and is left out."""
+    return values if all(isinstance(v, numbers.Real) for v in values) else None
+
+
 def check_values(fn_name: str, key: str, values: list[Any], n: int, samples: list[dict[str, Any]]) -> None:
-    """Exactly n finite numbers; otherwise a RewardError saying which function returned what for which sample."""
+    """Exactly n finite numbers (booleans count as 0 and 1, as TRL's and veRL's tensors make them); otherwise a
+    RewardError saying which function returned what for which sample."""
     if len(values) != n:
         raise RewardShapeError(f"reward {fn_name!r} returned {len(values)} values for {key!r}, expected {n} "
                           f"(one per sample)")
     for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        if not isinstance(v, numbers.Real) or not math.isfinite(v):
             raise RewardError(f"reward {fn_name!r} returned {v!r} for {key!r} on sample "
                               f"{samples[i].get('id', i)!r}: expected a finite number")

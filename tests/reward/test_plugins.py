@@ -45,6 +45,20 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None):
     return {"score": float(ground_truth in solution_str), "chars": float(len(solution_str))}
 
 
+def verl_dapo(data_source, solution_str, ground_truth, extra_info=None):
+    # veRL's math_dapo convention: a bool accuracy and the parsed answer's text beside the score
+    ok = ground_truth in solution_str
+    return {"score": 1.0 if ok else -1.0, "acc": ok, "pred": solution_str[-9:]}
+
+
+def verl_mixed(data_source, solution_str, ground_truth, extra_info=None):
+    return {"score": 1.0, "acc": True} if ground_truth in solution_str else 0.0
+
+
+def verl_nan_extra(data_source, solution_str, ground_truth, extra_info=None):
+    return {"score": 1.0, "ratio": float("nan")}
+
+
 def verl_float(data_source, solution_str, ground_truth, extra_info=None):
     return 2.0
 
@@ -115,6 +129,31 @@ def test_verl_style_per_sample_score_dicts_and_ground_truth():
     samples = [{**s, "reward_model": {"ground_truth": "no answer"}} for s in SAMPLES]
     assert load("compute_score", name="v")(samples)["v"] == [0.0, 0.0, 1.0]
     assert load("verl_float")(SAMPLES) == {"verl_float": [2.0, 2.0, 2.0]}
+
+
+def test_verl_extras_as_written_for_verl_bools_count_text_is_left_out(caplog):
+    reward = load("verl_dapo", name="v")
+    assert reward(SAMPLES) == {"v": [1.0, -1.0, -1.0], "v/acc": [1.0, 0.0, 0.0]}
+    assert "extra key 'pred' is not a number on every sample" in caplog.text
+    reward(SAMPLES)
+    assert caplog.text.count("extra key 'pred'") == 1   # said once per reward, not every batch
+    # a float for some samples and a dict for others: the score is kept; the extra, missing for some, is not
+    mixed = load("verl_mixed", name="m")
+    assert mixed(SAMPLES) == {"m": [1.0, 0.0, 0.0]} and mixed(SAMPLES[:1]) == {"m": [1.0]}   # once left out, always
+    # a number that is not finite is still an error, extra or not; a bool as the score counts 1 or 0
+    with pytest.raises(RewardError, match=r"returned nan for 'n/ratio' on sample 's0': expected a finite number"):
+        load("verl_nan_extra", name="n")(SAMPLES)
+    assert load("verl_bool", name="b")(SAMPLES) == {"b": [1.0, 0.0, 0.0]}
+    with pytest.raises(RewardError, match=r"reward 'z' returned NoneType None: expected one number per sample"):
+        load("trl_none", name="z")(SAMPLES)
+
+
+def trl_none(prompts, completions, **kwargs):
+    return None
+
+
+def verl_bool(data_source, solution_str, ground_truth, extra_info=None):
+    return ground_truth in solution_str
 
 
 def test_async_functions_are_awaited_and_per_sample_calls_run_concurrently():
