@@ -151,5 +151,6 @@ def test_files_and_package_stay_readable():
     # 2026-12-06; the weight sync's shared-memory data plane, and ZeRO-3 ranks writing their partitions into it, to
     # 11,235 the same day; the learners' shared-memory collectives to 11,470; `rlframe eval` loading a policy into
     # the running generators to 11,540 on 2026-12-07; `rlframe bench table`'s own arguments, --check among them, to
-    # 11,610 the same day). The anchors (EasyR1, OpenRLHF) are 10-12k lines: this budget keeps us below 12k.
-    assert sum(sizes.values()) < 11650
+    # 11,610 the same day; TRL's None and veRL's bool and text extras in reward results to 11,676 the same day). The
+    # anchors (EasyR1, OpenRLHF) are 10-12k lines: this budget keeps us below 12k.
+    assert sum(sizes.values()) < 11700

@@ -127,7 +127,7 @@ class RolloutBatch:
             c = self.completions[s]
             sample.update(step=self.step, sample_index=c.sample_index, weight_version=c.weight_version,
                           finish_reason=c.finish_reason,
-                          rewards={k: v[s] for k, v in self.components.items()},
+                          rewards={k: None if v[s] != v[s] else v[s] for k, v in self.components.items()},
                           reward=self.rewards[s] if self.rewards else None,
                           advantage=_advantage(self.advantages, s),
                           masked=s in self.masked)

@@ -70,7 +70,7 @@ def task_samples(cfg: Any) -> list[dict[str, Any]]:
 
 def score_report(specs: list[Any], samples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """Per function: its components' statistics, failures and seconds per sample; and the failure messages."""
-    from rlframe.reward.scoring import RewardSet
+    from rlframe.reward.scoring import RewardSet, known
 
     rows, errors = [], []
     for spec in specs:
@@ -82,22 +82,24 @@ def score_report(specs: list[Any], samples: list[dict[str, Any]]) -> tuple[list[
         errors += scores.errors
         bad = set(scores.failed)
         for key, values in scores.components.items():
-            ok = [v for i, v in enumerate(values) if i not in bad]
+            ok = known([v for i, v in enumerate(values) if i not in bad])   # (None from a TRL-style reward: skipped)
             nan = float("nan")
             rows.append({"component": key, "mean": statistics.fmean(ok) if ok else nan,
                          "std": statistics.pstdev(ok) if ok else nan, "min": min(ok, default=nan),
                          "max": max(ok, default=nan), "failures": failed if key == spec.name else 0,
+                         "skipped": len(values) - len(bad) - len(ok) if key == spec.name else 0,
                          "ms_per_sample": 1000 * per_sample if key == spec.name else None})
     return rows, errors
 
 
 def format_table(rows: list[dict[str, Any]], n: int) -> str:
-    head = f"{'component':<36} {'mean':>8} {'std':>8} {'min':>8} {'max':>8} {'failed':>7} {'ms/sample':>10}"
+    head = (f"{'component':<36} {'mean':>8} {'std':>8} {'min':>8} {'max':>8} {'failed':>7} {'skipped':>7} "
+            f"{'ms/sample':>10}")
     lines = [f"{n} samples", head, "-" * len(head)]
     for r in rows:
         ms = f"{r['ms_per_sample']:.3f}" if r["ms_per_sample"] is not None else ""
         lines.append(f"{r['component']:<36} {r['mean']:>8.4f} {r['std']:>8.4f} {r['min']:>8.4f} {r['max']:>8.4f} "
-                     f"{r['failures']:>7} {ms:>10}")
+                     f"{r['failures']:>7} {r['skipped']:>7} {ms:>10}")
     return "\n".join(lines)
 
 

@@ -51,6 +51,10 @@ log = logging.getLogger("rlframe")
 STYLES = ("auto", "batch", "trl", "trl_conversational", "trl_standard", "openrlhf", "verl")
 TRL_STYLES = ("trl", "trl_conversational", "trl_standard")
 Components = dict[str, list[float]]
+# TRL's None: this function does not score this sample (e.g. a gold answer it cannot parse). It is NaN in a
+# component, adds nothing to the total and is left out of every mean; a sample no function scores is left out
+# of the loss with its group (TRL gives it no advantage).
+SKIP = float("nan")
 BatchCall = Callable[[list[dict[str, Any]]], Components]
 
 
@@ -289,8 +293,9 @@ class PluginReward:
                                   f"name {name!r} (the component that is weighted)")
         else:
             parts = {name: _to_list(raw)}
+        skips = self.style in TRL_STYLES or bool(self.spec.url)   # None: TRL's "not scored" (a service's null)
         for key in [k for k in parts if k.startswith(f"{name}/")]:   # an extra key: logged, never weighted
-            extra, values = _extra_metric(parts[key]), parts.pop(key)
+            extra, values = _extra_metric(parts[key], skips), parts.pop(key)
             if extra is not None and key not in self.dropped:   # once left out, always: every batch has the same keys
                 parts[key] = extra
             elif extra is None and key not in self.dropped:
@@ -300,8 +305,8 @@ class PluginReward:
                             "left out of the metrics", name, key.split("/", 1)[1], odd,
                             ", the key missing there" if odd is None else "")
         for key, values in parts.items():
-            check_values(name, key, values, n, samples)
-        return {k: [float(v) for v in vals] for k, vals in parts.items()}
+            check_values(name, key, values, n, samples, skips)
+        return {k: [SKIP if v is None else float(v) for v in vals] for k, vals in parts.items()}
 
     def _per_sample_dicts(self, rows: list[Any], main: str) -> Components:
         if not any(isinstance(r, dict) for r in rows):
@@ -349,19 +354,23 @@ def trl_arguments(samples: list[dict[str, Any]], style: str = "trl") -> dict[str
             **_columns(samples, ("prompt", "completion", "completion_ids", "messages", "global_step"))}
 
 
-def _extra_metric(values: list[Any]) -> list[Any] | None:
+def _extra_metric(values: list[Any], skips: bool) -> list[Any] | None:
     """An extra key's values, or None when any is not a number (veRL's ``pred`` is the parsed answer's text):
     such a key is information, not a metric, and is left out."""
-    return values if all(isinstance(v, numbers.Real) for v in values) else None
+    return values if all(isinstance(v, numbers.Real) or (skips and v is None) for v in values) else None
 
 
-def check_values(fn_name: str, key: str, values: list[Any], n: int, samples: list[dict[str, Any]]) -> None:
-    """Exactly n finite numbers (booleans count as 0 and 1, as TRL's and veRL's tensors make them); otherwise a
-    RewardError saying which function returned what for which sample."""
+def check_values(fn_name: str, key: str, values: list[Any], n: int, samples: list[dict[str, Any]],
+                 skips: bool = False) -> None:
+    """Exactly n finite numbers (booleans count as 0 and 1, as TRL's and veRL's tensors make them; with `skips`,
+    None for a sample the function does not score); otherwise a RewardError naming the function, what it
+    returned and the sample."""
     if len(values) != n:
         raise RewardShapeError(f"reward {fn_name!r} returned {len(values)} values for {key!r}, expected {n} "
                           f"(one per sample)")
     for i, v in enumerate(values):
-        if not isinstance(v, numbers.Real) or not math.isfinite(v):
+        if (v is None and not skips) or (v is not None and (not isinstance(v, numbers.Real) or not math.isfinite(v))):
             raise RewardError(f"reward {fn_name!r} returned {v!r} for {key!r} on sample "
-                              f"{samples[i].get('id', i)!r}: expected a finite number")
+                              f"{samples[i].get('id', i)!r}: expected a finite number"
+                              + (" (None, for a sample it does not score, is TRL's convention: style: trl)"
+                                 if v is None else ""))

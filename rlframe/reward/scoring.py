@@ -13,6 +13,22 @@ ON_ERROR = ("raise", "fallback", "mask")
 NORMALIZE = ("none", "batch")
 
 
+def known(values: Sequence[float]) -> list[float]:
+    """The values a function scored (not plugins.SKIP, TRL's None)."""
+    return [v for v in values if v == v]
+
+
+def unscorable(components: Components, specs: Sequence[RewardFnConfig]) -> list[int]:
+    """Indices of the samples that every weighted function skipped."""
+    cols = [components[s.name] for s in specs if s.name in components]
+    return [i for i, row in enumerate(zip(*cols)) if all(v != v for v in row)] if cols else []
+
+
+def json_safe(components: Components) -> dict[str, list[float | None]]:
+    """Skipped values as JSON null, which is what strict JSON readers (and TRL's convention) expect."""
+    return {k: [None if v != v else v for v in vals] for k, vals in components.items()}
+
+
 @dataclass
 class Scores:
     """Scores of a batch, aligned with its samples: each component's values, and how the scoring went."""
@@ -120,8 +136,9 @@ def combine(components: Components, specs: Sequence[RewardFnConfig], normalize: 
     total = [0.0] * n
     for spec in specs:
         values = components[spec.name]
-        if normalize == "batch" and n > 1:
-            mu, sd = statistics.fmean(values), statistics.pstdev(values)
-            values = [(v - mu) / sd if sd > 1e-8 else 0.0 for v in values]
-        total = [t + spec.weight * v for t, v in zip(total, values)]
+        scored = known(values)
+        if normalize == "batch" and n > 1 and scored:
+            mu, sd = statistics.fmean(scored), statistics.pstdev(scored)
+            values = [(v - mu) / sd if sd > 1e-8 else 0.0 for v in values]   # (SKIP stays NaN)
+        total = [t if v != v else t + spec.weight * v for t, v in zip(total, values)]
     return total

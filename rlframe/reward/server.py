@@ -75,7 +75,7 @@ def make_server(rewards: Any, host: str = "127.0.0.1", port: int = 0, token: str
                 queue: int = 32) -> BoundedHTTPServer:
     """A server scoring with `rewards` (a RewardSet); port 0 picks a free port (`server.server_address`)."""
     from rlframe.errors import RewardError
-    from rlframe.reward.scoring import combine
+    from rlframe.reward.scoring import combine, json_safe
 
     lock = threading.Lock()
 
@@ -197,7 +197,7 @@ def make_server(rewards: Any, host: str = "127.0.0.1", port: int = 0, token: str
             try:
                 with lock:
                     scores = rewards.score(samples)
-                out = {"components": scores.components, "failures": scores.failures, "errors": scores.errors,
+                out = {"components": json_safe(scores.components), "failures": scores.failures, "errors": scores.errors,
                        "total": combine(scores.components, rewards.specs, normalize)}
             except RewardError as err:
                 self._send(422, {"error": str(err)})

@@ -29,7 +29,7 @@ from rlframe.learner.learner import grad_accum_steps
 from rlframe.models.loading import model_source
 from rlframe.models.tiny import build_tiny_model
 from rlframe.reward.pool import RewardPool
-from rlframe.reward.scoring import Scores, combine
+from rlframe.reward.scoring import Scores, combine, unscorable
 from rlframe.rollout.engine import SamplingSettings
 from rlframe.tasks.registry import task_spec
 from rlframe.tracking import Tracker, format_summary, read_metrics, summarize
@@ -264,8 +264,8 @@ class Driver:
             scores = self.rewarders.gather(tickets)
         batch.done()
         batch.set_scores(slots, scores.components, self.cfg.reward.fallback_value)
-        if self.cfg.reward.on_error == "mask":
-            batch.masked = {slots[i] for i in scores.failed}
+        batch.masked = {slots[i] for i in scores.failed} if self.cfg.reward.on_error == "mask" else set()
+        batch.masked |= set(unscorable(batch.components, self.cfg.reward.fns))   # every function returned None
         batch.rewards = combine(batch.components, self.cfg.reward.fns, self.cfg.reward.normalize)
         for msg in scores.errors[:3]:
             log.warning("reward failure (reward.on_error=%s): %s", self.cfg.reward.on_error, msg)

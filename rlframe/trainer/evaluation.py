@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlframe.data.rollout_batch import RolloutBatch
 from rlframe.models.loading import is_vision_language, weight_layout
+from rlframe.reward.scoring import json_safe, known
 from rlframe.rollout.engine import SamplingSettings
 
 if TYPE_CHECKING:
@@ -34,11 +35,14 @@ def subset_metrics(samples: list[dict[str, Any]], components: dict[str, list[flo
         by_subset.setdefault(str(s.get("split") or "eval"), []).append(i)
     subsets = {}
     for name in sorted(by_subset):
-        rows = by_subset[name]
-        subsets[name] = {"n": len(rows), **{metric: statistics.fmean(components[key][i] for i in rows)
-                                            for key, metric in metrics.items() if key in components}}
+        rows, row = by_subset[name], {"n": len(by_subset[name])}
+        for key, metric in metrics.items():
+            scored = known([components[key][i] for i in rows]) if key in components else []
+            if scored:   # (a subset that no function scored, TRL's None, has no mean)
+                row[metric] = statistics.fmean(scored)
+        subsets[name] = row
     names = [m for m in metrics.values() if any(m in v for v in subsets.values())]
-    mean = {m: statistics.fmean(v[m] for v in subsets.values()) for m in names}
+    mean = {m: statistics.fmean(v[m] for v in subsets.values() if m in v) for m in names}
     return {"subsets": subsets, "mean": mean}
 
 
@@ -120,11 +124,11 @@ def evaluate_policy(d: Driver, model: str, out_dir: Path, sets: dict[int, tuple[
             d.rollout(batch, params)
             metrics = task.eval_metrics or {c: c for c in batch.components}
             results[str(k)] = subset_metrics(task.eval, batch.components, metrics)
+            scored = json_safe({m: batch.components[key] for key, m in metrics.items() if key in batch.components})
             for j, (s, c) in enumerate(zip(task.eval, batch.done())):
                 pred_file.write(json.dumps({"num_history": k, "id": s.get("id"), "split": s.get("split") or "eval",
                                             "answer": s.get("answer"), "completion": c.text,
-                                            **{m: batch.components[key][j] for key, m in metrics.items()
-                                               if key in batch.components}}) + "\n")
+                                            **{m: v[j] for m, v in scored.items()}}) + "\n")
             log.info("eval num_history=%d: %s", k, ", ".join(f"{m} {v:.3f}" for m, v in results[str(k)]["mean"].items()))
     out = {"model": model, "settings": {"greedy": True, "max_new_tokens": params.max_new_tokens,
                                         "repetition_penalty": params.repetition_penalty,

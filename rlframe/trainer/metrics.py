@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from rlframe.data.rollout_batch import RolloutBatch
-from rlframe.reward.scoring import Scores
+from rlframe.reward.scoring import Scores, known
 
 
 class Timer:
@@ -30,6 +30,8 @@ class Timer:
 
 
 def mean(values: list[float]) -> float:
+    """(NaN, a reward's "not scored", is left out.)"""
+    values = [v for v in values if v == v]
     return float(sum(values) / len(values)) if values else 0.0
 
 
@@ -46,14 +48,17 @@ def reward_metrics(batch: RolloutBatch, scores: Scores) -> dict[str, float]:
     """Each component's raw mean and std, the weighted total, failures per function, pool health."""
     out = {}
     for k, v in batch.components.items():
-        out[f"reward/{k}"] = mean(v)
-        out[f"reward/{k}_std"] = statistics.pstdev(v) if len(v) > 1 else 0.0
+        scored = known(v)
+        out[f"reward/{k}"] = mean(scored)
+        out[f"reward/{k}_std"] = statistics.pstdev(scored) if len(scored) > 1 else 0.0
+        if len(scored) < len(v):   # TRL-style None
+            out[f"reward/skipped/{k}"] = len(v) - len(scored)
     total = batch.rewards
     out["reward/total"] = mean(total)
     for name, n in scores.failures.items():
         out[f"reward/failures/{name}"] = n
     out["reward/worker_restarts"] = scores.restarts
-    if batch.masked:   # reward.on_error=mask
+    if batch.masked:   # reward.on_error=mask, or samples no function scored
         out["reward/masked_samples"] = len(batch.masked)
         out["reward/masked_groups"] = len(batch.masked_groups())
     out["timing/reward_compute"] = round(scores.seconds, 4)

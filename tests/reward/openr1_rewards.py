@@ -30,3 +30,9 @@ def spy(prompts, completions, completion_ids, trainer_state, **kwargs):
 
 
 spy.calls = []
+
+
+def accuracy_or_skip(completions, solution, **kwargs):
+    """As TRL's own accuracy_reward: None where the gold solution cannot be parsed (the sample is not scored)."""
+    return [None if not sol else float(f"<answer>{sol}</answer>" in c[0]["content"])
+            for c, sol in zip(completions, solution)]

@@ -222,7 +222,8 @@ def service():
     from rlframe.reward.server import make_server
 
     specs = [RewardFnConfig(name="trl_no_kwargs", path=HERE, weight=0.5),
-             RewardFnConfig(name="comp", path=HERE, function="batch_dicts", weight=1.0)]
+             RewardFnConfig(name="comp", path=HERE, function="batch_dicts", weight=1.0),
+             RewardFnConfig(name="trl_skip", path=HERE, weight=2.0)]
     server = make_server(RewardSet(specs), port=0, token="s3cret")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -238,7 +239,17 @@ def test_remote_reward_through_the_service(service):
     assert out["comp/comp/double"] == [0.0, 2.0, 4.0]
     assert out["comp/trl_no_kwargs"] == [26.0, 24.0, 9.0]
     total = PluginReward(RewardFnConfig(name="remote_total", url=service, token="s3cret"))(SAMPLES)
-    assert total["remote_total"] == [13.0, 13.0, 6.5]          # 0.5 * len + 1.0 * comp
+    assert total["remote_total"] == [15.0, 15.0, 6.5]          # 0.5 * len + 1.0 * comp + 2.0 * skip (s2: skipped)
+    skip = out["comp/trl_skip"]
+    assert skip[:2] == [1.0, 1.0] and skip[2] != skip[2]      # TRL's None crossed the wire (JSON null) as a skip
+    req = urllib.request.Request(service + "/score", data=json.dumps({"samples": SAMPLES}).encode(), method="POST",
+                                 headers={"Authorization": "Bearer s3cret"})
+    with urllib.request.urlopen(req) as resp:                 # strict JSON: null, not NaN
+        assert json.loads(resp.read(), parse_constant=pytest.fail)["components"]["trl_skip"] == [1.0, 1.0, None]
+
+
+def trl_skip(prompts, completions, n, **kwargs):
+    return [None if i == 2 else 1.0 for i in n]
 
 
 def test_service_refuses_a_wrong_token_and_bad_bodies(service):
@@ -251,7 +262,7 @@ def test_service_refuses_a_wrong_token_and_bad_bodies(service):
     assert info.value.code == 400 and "'samples' must be a list" in json.loads(info.value.read())["error"]
     with urllib.request.urlopen(urllib.request.Request(service + "/health",
                                                        headers={"Authorization": "Bearer s3cret"})) as resp:
-        assert json.loads(resp.read()) == {"status": "ok", "rewards": ["trl_no_kwargs", "comp"]}
+        assert json.loads(resp.read()) == {"status": "ok", "rewards": ["trl_no_kwargs", "comp", "trl_skip"]}
 
 
 def test_unreachable_service_is_retried_with_backoff_then_named():
@@ -270,7 +281,8 @@ def test_unreachable_service_is_retried_with_backoff_then_named():
 def test_service_health_check(service):
     from rlframe.reward.remote import check_service
 
-    assert check_service(RewardFnConfig(name="x", url=service + "/score", token="s3cret")) == ["trl_no_kwargs", "comp"]
+    assert check_service(RewardFnConfig(name="x", url=service + "/score", token="s3cret")) == \
+        ["trl_no_kwargs", "comp", "trl_skip"]
     with pytest.raises(RewardError, match=r"health answered 401"):
         check_service(RewardFnConfig(name="x", url=service, token="bad"))
     with pytest.raises(RewardError, match=r"cannot reach the reward service at http://127.0.0.1:9"):

@@ -99,3 +99,36 @@ def test_preference_images_records_are_conversational_with_extra_fields(tmp_path
     user = call["prompts"][0][-1]
     assert user["role"] == "user" and [p["type"] for p in user["content"]].count("image") == 4
     assert {"answer", "difficulty", "images", "user_id"} <= set(call["columns"])
+
+
+def test_none_is_trls_not_scored_left_out_of_totals_and_means_and_a_sample_nobody_scores_leaves_the_loss():
+    from rlframe.reward.scoring import RewardSet, Scores, combine, json_safe, unscorable
+    from rlframe.trainer.evaluation import subset_metrics
+    from rlframe.trainer.metrics import reward_metrics
+
+    records = [chat_record("Image A"), chat_record(""), chat_record("Image B")]   # the second's gold: unparseable
+    samples = batch(records, [GOOD, GOOD, BAD])
+    specs = [RewardFnConfig(name="accuracy_or_skip", path=HERE, weight=1.0),
+             RewardFnConfig(name="format_reward", path=HERE, weight=0.5)]
+    comps = RewardSet(specs).score(samples).components
+    acc = comps["accuracy_or_skip"]
+    assert acc[0] == 1.0 and acc[1] != acc[1] and acc[2] == 0.0
+    assert combine(comps, specs) == [1.5, 0.5, 0.0]                # the skip adds nothing; format still counts
+    # z-scores over the scored values: accuracy [1, skip, 0] -> [1, skip, -1]; format [1, 1, 0] -> [.71, .71, -1.41]
+    assert combine(comps, specs, "batch") == pytest.approx([1 + 0.5 ** 1.5, 0.5 ** 1.5, -1 - 2 ** 0.5 / 2])
+    assert unscorable(comps, specs) == [] and unscorable(comps, specs[:1]) == [1]
+    assert json_safe(comps)["accuracy_or_skip"] == [1.0, None, 0.0]
+    assert subset_metrics(records, comps)["mean"] == {"accuracy_or_skip": 0.5, "format_reward": 2 / 3}
+
+    rb = RolloutBatch(records, [[1, 2]] * 3, 1)
+    rb.add(Completion(i, [7], [0.0], text=t) for i, t in enumerate([GOOD, GOOD, BAD]))
+    rb.set_scores([0, 1, 2], comps)
+    rb.masked = set(unscorable(rb.components, specs[:1]))
+    rb.rewards = combine(rb.components, specs[:1])
+    m = reward_metrics(rb, Scores(comps))
+    assert m["reward/accuracy_or_skip"] == 0.5 and m["reward/skipped/accuracy_or_skip"] == 1
+    assert m["reward/masked_samples"] == 1 and rb.masked_groups() == [1]
+    assert rb.dump_rows(3)[1]["rewards"]["accuracy_or_skip"] is None   # JSON null in the rollout dump
+    # None is TRL's convention only: another style returning it is an error that says so
+    with pytest.raises(Exception, match=r"returned None for 'b' on sample 'r-Image A'.*TRL's convention"):
+        PluginReward(RewardFnConfig(name="b"), obj=lambda samples: [None] * len(samples))(samples)
