@@ -106,8 +106,3 @@ def test_parse_profile_flattened_string():
     prof, problems = parse_profile('"Color": "Pink, Teal", "Mood": "calm", "Detail": ""')
     assert prof == {"Color": "Pink, Teal"}
     assert problems == ["unknown key 'Mood'", "empty value for 'Detail'"]
-    # semicolons separate pairs as commas do (a quoted value keeps its own)
-    prof, problems = parse_profile("Art Styles: Pixel Art; Color: Teal; Artistic Medium: Oil Paint; "
-                                   "Saturation: Muted; Detail: Fine")
-    assert prof == PREFER and problems == []
-    assert parse_profile('"Color": "Pink; Teal"') == ({"Color": "Pink; Teal"}, [])

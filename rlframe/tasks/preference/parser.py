@@ -103,7 +103,7 @@ def canonical_dimension(key: str) -> str | None:
 # and 8x that many, 470 s: two `\s*` around an optional quote try every split). Found by tests/fuzz/.
 _PAIR_RE = re.compile(
     r"""["']?\s{0,20}([A-Za-z][A-Za-z _\-]{0,40}?)\s{0,20}["']?\s{0,20}:\s{0,20}"""
-    r"""(?:"([^"<>]{0,500})"|'([^'<>]{0,500})'|([^,;"'<>\n]*))"""
+    r"""(?:"([^"<>]{0,500})"|'([^'<>]{0,500})'|([^,"'<>\n]*))"""
 )
 # typographic quotes and odd spaces that models (and people) write for ASCII ones
 _CLEAN = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
