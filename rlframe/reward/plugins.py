@@ -194,13 +194,14 @@ def _columns(samples: list[dict[str, Any]], exclude: Sequence[str]) -> dict[str,
     return {k: [s.get(k) for s in samples] for k in keys}
 
 
-def _to_list(values: Any) -> list[Any]:
+def _to_list(values: Any, fn_name: str) -> list[Any]:
     if hasattr(values, "tolist"):   # torch tensors, numpy arrays
         values = values.tolist()
     if isinstance(values, numbers.Real):   # one number (bools too): a batch of one, or a wrong-length result
         values = [values]
     if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
-        raise RewardShapeError(f"returned {type(values).__name__} {values!r:.60}: expected one number per sample")
+        raise RewardShapeError(f"reward {fn_name!r} returned {type(values).__name__} {values!r:.60}: expected one "
+                               f"number per sample")
     return list(values)
 
 
@@ -240,12 +241,7 @@ class PluginReward:
     def __call__(self, samples: list[dict[str, Any]]) -> Components:
         what = f"reward {self.name!r}"
         raw = self._invoke(samples, what)
-        try:
-            return self._components(raw, len(samples), samples)
-        except RewardShapeError as err:
-            if str(err).startswith("returned"):   # from _to_list, which does not know the function's name
-                raise RewardShapeError(f"{what} {err}") from None
-            raise
+        return self._components(raw, len(samples), samples)
 
     # -- one convention each
     def _kw(self, offered: dict[str, Any]) -> dict[str, Any]:
@@ -278,27 +274,29 @@ class PluginReward:
             if "rewards" not in raw:
                 raise RewardShapeError(f"reward {name!r} (OpenRLHF style) returned a dict with keys {sorted(raw)}: "
                                   f"expected 'rewards'")
-            parts = {name: _to_list(raw["rewards"])}
+            parts = {name: _to_list(raw["rewards"], name)}
             if raw.get("scores") is not None:
-                parts[f"{name}/scores"] = _to_list(raw["scores"])
+                parts[f"{name}/scores"] = _to_list(raw["scores"], name)
             for k, v in (raw.get("extra_logs") or {}).items():
-                parts[f"{name}/{k}"] = _to_list(v)
+                parts[f"{name}/{k}"] = _to_list(v, name)
         elif self.style == "verl" or (isinstance(raw, list) and raw and isinstance(raw[0], dict)):
-            parts = self._per_sample_dicts(_to_list(raw), "score" if self.style == "verl" else name)
+            parts = self._per_sample_dicts(_to_list(raw, name), "score" if self.style == "verl" else name)
         elif isinstance(raw, dict):
             parts = {k if k == name or k.startswith(f"{name}/") or self.style == "batch" else f"{name}/{k}":
-                     _to_list(v) for k, v in raw.items()}
+                     _to_list(v, name) for k, v in raw.items()}
             if name not in parts:
                 raise RewardShapeError(f"reward {name!r} returned a dict with keys {sorted(raw)}, which lack its own "
                                   f"name {name!r} (the component that is weighted)")
         else:
-            parts = {name: _to_list(raw)}
+            parts = {name: _to_list(raw, name)}
         skips = self.style in TRL_STYLES or bool(self.spec.url)   # None: TRL's "not scored" (a service's null)
         for key in [k for k in parts if k.startswith(f"{name}/")]:   # an extra key: logged, never weighted
-            extra, values = _extra_metric(parts[key], skips), parts.pop(key)
-            if extra is not None and key not in self.dropped:   # once left out, always: every batch has the same keys
-                parts[key] = extra
-            elif extra is None and key not in self.dropped:
+            values = parts.pop(key)
+            if key in self.dropped:   # once left out, always: every batch has the same keys
+                continue
+            if _is_metric(values, skips):
+                parts[key] = values
+            else:
                 self.dropped.add(key)
                 odd = next(v for v in values if not isinstance(v, numbers.Real))
                 log.warning("reward %r: its extra key %r is not a number on every sample (e.g. %.60r%s); it is "
@@ -354,10 +352,10 @@ def trl_arguments(samples: list[dict[str, Any]], style: str = "trl") -> dict[str
             **_columns(samples, ("prompt", "completion", "completion_ids", "messages", "global_step"))}
 
 
-def _extra_metric(values: list[Any], skips: bool) -> list[Any] | None:
-    """An extra key's values, or None when any is not a number (veRL's ``pred`` is the parsed answer's text):
-    such a key is information, not a metric, and is left out."""
-    return values if all(isinstance(v, numbers.Real) or (skips and v is None) for v in values) else None
+def _is_metric(values: list[Any], skips: bool) -> bool:
+    """Whether an extra key's values are numbers (or skips); otherwise (veRL's ``pred`` is the parsed answer's
+    text) the key is information, not a metric, and is left out."""
+    return all(isinstance(v, numbers.Real) or (skips and v is None) for v in values)
 
 
 def check_values(fn_name: str, key: str, values: list[Any], n: int, samples: list[dict[str, Any]],

@@ -31,7 +31,7 @@ class Timer:
 
 def mean(values: list[float]) -> float:
     """(NaN, a reward's "not scored", is left out.)"""
-    values = [v for v in values if v == v]
+    values = known(values)
     return float(sum(values) / len(values)) if values else 0.0
 
 

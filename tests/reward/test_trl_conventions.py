@@ -9,7 +9,7 @@ import pytest
 
 from rlframe.config.schema import DataConfig, RewardFnConfig
 from rlframe.data.rollout_batch import Completion, RolloutBatch
-from rlframe.reward.plugins import PluginReward, detect_style
+from rlframe.reward.plugins import PluginReward, RewardError, detect_style
 from rlframe.tasks.preference.vocab import DIMENSIONS
 from tests.reward import openr1_rewards as fns  # noqa: E402  (signatures only)
 
@@ -130,5 +130,5 @@ def test_none_is_trls_not_scored_left_out_of_totals_and_means_and_a_sample_nobod
     assert m["reward/masked_samples"] == 1 and rb.masked_groups() == [1]
     assert rb.dump_rows(3)[1]["rewards"]["accuracy_or_skip"] is None   # JSON null in the rollout dump
     # None is TRL's convention only: another style returning it is an error that says so
-    with pytest.raises(Exception, match=r"returned None for 'b' on sample 'r-Image A'.*TRL's convention"):
+    with pytest.raises(RewardError, match=r"returned None for 'b' on sample 'r-Image A'.*TRL's convention"):
         PluginReward(RewardFnConfig(name="b"), obj=lambda samples: [None] * len(samples))(samples)
